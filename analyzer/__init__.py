@@ -1,0 +1,1 @@
+"""Analyzer: snapshots, regression detection, clustering, recommendations."""

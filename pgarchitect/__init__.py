@@ -1,0 +1,1 @@
+"""Shared pieces of pgarchitect: CLI, configuration, embedded PostgreSQL, store migrations."""
