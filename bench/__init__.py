@@ -1,0 +1,1 @@
+"""Benchmarks: python -m bench (figures go to docs/benchmarks.md)."""

@@ -1,0 +1,3 @@
+from pgarchitect.cli import run
+
+run()

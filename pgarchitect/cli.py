@@ -1,0 +1,184 @@
+"""The `pgarchitect` command line: one entry point, subcommands per SPEC section 2.
+
+User errors (bad config, a DSN that does not answer, missing privileges) print one line on
+stderr and exit 2; no traceback. Ctrl-C and SIGTERM stop cleanly with exit code 130 / 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from pgarchitect.config import Settings, describe, load_settings, target_from_dsn
+from pgarchitect.dsn import mask_dsn
+from pgarchitect.errors import ConfigError, UserError
+from pgarchitect.log import setup_logging
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: unwind so every context manager (servers, pools) closes."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, print it (secrets masked) and exit")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log verbosity (default: info)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pgarchitect",
+        description="PostgreSQL performance observatory and database architect.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("exporter", help="run the Prometheus exporter")
+    _common(p)
+    p.add_argument("--dsn", action="append", default=[], metavar="[NAME=]DSN",
+                   help="a target to monitor (repeatable; replaces the config's targets)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:9188")
+    p.add_argument("--min-refresh-interval", metavar="DURATION",
+                   help="reuse a scrape's result for this long (0: read on every scrape)")
+
+    p = sub.add_parser("analyzer", help="run the analyzer service (snapshots, audits, admin API)")
+    _common(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:9189")
+
+    p = sub.add_parser("migrate", help="apply the store migrations")
+    _common(p)
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+
+    p = sub.add_parser("snapshot", help="take one snapshot of a target's statistics now")
+    _common(p)
+    p.add_argument("--target", metavar="[NAME=]DSN", help="target DSN")
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+
+    p = sub.add_parser("audit", help="run one full audit now and print the report")
+    _common(p)
+    p.add_argument("--target", metavar="[NAME=]DSN", help="target DSN")
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--json", action="store_true", help="print the JSON report (SPEC 6)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip what-if validation of recommendations")
+
+    p = sub.add_parser("propose", help="write a migration and PR text for a recommendation")
+    _common(p)
+    p.add_argument("id", help="recommendation id")
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--out", metavar="DIR", required=True, help="output directory")
+
+    p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
+    _common(p)
+    p.add_argument("--seconds", type=float, default=20.0, help="workload duration (default 20)")
+    p.add_argument("--no-regression", action="store_true", help="do not plant a regression")
+    return parser
+
+
+def flags_to_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line flags as a raw config mapping (the highest precedence)."""
+    raw: dict[str, Any] = {}
+    if getattr(args, "log_level", None):
+        raw["log_level"] = args.log_level
+    dsns = list(getattr(args, "dsn", None) or [])
+    if getattr(args, "target", None):
+        dsns = [args.target]
+    if dsns:
+        raw["targets"] = [target_from_dsn(d, i) for i, d in enumerate(dsns)]
+    if getattr(args, "store", None):
+        raw["store"] = {"dsn": args.store}
+    section = {"exporter": "exporter", "analyzer": "analyzer"}.get(args.command)
+    if section and getattr(args, "listen", None):
+        raw.setdefault(section, {})["listen"] = args.listen
+    if getattr(args, "min_refresh_interval", None) is not None:
+        raw.setdefault("exporter", {})["min_refresh_interval"] = args.min_refresh_interval
+    return raw
+
+
+def _not_built(name: str) -> Handler:
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        print(f"pgarchitect: '{name}' is not built yet (see README, Status)", file=sys.stderr)
+        return 2
+
+    return handler
+
+
+def _require_store(settings: Settings) -> None:
+    if settings.store.dsn is None:
+        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Apply pending store migrations."""
+    from pgarchitect.migrate import migrate
+
+    _require_store(settings)
+    assert settings.store.dsn is not None
+    applied = migrate(settings.store.dsn)
+    print(f"migrations applied: {', '.join(applied)}" if applied else "store is up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the embedded demo."""
+    from pgarchitect.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(seconds=args.seconds, plant_regression=not args.no_regression))
+
+
+def _handlers() -> dict[str, Handler]:
+    handlers: dict[str, Handler] = {
+        "exporter": _not_built("exporter"),
+        "analyzer": _not_built("analyzer"),
+        "migrate": cmd_migrate,
+        "snapshot": _not_built("snapshot"),
+        "audit": _not_built("audit"),
+        "propose": _not_built("propose"),
+        "demo": cmd_demo,
+    }
+    return handlers
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        settings = load_settings(args.config, flags_to_config(args))
+        setup_logging(settings.log_level)
+        if args.check_config:
+            print(describe(settings), end="")
+            print("configuration OK", file=sys.stderr)
+            return 0
+        return _handlers()[args.command](args, settings)
+    except UserError as exc:
+        print(f"pgarchitect: {mask_dsn(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pgarchitect: interrupted", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("pgarchitect: terminated", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        logging.shutdown()
+
+
+def run() -> None:
+    """`python -m pgarchitect`."""
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Connections as the tool makes them: marked, time-limited, with one-line errors."""
+
+from __future__ import annotations
+
+import psycopg
+
+from pgarchitect.dsn import Dsn, mask_dsn
+from pgarchitect.errors import ConnectError
+
+MARKER = "/* pgarchitect */"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first meaningful line of a driver error, password-masked."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return mask_dsn(lines[-1] if lines and lines[0].startswith("connection failed") else lines[0])
+
+
+def connect_sync(
+    dsn: Dsn,
+    label: str,
+    application_name: str = "pgarchitect",
+    connect_timeout: float = 5.0,
+    statement_timeout: float | None = None,
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Open a psycopg connection or raise ConnectError naming `label` and the masked DSN."""
+    options = None
+    if statement_timeout is not None:
+        options = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    try:
+        return psycopg.connect(
+            dsn.reveal(),
+            application_name=application_name,
+            connect_timeout=max(1, round(connect_timeout)),
+            options=options,
+        )
+    except psycopg.Error as exc:
+        raise ConnectError(f"cannot connect to {label} {dsn.masked}: {first_line(exc)}") from None

@@ -1,0 +1,101 @@
+"""`pgarchitect demo`: an embedded PostgreSQL 18, a workload with a planted regression, and
+what pgarchitect makes of it. Leaves no server running, also on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from pgarchitect.dsn import Dsn
+from pgarchitect.embedded import embedded_postgres
+from pgarchitect.log import event
+from pgarchitect.migrate import migrate
+from pgarchitect.table import render_table
+from pgarchitect.workload import DEFAULT_PLANT, create_schema, run_workload
+
+log = logging.getLogger("pgarchitect.demo")
+
+TOP_STATEMENTS = """
+/* pgarchitect */
+SELECT s.calls, s.total_exec_time, s.mean_exec_time, s.rows, s.query
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = %s AND s.query NOT LIKE '/* pgarchitect */%%'
+  AND s.toplevel AND s.queryid IS NOT NULL
+ORDER BY s.total_exec_time DESC
+LIMIT %s
+"""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo does; the defaults take about half a minute."""
+
+    seconds: float = 20.0
+    plant_regression: bool = True
+    top: int = 10
+    users: int = 20_000
+    logs: int = 300_000
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def top_statements(dsn: str, datname: str, limit: int) -> list[tuple[object, ...]]:
+    """The statements with the highest total time, the tool's own left out."""
+    with psycopg.connect(dsn, application_name="pgarchitect-demo") as conn:
+        return conn.execute(TOP_STATEMENTS, (datname, limit)).fetchall()
+
+
+def _short(query: object, width: int = 72) -> str:
+    text = " ".join(str(query).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Run the demo end to end; returns the exit code."""
+    started = time.monotonic()
+    _say("pgarchitect demo — starting an embedded PostgreSQL 18 …")
+    with embedded_postgres(18) as server:
+        app_dsn = server.create_database("app", extensions=("pg_stat_statements",))
+        store_dsn = server.create_database("pgarchitect")
+        _say(f"  server:  PostgreSQL 18 on 127.0.0.1:{server.port} (data in {server.directory})")
+        applied = migrate(Dsn(store_dsn))
+        _say(f"  store:   {store_dsn} — migrations applied: {', '.join(applied) or 'none'}")
+
+        async def load_and_run() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(app_dsn)
+            try:
+                t0 = time.monotonic()
+                await create_schema(conn, users=options.users, logs=options.logs)
+                _say(f"  data:    {options.users:,} users, {options.logs:,} behavior_logs "
+                     f"({time.monotonic() - t0:.1f}s)")
+            finally:
+                await conn.close()
+            plant = DEFAULT_PLANT if options.plant_regression else ()
+            _say(f"  workload: {options.seconds:.0f}s over api-orm, api-thin, analytics"
+                 + (f"; dropping {', '.join(plant)} half-way" if plant else ""))
+            result = await run_workload(app_dsn, options.seconds, plant=plant,
+                                        users=options.users)
+            total = sum(result.counts.values())
+            _say(f"  ran {total:,} statements ({total / result.seconds:,.0f}/s), "
+                 f"{sum(result.errors.values())} errors")
+
+        asyncio.run(load_and_run())
+        rows = top_statements(app_dsn, "app", options.top)
+        _say()
+        _say(f"Top {len(rows)} statements by total time (pg_stat_statements):")
+        _say(render_table(
+            ["calls", "total ms", "mean ms", "rows", "query"],
+            [(r[0], r[1], r[2], r[3], _short(r[4])) for r in rows],
+        ))
+        _say()
+        log.info(event("demo.finished", seconds=round(time.monotonic() - started, 1)))
+    _say(f"Done in {time.monotonic() - started:.0f}s; the embedded server is stopped.")
+    return 0
