@@ -258,7 +258,8 @@ def embedded_postgres(
                 user, base,
             )
         for attempt in range(5):
-            port = free_port()
+            fixed = (settings or {}).get("port")
+            port = int(fixed) if fixed else free_port()
             conf = _base_settings(version, libs, base) | {"port": str(port)}
             conf.update(settings or {})
             lines = [f"{k} = {_conf_value(v)}" for k, v in conf.items()]
