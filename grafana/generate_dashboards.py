@@ -1017,7 +1017,7 @@ def postgresql_health() -> Json:
         timeseries(
             "Exporter collector errors",
             "Collector errors per interval by reason (connect, timeout, permission, "
-            "missing_extension, not_preloaded, query).",
+            "missing_extension, not_preloaded, query), and how many collectors are down now.",
             "short",
             [
                 q(
@@ -1026,7 +1026,7 @@ def postgresql_health() -> Json:
                     "{{target}} {{collector}} {{reason}}",
                 ),
                 q(
-                    f"count by (target) (pg_exporter_collector_up{{{HT}}} == 0)",
+                    f"sum by (target) (1 - pg_exporter_collector_up{{{HT}}})",
                     "{{target}} collectors down",
                 ),
             ],

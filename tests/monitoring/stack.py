@@ -48,13 +48,14 @@ T = TypeVar("T")
 # binaries, ports, waiting
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, *alternatives: str) -> str:
     """Path of a program on PATH; fails the test (not a skip) when it is missing."""
-    path = shutil.which(name)
+    path = next(filter(None, (shutil.which(n) for n in (name, *alternatives))), None)
     if path is None:
         pytest.fail(
             f"{name} not found on PATH: install the Debian package that provides it "
-            "(prometheus: prometheus, promtool; prometheus-alertmanager: alertmanager, amtool; "
+            "(prometheus: prometheus, promtool; prometheus-alertmanager: "
+            "prometheus-alertmanager or alertmanager, amtool; "
             "docker-compose: docker-compose)",
             pytrace=False,
         )
@@ -300,7 +301,7 @@ class Alertmanager:
 
 @contextlib.contextmanager
 def alertmanager(tmp: Path, config: Mapping[str, Any]) -> Iterator[Alertmanager]:
-    binary = require_binary("alertmanager")
+    binary = require_binary("alertmanager", "prometheus-alertmanager")  # Debian's name
     port = free_port()
     workdir = tmp / f"alertmanager-{port}"
     workdir.mkdir(parents=True)
@@ -522,3 +523,29 @@ def empty_panels(prom: Prometheus, path: Path, *, allowed_empty: Sequence[str] =
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") == "1"
+
+
+# --------------------------------------------------------------------------------------
+# metric names in PromQL
+
+_PROMQL_KEYWORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "bool", "offset", "inf", "nan",
+}  # fmt: skip
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric (and recording-rule) names an expression selects; good enough for our PromQL:
+    strings, label matchers, ranges and grouping clauses are removed, functions skipped."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    s = re.sub(r"\{[^}]*\}", " ", s)
+    s = re.sub(r"\[[^\]]*\]", " ", s)
+    s = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])[a-zA-Z_:][a-zA-Z0-9_:]*", s):
+        if s[m.end() :].lstrip().startswith("("):
+            continue
+        if m.group(0).lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(m.group(0))
+    return names

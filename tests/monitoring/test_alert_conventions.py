@@ -19,7 +19,10 @@ CAMEL_CASE = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)*$")
 ALWAYS_FIRING = {"Watchdog"}
 # What SPEC §7 requires at least, each mapped to the alert(s) that cover it.
 REQUIRED = {
-    "ORM-path p95 over target (burn rate)": {"OrmPathLatencyBudgetBurnFast", "OrmPathLatencyBudgetBurnSlow"},
+    "ORM-path p95 over target (burn rate)": {
+        "OrmPathLatencyBudgetBurnFast",
+        "OrmPathLatencyBudgetBurnSlow",
+    },
     "exporter down": {"PgarchitectExporterDown"},
     "target down": {"PostgresTargetDown"},
     "statement collector failing": {"PgStatementsCollectorFailing"},
@@ -120,7 +123,9 @@ def test_has_firing_and_quiet_unit_tests(alert: Alert) -> None:
     cases = [(path, defined, c) for path, defined, c in RULE_TESTS if c["alertname"] == alert.name]
     for path, defined, _ in cases:
         # A test file that does not load the rule would pass its quiet cases vacuously.
-        assert alert.name in defined, f"{path.name} tests {alert.name} without loading its rule file"
+        assert alert.name in defined, (
+            f"{path.name} tests {alert.name} without loading its rule file"
+        )
     firing = [c for _, _, c in cases if c.get("exp_alerts")]
     quiet = [c for _, _, c in cases if c.get("exp_alerts") == []]
     assert firing, f"no promtool case where {alert.name} fires"

@@ -13,9 +13,7 @@ CONFIG = REPO / "prometheus" / "alertmanager.yml"
 
 
 def amtool_run(amtool: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [amtool, *args], capture_output=True, text=True, timeout=60, check=False
-    )
+    return subprocess.run([amtool, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_check_config(amtool: str) -> None:
@@ -28,12 +26,27 @@ def test_check_config(amtool: str) -> None:
     ("labels", "receiver"),
     [
         (["alertname=Watchdog", "severity=info"], "pgarchitect-watchdog"),
-        (["alertname=OrmPathLatencyBudgetBurnFast", "severity=critical", "orm_path=orm"], "pgarchitect-critical"),
-        (["alertname=PostgresTargetDown", "severity=critical", "target=db1"], "pgarchitect-critical"),
+        (
+            ["alertname=OrmPathLatencyBudgetBurnFast", "severity=critical", "orm_path=orm"],
+            "pgarchitect-critical",
+        ),
+        (
+            ["alertname=PostgresTargetDown", "severity=critical", "target=db1"],
+            "pgarchitect-critical",
+        ),
         (["alertname=PgarchitectExporterDown", "severity=critical"], "pgarchitect-critical"),
-        (["alertname=OrmPathLatencyBudgetBurnSlow", "severity=warning", "orm_path=orm"], "pgarchitect-warning"),
-        (["alertname=PostgresLongRunningTransaction", "severity=warning", "target=db1"], "pgarchitect-warning"),
-        (["alertname=PgarchitectRecommendationWaiting", "severity=info", "target=db1"], "pgarchitect-info"),
+        (
+            ["alertname=OrmPathLatencyBudgetBurnSlow", "severity=warning", "orm_path=orm"],
+            "pgarchitect-warning",
+        ),
+        (
+            ["alertname=PostgresLongRunningTransaction", "severity=warning", "target=db1"],
+            "pgarchitect-warning",
+        ),
+        (
+            ["alertname=PgarchitectRecommendationWaiting", "severity=info", "target=db1"],
+            "pgarchitect-info",
+        ),
         # An alert without severity (e.g. pushed by hand) still reaches someone.
         (["alertname=SomethingElse"], "pgarchitect-default"),
     ],
@@ -89,7 +102,8 @@ def test_grouping_and_inhibition() -> None:
     rules = {tuple(r["source_matchers"]): r for r in config["inhibit_rules"]}
     target_down = rules[('alertname="PostgresTargetDown"',)]
     assert "target" in target_down["equal"]
-    # Without this matcher, a down target would silence every alert lacking `target`.
+    # Without this matcher, a source alert lacking `target` would silence every alert
+    # lacking `target` (a missing label counts as equal on both sides).
     assert 'target=~".+"' in target_down["target_matchers"]
     exporter_down = rules[('alertname="PgarchitectExporterDown"',)]
     assert "instance" in exporter_down["equal"]

@@ -54,9 +54,7 @@ def test_local_and_docker_configs_scrape_the_same_jobs() -> None:
 
 
 def test_check_rules_lint_all(promtool: str) -> None:
-    result = run(
-        [promtool, "check", "rules", "--lint=all", "--lint-fatal", *map(str, RULE_FILES)]
-    )
+    result = run([promtool, "check", "rules", "--lint=all", "--lint-fatal", *map(str, RULE_FILES)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
