@@ -77,7 +77,7 @@ def wait_for(
     interval: float = 0.25,
     on_timeout: Callable[[], str] | None = None,
 ) -> T:
-    """Call `probe` until it returns something other than None (or False); fail after timeout.
+    """Call `probe` until it returns something truthy and return that; fail after timeout.
 
     The timeout is a deadline for a failure message, not a performance threshold.
     """
@@ -86,7 +86,7 @@ def wait_for(
     while True:
         try:
             result = probe()
-            if result is not None and result is not False:
+            if result:
                 return result
         except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
             last_error = exc
@@ -549,3 +549,76 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(m.group(0))
     return names
+
+
+# --------------------------------------------------------------------------------------
+# a throwaway PostgreSQL server (for the live-stack test)
+
+
+def postgres_bindir() -> Path:
+    """Directory of initdb / pg_ctl: $PG_BINDIR, else the newest Debian install."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not found:
+        pytest.fail("no PostgreSQL server binaries (Debian package postgresql-15)", pytrace=False)
+    return found[-1]
+
+
+@contextlib.contextmanager
+def temp_postgres(*, extra_conf: Sequence[str] = ()) -> Iterator[str]:
+    """Start PostgreSQL with pg_stat_statements preloaded on a free port; yield its DSN.
+
+    Runs as the `postgres` user when the tests run as root (initdb refuses root)."""
+    import tempfile
+
+    bindir = postgres_bindir()
+    base = Path(tempfile.mkdtemp(prefix="pgarchitect-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", free_port()
+    try:
+        subprocess.run(
+            [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        conf = [
+            "listen_addresses = '127.0.0.1'",
+            f"port = {port}",
+            f"unix_socket_directories = '{base}'",
+            "shared_preload_libraries = 'pg_stat_statements'",
+            "compute_query_id = on",
+            "track_io_timing = on",
+            *extra_conf,
+        ]
+        with (data / "postgresql.conf").open("a") as f:
+            f.write("\n".join(conf) + "\n")
+        subprocess.run(
+            [
+                *as_user,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "log"),
+                "-w",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+        shutil.rmtree(base, ignore_errors=True)
