@@ -251,3 +251,27 @@ def test_promtool_rejects_a_broken_expression(promtool: str, tmp_path: Path) -> 
         check=False,
     )
     assert result.returncode != 0
+
+
+# ---- the assumed metric names are written down ----------------------------------------
+
+
+def rule_exprs() -> list[str]:
+    exprs = []
+    for path in RULES_DIR.glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            exprs += [r["expr"] for r in group["rules"]]
+    return exprs
+
+
+def test_every_source_metric_is_documented() -> None:
+    """Each metric the rules and dashboards read (not recording rules, not `up`) is listed
+    in docs/monitoring.md, which the exporter team checks against what they export."""
+    doc = (REPO / "docs" / "monitoring.md").read_text()
+    documented = set(re.findall(r"`([a-z_]+)`", doc))
+    exprs = rule_exprs() + [pq.expr for path in PATHS for pq in dashboard_queries(path)]
+    used = set().union(*(metric_names(e) for e in exprs)) - recording_rules() - {"up"}
+    assert used, "no metric names found"
+    base = {re.sub(r"_(bucket|sum|count)$", "", n) if n not in documented else n for n in used}
+    missing = sorted(n for n in base if n not in documented)
+    assert not missing, f"not in docs/monitoring.md: {missing}"
