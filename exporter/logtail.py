@@ -105,6 +105,7 @@ class LogTailer:
         )
         self._rules = tuple((re.compile(r.application_name), r.orm_path) for r in settings.rules)
         self._paths: dict[str, str | None] = {}
+        self._failing = False
         self.position: Position | None = self._load_state()
 
     # --- public ----------------------------------------------------------------------------
@@ -129,10 +130,13 @@ class LogTailer:
         if self.directory is None:
             return 0
         try:
+            if not self.directory.is_dir():
+                raise FileNotFoundError(2, "no such directory")
             files = self._files()
         except OSError as exc:
             self._read_failed(self.directory, exc)
             return 0
+        self._failing = False
         if not files:
             return 0
         if self.position is None:
@@ -221,7 +225,9 @@ class LogTailer:
 
     def _read_failed(self, path: Path, exc: OSError) -> None:
         self.errors.labels("read_error").inc()
-        log.warning(event("logtail.read_failed", path=path, error=exc.strerror or str(exc)))
+        if not self._failing:  # one line per outage, not one per poll
+            log.warning(event("logtail.read_failed", path=path, error=exc.strerror or str(exc)))
+        self._failing = True
 
     # --- state file ------------------------------------------------------------------------
 
