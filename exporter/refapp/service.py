@@ -232,9 +232,15 @@ class ThinPath:
                                       encoder=_encode_jsonb, decoder=_decode_jsonb)
             await instrument(conn)
 
+        async def reset(conn: asyncpg.Connection) -> None:
+            """Nothing to undo: this path never LISTENs, SETs, locks or keeps cursors.
+
+            asyncpg's default reset is one more round trip (RESET ALL, ...) per request.
+            """
+
         self.datname = datname or ""
         self.pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self.pool_size, init=init,
+            self.dsn, min_size=1, max_size=self.pool_size, init=init, reset=reset,
             server_settings={"application_name": APPLICATION_NAMES[self.name]},
         )
 
