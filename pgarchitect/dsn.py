@@ -11,7 +11,9 @@ from pgarchitect.errors import ConfigError
 _URI_PASSWORD = re.compile(
     r"^(?P<head>postgres(?:ql)?://[^:/@]*:)(?P<pw>[^@]*)(?P<tail>@.*)$", re.I
 )
-_KV_PASSWORD = re.compile(r"(?P<head>(?<![?&\w])password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+_KV_PASSWORD = re.compile(
+    r"(?P<head>(?<![?&\w])password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I
+)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&]*)", re.I)
 
 MASK = "****"

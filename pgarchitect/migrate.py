@@ -138,8 +138,8 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], mig: Migration) -> None
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise MigrationError(
-            f"migration {mig.path.name} failed: {first_line(exc)} (the store role needs CREATE on the "
-            "database, and the vector extension must exist or be creatable)"
+            f"migration {mig.path.name} failed: {first_line(exc)} (the store role needs CREATE "
+            "on the database, and the vector extension must exist or be creatable)"
         ) from None
     except psycopg.Error as exc:
         raise MigrationError(f"migration {mig.path.name} failed: {first_line(exc)}") from None

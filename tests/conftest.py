@@ -55,7 +55,8 @@ def drop_database(server: PgServer, dsn: str) -> None:
     """Drop a database made by new_database (closing its other sessions first)."""
     name = dsn.rsplit("/", 1)[1]
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(drop.format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ def write(tmp_path: Path, text: str) -> str:
     [
         ("exporter:\n  listen_adress: 1.2.3.4:9\n", "exporter.listen_adress", "unknown key"),
         ("bogus: 1\n", "bogus", "unknown key"),
-        ("exporter:\n  statements_top_n: many\n", "exporter.statements_top_n", "expected an integer"),
+        ("exporter:\n  statements_top_n: many\n", "exporter.statements_top_n",
+         "expected an integer"),
         ("exporter:\n  statements_top_n: 0\n", "exporter.statements_top_n", "positive"),
         ("exporter:\n  min_refresh_interval: soon\n", "exporter.min_refresh_interval", "duration"),
         ("analyzer:\n  schedule: '0 25 * * *'\n", "analyzer.schedule", "hour field: 25"),
@@ -49,7 +50,7 @@ def write(tmp_path: Path, text: str) -> str:
 def test_bad_config_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, key: str, expected: str
 ) -> None:
-    code, out, err = run_cli(["migrate", "--config", write(tmp_path, yaml_text), "--check-config"],
+    code, _out, err = run_cli(["migrate", "--config", write(tmp_path, yaml_text), "--check-config"],
                              capsys)
     assert code == 2
     lines = err.strip().splitlines()

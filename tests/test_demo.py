@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,5 +36,34 @@ def test_demo_prints_top_statements_and_cleans_up() -> None:
     m = re.search(r"data in (\S+)\)", out)
     assert m, out
     datadir = m.group(1)
+    assert not Path(datadir).exists()
+    assert _postgres_pids_for(datadir) == []
+
+
+def test_demo_ctrl_c_stops_the_server() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgarchitect", "demo", "--seconds", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    datadir = None
+    try:
+        for line in proc.stdout:
+            m = re.search(r"data in (\S+)\)", line)
+            if m:
+                datadir = m.group(1)
+            if line.lstrip().startswith("workload:"):
+                break
+        assert datadir is not None
+        assert _postgres_pids_for(datadir), "the demo server should be running now"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert "Traceback" not in err
     assert not Path(datadir).exists()
     assert _postgres_pids_for(datadir) == []

@@ -21,13 +21,19 @@ from pgarchitect.log import event
     ("host=h password='se cret' dbname=d", "host=h password=**** dbname=d"),
     ("postgresql://u@h/db?password=abc&sslmode=require",
      "postgresql://u@h/db?password=****&sslmode=require"),
-    ("error connecting to postgresql://a:b@c/d: refused", "error connecting to postgresql://a:****@c/d: refused"),
+    ("error connecting to postgresql://a:b@c/d: refused",
+     "error connecting to postgresql://a:****@c/d: refused"),
 ])
 def test_mask_dsn(dsn: str, masked: str) -> None:
     assert mask_dsn(dsn) == masked
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="@ \t\n\r'\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0", blacklist_categories=("Zs", "Zl", "Zp", "Cc")), min_size=3))
+PASSWORD_CHARS = st.characters(
+    blacklist_characters="@'", blacklist_categories=("Zs", "Zl", "Zp", "Cc")
+)
+
+
+@given(st.text(alphabet=PASSWORD_CHARS, min_size=3))
 def test_password_never_survives_masking(password: str) -> None:
     text = mask_dsn(f"postgresql://user:{password}@host/db")
     assert password not in text.replace("postgresql://user:", "").replace("@host/db", "")
@@ -59,7 +65,9 @@ def test_next_after(expr: str, after: datetime, expected: datetime) -> None:
     assert parse_cron(expr).next_after(after) == expected
 
 
-@pytest.mark.parametrize("expr", ["* * * *", "60 * * * *", "* * 0 * *", "5-1 * * * *", "*/0 * * * *", "x * * * *"])
+@pytest.mark.parametrize(
+    "expr", ["* * * *", "60 * * * *", "* * 0 * *", "5-1 * * * *", "*/0 * * * *", "x * * * *"]
+)
 def test_bad_cron(expr: str) -> None:
     with pytest.raises(CronError):
         parse_cron(expr)

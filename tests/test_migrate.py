@@ -94,7 +94,7 @@ def test_new_migration_is_applied_in_its_own_transaction(store_dsn: str, tmp_pat
     (directory / "9001_good.sql").write_text("CREATE TABLE pgarchitect.extra (x int);")
     (directory / "9002_bad.sql").write_text(
         "CREATE TABLE pgarchitect.half (x int);\nSELECT no_such_function();")
-    with pytest.raises(MigrationError, match="9002_bad.sql failed"):
+    with pytest.raises(MigrationError, match=r"9002_bad\.sql failed"):
         migrate(Dsn(store_dsn), directory)
     found = tables(store_dsn)
     assert "extra" in found and "half" not in found
@@ -106,14 +106,14 @@ def test_new_migration_is_applied_in_its_own_transaction(store_dsn: str, tmp_pat
 
 def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
     (tmp_path / "1_x.sql").write_text("SELECT 1")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         discover(tmp_path)
 
 
 def test_store_without_pgvector_gives_a_clear_error(pg15: PgServer) -> None:
     dsn = new_database(pg15, "nostore")
     try:
-        with pytest.raises(MigrationError, match='extension "vector" is not available.*pgvector'):
+        with pytest.raises(MigrationError, match=r'extension "vector" is not available.*pgvector'):
             migrate(Dsn(dsn))
         # Nothing half-made: the failed file left no tables behind.
         assert tables(dsn) == {"schema_migrations"}
@@ -128,7 +128,9 @@ def test_cli_migrate(store_dsn: str, capsys: pytest.CaptureFixture[str]) -> None
     assert "store is up to date" in capsys.readouterr().out
 
 
-def test_cli_migrate_role_without_privileges(pg18: PgServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_migrate_role_without_privileges(
+    pg18: PgServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     dsn = new_database(pg18, "locked")
     db = dsn.rsplit("/", 1)[1]
     pg18.execute("DROP ROLE IF EXISTS weakling; CREATE ROLE weakling LOGIN")
