@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import embedded_postgres
+from pgarchitect.embedded import PgServer, embedded_postgres
 from pgarchitect.log import event
 from pgarchitect.migrate import migrate
 from pgarchitect.table import render_table
@@ -56,11 +56,46 @@ def _short(query: object, width: int = 72) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# Step "ORM paths": the server writes jsonlog (statement durations are switched on for the
+# `app` database only during that step), the reference app's traffic runs in-process.
+ORM_JSONLOG = {"logging_collector": "on", "log_destination": "jsonlog", "log_directory": "log",
+               "lc_messages": "C"}
+
+
+def orm_paths_step(server: PgServer, app_dsn: str, options: DemoOptions) -> None:
+    """Run the reference app's traffic; show per-path p95 from its SDK and from the jsonlog."""
+    from exporter.refapp.traffic import run_traffic
+
+    seconds = max(3.0, min(10.0, options.seconds / 3))
+    server.execute("ALTER DATABASE app SET log_min_duration_statement = 0")
+    _say(f"ORM paths: {seconds:.0f}s of reference-app traffic (exporter/refapp: orm = SQLAlchemy, "
+         "thin = asyncpg, analytics = psycopg) …")
+    report = asyncio.run(run_traffic(app_dsn, seconds, options.users,
+                                     jsonlog=server.datadir / "log"))
+    server.execute("ALTER DATABASE app RESET log_min_duration_statement")
+    _say(f"  requests: {', '.join(f'{k}: {v}' for k, v in sorted(report.requests.items()))}")
+    server_side = {p.orm_path: p for p in report.server}
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.1f}"
+
+    rows = []
+    for p in report.app:
+        s = server_side.get(p.orm_path)
+        rows.append((p.orm_path, p.count, ms(p.p95),
+                     "-" if p.slo_ratio is None else f"{p.slo_ratio:.1%}",
+                     s.count if s else 0, ms(s.p95) if s else "-"))
+    _say(render_table(["orm_path", "statements (SDK)", "p95 ms (SDK)", "<= 50 ms",
+                       "statements (jsonlog)", "p95 ms (jsonlog)"], rows))
+    _say("  (p95 from pg_orm_query_duration_seconds buckets, as histogram_quantile computes it)")
+    _say()
+
+
 def run_demo(options: DemoOptions) -> int:
     """Run the demo end to end; returns the exit code."""
     started = time.monotonic()
     _say("pgarchitect demo — starting an embedded PostgreSQL 18 …")
-    with embedded_postgres(18) as server:
+    with embedded_postgres(18, settings=ORM_JSONLOG) as server:
         app_dsn = server.create_database("app", extensions=("pg_stat_statements",))
         store_dsn = server.create_database("pgarchitect")
         _say(f"  server:  PostgreSQL 18 on 127.0.0.1:{server.port} (data in {server.directory})")
@@ -96,6 +131,7 @@ def run_demo(options: DemoOptions) -> int:
             [(r[0], r[1], r[2], r[3], _short(r[4])) for r in rows],
         ))
         _say()
+        orm_paths_step(server, app_dsn, options)
         log.info(event("demo.finished", seconds=round(time.monotonic() - started, 1)))
     _say(f"Done in {time.monotonic() - started:.0f}s; the embedded server is stopped.")
     return 0

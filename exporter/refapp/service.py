@@ -1,0 +1,422 @@
+"""The reference application's data access: one `DatabaseService`, three ORM paths.
+
+- ``orm``: SQLAlchemy 2 async ORM (mapped class, session, ``add_all``), application_name
+  ``api-orm``;
+- ``thin``: asyncpg with prepared statements (the driver's statement cache) and ``COPY`` for
+  batches, application_name ``api-thin``;
+- ``analytics``: psycopg 3 with composed SQL (``psycopg.sql``), application_name ``analytics``.
+
+CRUD goes to ``thin`` and aggregates to ``analytics``; ``route_all_orm`` sends everything
+through ``orm`` (the rollback switch). Every path is instrumented with the SDK of
+`exporter.instrument` under its own ``orm_path``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal, Protocol
+
+import asyncpg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import BigInteger, Date, DateTime, Text, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from exporter.instrument import (
+    OrmMetrics,
+    asyncpg_init,
+    instrument_psycopg,
+    instrument_sqlalchemy,
+)
+from pgarchitect.config import OrmOperation
+
+PathName = Literal["orm", "thin", "analytics"]
+PATH_NAMES: tuple[PathName, ...] = ("orm", "thin", "analytics")
+APPLICATION_NAMES: dict[PathName, str] = {
+    "orm": "api-orm", "thin": "api-thin", "analytics": "analytics",
+}
+LATEST = "behavior_logs.latest"
+INSERT_MANY = "behavior_logs.insert_many"
+DAILY_ACTIVITY = "behavior_logs.daily_activity"
+# The allow-list; the statement patterns also let the jsonlog tailer label the three paths.
+OPERATIONS: tuple[OrmOperation, ...] = (
+    OrmOperation(DAILY_ACTIVITY, "group by"),
+    OrmOperation(LATEST, "from behavior_logs where user_id"),
+    OrmOperation(INSERT_MANY, "insert into behavior_logs"),
+    OrmOperation(INSERT_MANY, "copy behavior_logs"),
+)
+COLUMNS = ("id", "user_id", "action", "created_at", "payload")
+INSERT_COLUMNS = ("user_id", "action", "created_at", "payload")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One behavior_logs row."""
+
+    id: int
+    user_id: int
+    action: str
+    created_at: datetime
+    payload: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as JSON-ready values (timestamps in UTC, ISO 8601)."""
+        return {"id": self.id, "user_id": self.user_id, "action": self.action,
+                "created_at": self.created_at.astimezone(UTC).isoformat(),
+                "payload": self.payload}
+
+
+@dataclass(frozen=True)
+class NewLog:
+    """A row to insert."""
+
+    user_id: int
+    action: str
+    created_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DayActivity:
+    """How often a user did an action on one (UTC) day."""
+
+    day: date
+    action: str
+    count: int
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        return {"day": self.day.isoformat(), "action": self.action, "count": self.count}
+
+
+class DataPath(Protocol):
+    """What each ORM path implements."""
+
+    name: PathName
+
+    async def start(self, datname: str | None) -> None: ...
+    async def close(self) -> None: ...
+    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]: ...
+    async def insert_logs(self, logs: Sequence[NewLog]) -> int: ...
+    async def daily_activity(self, user_id: int, since: datetime) -> list[DayActivity]: ...
+
+
+# --- orm: SQLAlchemy 2 async ORM ------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the reference app's models."""
+
+
+class BehaviorLog(Base):
+    """The behavior_logs table as a mapped class."""
+
+    __tablename__ = "behavior_logs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class OrmPath:
+    """Data access through the SQLAlchemy 2 async ORM."""
+
+    name: PathName = "orm"
+
+    def __init__(self, dsn: str, metrics: OrmMetrics, pool_size: int) -> None:
+        self.dsn, self.metrics, self.pool_size = dsn, metrics, pool_size
+        self.engine: AsyncEngine | None = None
+        self.sessions: async_sessionmaker[Any] | None = None
+
+    async def start(self, datname: str | None) -> None:
+        """Create the engine (asyncpg underneath) and instrument it."""
+        dsn, app = self.dsn, APPLICATION_NAMES[self.name]
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(dsn, server_settings={"application_name": app})
+
+        self.engine = create_async_engine(
+            "postgresql+asyncpg://", async_creator=connect,
+            pool_size=self.pool_size, max_overflow=0,
+        )
+        instrument_sqlalchemy(self.engine, self.metrics, self.name, datname)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def close(self) -> None:
+        """Dispose of the engine's pool."""
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    def _session(self) -> Any:
+        assert self.sessions is not None, "path not started"
+        return self.sessions()
+
+    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]:
+        """The user's newest `limit` logs."""
+        stmt = (select(BehaviorLog).where(BehaviorLog.user_id == user_id)
+                .order_by(BehaviorLog.created_at.desc(), BehaviorLog.id.desc()).limit(limit))
+        with self.metrics.operation(LATEST):
+            async with self._session() as session:
+                rows = (await session.scalars(stmt)).all()
+        return [LogEntry(r.id, r.user_id, r.action, r.created_at, r.payload) for r in rows]
+
+    async def insert_logs(self, logs: Sequence[NewLog]) -> int:
+        """Insert the rows as ORM objects in one transaction."""
+        with self.metrics.operation(INSERT_MANY):
+            async with self._session() as session, session.begin():
+                session.add_all([
+                    BehaviorLog(user_id=n.user_id, action=n.action, created_at=n.created_at,
+                                payload=n.payload)
+                    for n in logs
+                ])
+        return len(logs)
+
+    async def daily_activity(self, user_id: int, since: datetime) -> list[DayActivity]:
+        """Per-day action counts of a user since `since`."""
+        # A literal, not a bind parameter: GROUP BY must repeat the select expression exactly.
+        day = cast(func.timezone(literal_column("'UTC'"), BehaviorLog.created_at), Date)
+        stmt = (select(day, BehaviorLog.action, func.count())
+                .where(BehaviorLog.user_id == user_id, BehaviorLog.created_at >= since)
+                .group_by(day, BehaviorLog.action).order_by(day, BehaviorLog.action))
+        with self.metrics.operation(DAILY_ACTIVITY):
+            async with self._session() as session:
+                rows = (await session.execute(stmt)).all()
+        return [DayActivity(d, a, c) for d, a, c in rows]
+
+
+# --- thin: asyncpg, prepared statements, COPY ------------------------------------------------
+
+THIN_LATEST = (
+    "SELECT id, user_id, action, created_at, payload FROM behavior_logs"
+    " WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+)
+THIN_ACTIVITY = (
+    "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, action, count(*) FROM behavior_logs"
+    " WHERE user_id = $1 AND created_at >= $2 GROUP BY 1, 2 ORDER BY 1, 2"
+)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + json.dumps(value).encode()  # binary jsonb: version 1, then the text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return json.loads(data[1:])
+
+
+class ThinPath:
+    """Data access through asyncpg: prepared statements and COPY."""
+
+    name: PathName = "thin"
+
+    def __init__(self, dsn: str, metrics: OrmMetrics, pool_size: int) -> None:
+        self.dsn, self.metrics, self.pool_size = dsn, metrics, pool_size
+        self.pool: asyncpg.Pool | None = None
+        self.datname = ""
+
+    async def start(self, datname: str | None) -> None:
+        """Open the pool; each connection gets a binary jsonb codec and the SDK hook."""
+        instrument = asyncpg_init(self.metrics, self.name, datname)
+
+        async def init(conn: asyncpg.Connection) -> None:
+            # A binary codec so COPY (binary) can send jsonb too; set before the hook.
+            await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
+                                      encoder=_encode_jsonb, decoder=_decode_jsonb)
+            await instrument(conn)
+
+        async def reset(conn: asyncpg.Connection) -> None:
+            """Nothing to undo: this path never LISTENs, SETs, locks or keeps cursors.
+
+            asyncpg's default reset is one more round trip (RESET ALL, ...) per request.
+            """
+
+        self.datname = datname or ""
+        self.pool = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=self.pool_size, init=init, reset=reset,
+            server_settings={"application_name": APPLICATION_NAMES[self.name]},
+        )
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self.pool is not None:
+            await self.pool.close()
+
+    def _pool(self) -> asyncpg.Pool:
+        assert self.pool is not None, "path not started"
+        return self.pool
+
+    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]:
+        """The user's newest `limit` logs."""
+        with self.metrics.operation(LATEST):
+            rows = await self._pool().fetch(THIN_LATEST, user_id, limit)
+        return [LogEntry(*r) for r in rows]
+
+    async def insert_logs(self, logs: Sequence[NewLog]) -> int:
+        """Insert the rows with one binary COPY (the query logger does not see COPY: timer)."""
+        records = [(n.user_id, n.action, n.created_at, n.payload) for n in logs]
+        async with self._pool().acquire() as conn:
+            with self.metrics.timer(self.name, INSERT_MANY, self.datname):
+                await conn.copy_records_to_table(
+                    "behavior_logs", records=records, columns=list(INSERT_COLUMNS)
+                )
+        return len(records)
+
+    async def daily_activity(self, user_id: int, since: datetime) -> list[DayActivity]:
+        """Per-day action counts of a user since `since`."""
+        with self.metrics.operation(DAILY_ACTIVITY):
+            rows = await self._pool().fetch(THIN_ACTIVITY, user_id, since)
+        return [DayActivity(*r) for r in rows]
+
+
+# --- analytics: psycopg 3, composed SQL -----------------------------------------------------
+
+_T = sql.Identifier("behavior_logs")
+
+
+def _cols(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+ANALYTICS_LATEST = sql.SQL(
+    "SELECT {cols} FROM {t} WHERE {user_id} = %s ORDER BY {created_at} DESC, {id} DESC LIMIT %s"
+).format(cols=_cols(COLUMNS), t=_T, user_id=sql.Identifier("user_id"),
+         created_at=sql.Identifier("created_at"), id=sql.Identifier("id"))
+ANALYTICS_INSERT = sql.SQL("INSERT INTO {t} ({cols}) VALUES ({params})").format(
+    t=_T, cols=_cols(INSERT_COLUMNS),
+    params=sql.SQL(", ").join(sql.Placeholder() for _ in INSERT_COLUMNS),
+)
+ANALYTICS_ACTIVITY = sql.SQL(
+    "SELECT ({created_at} AT TIME ZONE 'UTC')::date AS day, {action}, count(*) FROM {t}"
+    " WHERE {user_id} = %s AND {created_at} >= %s GROUP BY 1, 2 ORDER BY 1, 2"
+).format(t=_T, created_at=sql.Identifier("created_at"), action=sql.Identifier("action"),
+         user_id=sql.Identifier("user_id"))
+
+
+class AnalyticsPath:
+    """Data access through psycopg 3 with composed SQL."""
+
+    name: PathName = "analytics"
+
+    def __init__(self, dsn: str, metrics: OrmMetrics, pool_size: int) -> None:
+        self.dsn, self.metrics, self.pool_size = dsn, metrics, pool_size
+        self.pool: AsyncConnectionPool[Any] | None = None
+
+    async def start(self, datname: str | None) -> None:
+        """Open the pool; each connection is instrumented when it is made."""
+        metrics, name = self.metrics, self.name
+
+        async def configure(conn: Any) -> None:
+            instrument_psycopg(conn, metrics, name, datname)
+
+        self.pool = AsyncConnectionPool(
+            self.dsn, min_size=1, max_size=self.pool_size, open=False, configure=configure,
+            kwargs={"application_name": APPLICATION_NAMES[self.name], "autocommit": True},
+        )
+        await self.pool.open(wait=True)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self.pool is not None:
+            await self.pool.close()
+
+    def _pool(self) -> AsyncConnectionPool[Any]:
+        assert self.pool is not None, "path not started"
+        return self.pool
+
+    async def datname(self) -> str:
+        """The database the pool is connected to (from the connection, no query)."""
+        async with self._pool().connection() as conn:
+            return str(conn.info.dbname)
+
+    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]:
+        """The user's newest `limit` logs."""
+        with self.metrics.operation(LATEST):
+            async with self._pool().connection() as conn:
+                cur = await conn.execute(ANALYTICS_LATEST, (user_id, limit))
+                rows = await cur.fetchall()
+        return [LogEntry(*r) for r in rows]
+
+    async def insert_logs(self, logs: Sequence[NewLog]) -> int:
+        """Insert the rows with executemany (pipelined) in one transaction."""
+        params = [(n.user_id, n.action, n.created_at, Jsonb(n.payload)) for n in logs]
+        with self.metrics.operation(INSERT_MANY):
+            async with self._pool().connection() as conn, conn.transaction():
+                await conn.cursor().executemany(ANALYTICS_INSERT, params)
+        return len(params)
+
+    async def daily_activity(self, user_id: int, since: datetime) -> list[DayActivity]:
+        """Per-day action counts of a user since `since`."""
+        with self.metrics.operation(DAILY_ACTIVITY):
+            async with self._pool().connection() as conn:
+                cur = await conn.execute(ANALYTICS_ACTIVITY, (user_id, since))
+                rows = await cur.fetchall()
+        return [DayActivity(*r) for r in rows]
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class DatabaseService:
+    """Routes each kind of data access to its ORM path (CRUD: thin, aggregates: analytics)."""
+
+    def __init__(
+        self, dsn: str, metrics: OrmMetrics, route_all_orm: bool = False, pool_size: int = 4
+    ) -> None:
+        self.route_all_orm = route_all_orm
+        self.analytics = AnalyticsPath(dsn, metrics, pool_size)
+        self.paths: dict[PathName, DataPath] = {
+            "orm": OrmPath(dsn, metrics, pool_size),
+            "thin": ThinPath(dsn, metrics, pool_size),
+            "analytics": self.analytics,
+        }
+        self.datname = ""
+
+    async def start(self) -> None:
+        """Open every path's pool (a failure closes those already open)."""
+        try:
+            await self.analytics.start(None)
+            self.datname = await self.analytics.datname()
+            await self.paths["thin"].start(self.datname)
+            await self.paths["orm"].start(self.datname)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close every path's pool."""
+        for path in self.paths.values():
+            await path.close()
+
+    def path(
+        self, kind: Literal["crud", "aggregate"], override: PathName | None = None
+    ) -> DataPath:
+        """The path for a kind of access: the override, the rollback switch, or the default."""
+        if override is not None:
+            return self.paths[override]
+        if self.route_all_orm:
+            return self.paths["orm"]
+        return self.paths["thin" if kind == "crud" else "analytics"]
+
+    async def latest_logs(
+        self, user_id: int, limit: int, path: PathName | None = None
+    ) -> list[LogEntry]:
+        """A user's newest logs (CRUD)."""
+        return await self.path("crud", path).latest_logs(user_id, limit)
+
+    async def insert_logs(self, logs: Sequence[NewLog], path: PathName | None = None) -> int:
+        """Insert a batch of logs (CRUD)."""
+        return await self.path("crud", path).insert_logs(logs)
+
+    async def daily_activity(
+        self, user_id: int, since: datetime, path: PathName | None = None
+    ) -> list[DayActivity]:
+        """Per-day activity of a user (aggregate)."""
+        return await self.path("aggregate", path).daily_activity(user_id, since)
