@@ -118,7 +118,7 @@ class TargetScraper:
             self._fail_rest(result, failure, log_it=False)
             self._log_target(False, failure)
             if failure.fatal and self._pool is not None:
-                self._pool.expire_connections()
+                await self._pool.expire_connections()
             return
         result.up = True
         result.server = info
@@ -186,7 +186,7 @@ class TargetScraper:
                         if failure.fatal:
                             for rest in names[i + 1:]:
                                 self._record(result, rest, failure, log_it=False)
-                            pool.expire_connections()
+                            await pool.expire_connections()
                             return
                     else:
                         self._ok(result, name, started)
@@ -195,7 +195,7 @@ class TargetScraper:
             for name in names:
                 if name not in result.durations:
                     self._record(result, name, failure, log_it=True)
-            pool.expire_connections()
+            await pool.expire_connections()
 
     def _ok(self, result: ScrapeResult, name: str, started: float) -> None:
         result.durations[name] = time.perf_counter() - started
