@@ -70,7 +70,7 @@ SPECS: dict[str, Spec] = {
     "pg_up": Spec("gauge", _T, "1 when the target answered the probe of the last scrape."),
     "pg_server_version_info": Spec("gauge", (*_T, "version"), "Server version, value 1."),
     "pg_settings_max_connections": Spec("gauge", _T, "The max_connections setting."),
-    "pg_stat_activity_count": Spec(
+    "pg_stat_activity_connections": Spec(
         "gauge", (*_DB, "state", "application_name"),
         "Client connections by state and application_name (bounded; the rest is 'other')."),
     "pg_stat_activity_max_tx_duration_seconds": Spec(
@@ -150,7 +150,7 @@ def _target(f: _Families, r: ScrapeResult) -> None:
         f.add("pg_server_version_info", [t, r.server.version], 1)
         f.add("pg_settings_max_connections", [t], r.server.max_connections)
     for a in r.activity:
-        f.add("pg_stat_activity_count", [t, a.datname, a.state, a.application_name], a.count)
+        f.add("pg_stat_activity_connections", [t, a.datname, a.state, a.application_name], a.count)
     for g in r.max_tx_duration:
         f.add("pg_stat_activity_max_tx_duration_seconds", [t, g.datname], g.value)
     for g in r.locks_waiting:

@@ -30,7 +30,7 @@ async def assert_statements_down(dsn: str, reason: str, caplog: pytest.LogCaptur
             assert got.value("pg_exporter_collector_up", collector=name) == 1, name
     assert not got.get("pg_stat_statements_calls_total")
     assert got.get("pg_stat_database_xact_commit_total")
-    assert got.get("pg_stat_activity_count")
+    assert got.get("pg_stat_activity_connections")
     lines = [r.getMessage() for r in caplog.records if "collector.failed" in r.getMessage()]
     assert len(lines) == 1 and f"reason={reason}" in lines[0], lines
 
