@@ -164,6 +164,8 @@ def parse_duration(value: object, key: str) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):  # a bare number is seconds (--flag 0)
+            text += "s"
         pos, seconds = 0, 0.0
         for m in _DURATION.finditer(text):
             if m.start() != pos:
