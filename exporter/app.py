@@ -37,32 +37,55 @@ SCRAPERS = web.AppKey("scrapers", dict[str, TargetScraper])
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
 
 
-class _Snapshot:
-    """A one-off collector: the app registry's metrics plus families already built."""
+class _Families:
+    """A one-off collector yielding families already built."""
 
-    def __init__(self, registry: CollectorRegistry | None, families: Sequence[Metric]) -> None:
-        self._registry = registry
+    def __init__(self, families: Sequence[Metric]) -> None:
         self._families = families
 
     def collect(self) -> Iterable[Metric]:
-        if self._registry is not None:
-            yield from self._registry.collect()
-        yield from self._families
+        return self._families
 
 
-def render(accept: str | None, registry: CollectorRegistry | None,
-           families: Sequence[Metric]) -> tuple[bytes, str]:
-    """Encode as text format or OpenMetrics, chosen by the Accept header."""
-    encoder, content_type = choose_encoder(accept or "")
-    out = CollectorRegistry(auto_describe=False)
-    out.register(_Snapshot(registry, families))
-    return encoder(out), content_type
+_EOF = b"# EOF\n"
 
 
-async def _respond(request: web.Request, results: Sequence[ScrapeResult],
+class RenderCache:
+    """The last rendering per (endpoint, format): coalesced scrapes share one result object,
+    so they share its bytes too instead of each rendering thousands of samples again."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[tuple[ScrapeResult, ...], bytes]] = {}
+
+    def render(self, key: str, accept: str | None, results: Sequence[ScrapeResult],
+               registry: CollectorRegistry | None) -> tuple[bytes, str]:
+        """Target families (cached while the results are the same objects) + registry."""
+        encoder, content_type = choose_encoder(accept or "")
+        hit = self._last.get((key, content_type))
+        if hit is not None and len(hit[0]) == len(results) and all(
+                a is b for a, b in zip(hit[0], results, strict=True)):
+            body = hit[1]
+        else:
+            out = CollectorRegistry(auto_describe=False)
+            out.register(_Families(build(results)))
+            body = encoder(out)
+            self._last[(key, content_type)] = (tuple(results), body)
+        if registry is None:
+            return body, content_type
+        own = encoder(registry)
+        if own.endswith(_EOF):  # OpenMetrics: one EOF marker, at the very end
+            own = own[: -len(_EOF)]
+        return own + body, content_type
+
+
+RENDERED = web.AppKey("rendered", RenderCache)
+
+
+async def _respond(request: web.Request, key: str, results: Sequence[ScrapeResult],
                    registry: CollectorRegistry | None) -> web.Response:
     # All database I/O is done: rendering below never touches a database.
-    body, content_type = render(request.headers.get("Accept"), registry, build(results))
+    body, content_type = request.app[RENDERED].render(
+        key, request.headers.get("Accept"), results, registry)
     response = web.Response(body=body, headers={"Content-Type": content_type})
     response.enable_compression()
     return response
@@ -72,7 +95,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Every target, then the app registry's own metrics."""
     scrapers = request.app[SCRAPERS].values()
     results = await asyncio.gather(*(s.collect() for s in scrapers))
-    return await _respond(request, results, request.app[REGISTRY])
+    return await _respond(request, "metrics", results, request.app[REGISTRY])
 
 
 async def probe(request: web.Request) -> web.Response:
@@ -85,7 +108,7 @@ async def probe(request: web.Request) -> web.Response:
     if scraper is None:
         known = ", ".join(scrapers.keys()) or "none"
         raise web.HTTPNotFound(text=f"unknown target {name!r} (known: {known})\n")
-    return await _respond(request, [await scraper.collect()], None)
+    return await _respond(request, f"probe:{name}", [await scraper.collect()], None)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -147,6 +170,7 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[REGISTRY] = CollectorRegistry(auto_describe=True)
+    app[RENDERED] = RenderCache()
     app.cleanup_ctx.append(_scrapers_ctx)
     app.cleanup_ctx.append(_background_tasks_ctx)
     app.router.add_get("/", index)

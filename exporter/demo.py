@@ -36,9 +36,8 @@ async def _serve_and_scrape(dsn: str, say: Callable[[str], None]) -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url) as resp:
-                body = await resp.text()
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            body = await resp.text()
         say(f"Exporter: serving {url} while the demo runs "
             f"({sum(1 for ln in body.splitlines() if not ln.startswith('#')):,} samples); "
             "a few lines:")

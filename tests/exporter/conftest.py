@@ -20,6 +20,7 @@ from pgarchitect.config import Settings, load_settings
 from pgarchitect.embedded import PgServer
 from tests.conftest import drop_database, new_database
 
+
 def settings_for(targets: dict[str, str], **exporter: Any) -> Settings:
     """Settings with the given targets (name -> DSN) and exporter keys; no env, no file."""
     raw_targets = [{"name": n, "dsn": d} for n, d in targets.items()]

@@ -44,8 +44,9 @@ async def test_promtool_accepts_metrics(setup: Setup) -> None:
         await exp.get()
         status, body = await exp.get()
     assert status == 200
-    proc = subprocess.run(["promtool", "check", "metrics"], input=body, text=True,
-                          capture_output=True, timeout=60)
+    proc = await asyncio.to_thread(
+        subprocess.run, ["promtool", "check", "metrics"], input=body, text=True,
+        capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "" and proc.stderr.strip() == ""
 

@@ -103,9 +103,9 @@ def test_families_other_label_and_target() -> None:
 
 
 @pytest.mark.parametrize(("version", "read"), [
-    ("1.8", "sum(blk_read_time)"), ("1.10", "sum(blk_read_time)"),
-    ("1.11", "sum(shared_blk_read_time + local_blk_read_time)"),
-    ("1.12", "sum(shared_blk_read_time + local_blk_read_time)"),
+    ("1.8", "sum((blk_read_time)::float8)"), ("1.10", "sum((blk_read_time)::float8)"),
+    ("1.11", "sum((shared_blk_read_time + local_blk_read_time)::float8)"),
+    ("1.12", "sum((shared_blk_read_time + local_blk_read_time)::float8)"),
 ])
 def test_statement_sql_variants(version: str, read: str) -> None:
     text = select_statements(version, "public")
