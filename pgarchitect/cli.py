@@ -135,9 +135,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(DemoOptions(seconds=args.seconds, plant_regression=not args.no_regression))
 
 
+def cmd_exporter(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the Prometheus exporter."""
+    from exporter.app import run
+
+    return run(settings)
+
+
 def _handlers() -> dict[str, Handler]:
     handlers: dict[str, Handler] = {
-        "exporter": _not_built("exporter"),
+        "exporter": cmd_exporter,
         "analyzer": _not_built("analyzer"),
         "migrate": cmd_migrate,
         "snapshot": _not_built("snapshot"),

@@ -95,6 +95,11 @@ class ExporterSettings:
     top_tables: int = field(default=50, metadata=POSITIVE)
     top_indexes: int = field(default=100, metadata=POSITIVE)
     max_application_names: int = field(default=20, metadata=POSITIVE)
+    # Hard cap on statement series per database (top lists + hysteresis), `other` excluded.
+    statements_max_series: int = field(default=500, metadata=POSITIVE)
+    # work_mem of the exporter's own sessions: the pg_stat_statements() result is materialized
+    # and must not spill to a temp file (SPEC 3.1: a scrape writes zero temp blocks).
+    work_mem: str = "64MB"
     orm_paths: OrmPathSettings = OrmPathSettings()
 
 
@@ -159,6 +164,8 @@ def parse_duration(value: object, key: str) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):  # a bare number is seconds (--flag 0)
+            text += "s"
         pos, seconds = 0, 0.0
         for m in _DURATION.finditer(text):
             if m.start() != pos:

@@ -131,6 +131,12 @@ def run_demo(options: DemoOptions) -> int:
             [(r[0], r[1], r[2], r[3], _short(r[4])) for r in rows],
         ))
         _say()
+        # --- exporter (issue 3) ---
+        from exporter.demo import demo_step
+
+        demo_step(app_dsn, _say)
+        _say()
+        # --- ORM paths (issue 4) ---
         orm_paths_step(server, app_dsn, options)
         log.info(event("demo.finished", seconds=round(time.monotonic() - started, 1)))
     _say(f"Done in {time.monotonic() - started:.0f}s; the embedded server is stopped.")

@@ -1,0 +1,277 @@
+"""Exporter scrape cost vs the bare pg_stat_statements fetch vs Debian's postgres_exporter.
+
+With 1,000 / 5,000 / 20,000 distinct statements in pg_stat_statements (PostgreSQL 18, embedded):
+- bare: `SELECT <the collector's columns> FROM pg_stat_statements(false)` over one asyncpg
+  connection with the exporter's session settings (all rows fetched);
+- pgarchitect: `GET /metrics` of `pgarchitect exporter` (a subprocess, min_refresh_interval 0);
+- postgres_exporter: `GET /metrics` of /usr/bin/prometheus-postgres-exporter with the same
+  statistics as a queries.yaml query (it exports every statement; it has no top-N).
+Medians of repeated runs, ratios in the same run; peak RSS (VmHWM) of both exporters; temp blocks
+written by the exporters' statements; then 50 concurrent scrapes against the default refresh
+interval. Figures go to docs/benchmarks.md (section "exporter").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import psycopg
+
+from bench.report import write_section
+from exporter.db import session_settings
+from exporter.sql.statements import raw_columns
+from pgarchitect.config import ExporterSettings
+from pgarchitect.embedded import PgServer, embedded_postgres, free_port
+
+SIZES = (1000, 5000, 20000)
+RUNS = 15
+POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
+
+QUERIES_YAML = """
+pg_stat_statements:
+  query: |
+    SELECT d.datname, r.rolname AS "user", s.queryid::text AS queryid,
+           sum(s.calls) AS calls, sum(s.total_exec_time) / 1000 AS seconds, sum(s.rows) AS rows,
+           sum(s.shared_blk_read_time + s.local_blk_read_time) / 1000 AS block_read_seconds,
+           sum(s.shared_blk_write_time + s.local_blk_write_time) / 1000 AS block_write_seconds,
+           sum(s.total_plan_time) / 1000 AS plan_seconds,
+           sum(s.shared_blks_hit) AS shared_blocks_hit,
+           sum(s.shared_blks_read) AS shared_blocks_read,
+           sum(s.shared_blks_dirtied) AS shared_blocks_dirtied,
+           sum(s.shared_blks_written) AS shared_blocks_written,
+           sum(s.temp_blks_written) AS temp_blocks_written, sum(s.wal_bytes) AS wal_bytes
+    FROM pg_stat_statements(false) s
+    JOIN pg_database d ON d.oid = s.dbid JOIN pg_roles r ON r.oid = s.userid
+    WHERE s.queryid IS NOT NULL
+    GROUP BY d.datname, r.rolname, s.queryid
+  metrics:
+    - datname: {usage: LABEL, description: database}
+    - user: {usage: LABEL, description: role}
+    - queryid: {usage: LABEL, description: queryid}
+""" + "".join(
+    f"    - {c}: {{usage: COUNTER, description: {c}}}\n" for c in (
+        "calls", "seconds", "rows", "block_read_seconds", "block_write_seconds", "plan_seconds",
+        "shared_blocks_hit", "shared_blocks_read", "shared_blocks_dirtied",
+        "shared_blocks_written", "temp_blocks_written", "wal_bytes"))
+
+
+def statement(i: int) -> str:
+    """The i-th of many structurally distinct statements (as in tests/exporter)."""
+    terms, columns = divmod(i, 100)
+    return "SELECT " + "+".join(["1"] * (terms + 1)) + ", 1" * columns
+
+
+def fill(dsn: str, start: int, stop: int) -> None:
+    """Run statements start..stop-1 once each."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.pipeline():
+        for i in range(start, stop):
+            conn.execute(statement(i).encode())
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident set size of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class HttpExporter:
+    """A running exporter process and a keep-alive HTTP connection to it."""
+
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.get()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"{cmd[0]} did not start: {err[-500:]}") from None
+                time.sleep(0.2)
+
+    def get(self) -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            return resp.read()
+        finally:
+            conn.close()
+
+    def timed(self) -> tuple[float, int]:
+        started = time.perf_counter()
+        body = self.get()
+        return time.perf_counter() - started, body.count(b"\n")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def bare_fetch(dsn: str, runs: int) -> list[float]:
+    """Times of the bare fetch over one connection with the exporter's session settings."""
+    conn = await asyncpg.connect(dsn, server_settings=session_settings(ExporterSettings()))
+    try:
+        version = await conn.fetchval(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
+        query = (f"/* pgarchitect */ SELECT {raw_columns(version)} "
+                 'FROM "public".pg_stat_statements(false) WHERE queryid IS NOT NULL')
+        await conn.fetch(query)
+        out = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            await conn.fetch(query)
+            out.append(time.perf_counter() - started)
+        return out
+    finally:
+        await conn.close()
+
+
+async def concurrent(url: str, seconds: float, width: int = 50) -> list[float]:
+    """Bursts of `width` concurrent scrapes for `seconds`; per-request latencies."""
+    latencies: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        async def one() -> None:
+            started = time.perf_counter()
+            async with session.get(url) as resp:
+                await resp.read()
+            latencies.append(time.perf_counter() - started)
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await asyncio.gather(*(one() for _ in range(width)))
+    return latencies
+
+
+def statements_rounds(server: PgServer, datname: str) -> int:
+    """Executions of the exporter's statements query made from database `datname`."""
+    rows = server.execute(
+        "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d "
+        f"ON d.oid = s.dbid WHERE d.datname = '{datname}' AND s.query LIKE '%unnest(%'", "bench")
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+def temp_blocks(server: PgServer, datname: str) -> int:
+    """Temp blocks written by every statement run from database `datname`."""
+    rows = server.execute(
+        "SELECT coalesce(sum(s.temp_blks_written), 0) FROM pg_stat_statements s "
+        f"JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '{datname}'", "bench")
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+def main() -> None:
+    """Run the benchmark and write its section of docs/benchmarks.md."""
+    tmp = Path(tempfile.mkdtemp(prefix="pgarchitect-bench"))
+    rows_md: list[str] = []
+    try:
+        with embedded_postgres(18, settings={"pg_stat_statements.max": "25000"}) as server:
+            dsns = {name: server.create_database(name, extensions=("pg_stat_statements",))
+                    for name in ("bench", "pga", "bare", "pgexp", "pga2")}
+            (tmp / "queries.yaml").write_text(QUERIES_YAML)
+            ours_port, theirs_port = free_port(), free_port()
+            ours = HttpExporter(
+                [str(Path(sys.executable).parent / "pgarchitect"), "exporter", "--dsn",
+                 f"bench={dsns['pga']}", "--listen", f"127.0.0.1:{ours_port}",
+                 "--min-refresh-interval", "0"], ours_port)
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+                   "DATA_SOURCE_NAME": dsns["pgexp"] + "?sslmode=disable"}
+            theirs = HttpExporter(
+                [POSTGRES_EXPORTER, f"--extend.query-path={tmp / 'queries.yaml'}",
+                 "--disable-default-metrics", "--disable-settings-metrics",
+                 f"--web.listen-address=127.0.0.1:{theirs_port}"], theirs_port, env)
+            try:
+                filled = 0
+                for size in SIZES:
+                    fill(dsns["bench"], filled, size)
+                    filled = size
+                    count = int(server.execute(
+                        "SELECT count(*) FROM pg_stat_statements", "bench")[0][0])  # type: ignore[call-overload]
+                    bare = statistics.median(asyncio.run(bare_fetch(dsns["bare"], RUNS)))
+                    ours.timed()
+                    mine = [ours.timed() for _ in range(RUNS)]
+                    theirs.timed()
+                    other = [theirs.timed() for _ in range(RUNS)]
+                    m_ours = statistics.median(t for t, _ in mine)
+                    m_theirs = statistics.median(t for t, _ in other)
+                    rows_md.append(
+                        f"| {size:,} ({count:,} in view) | {bare * 1000:.1f} | "
+                        f"{m_ours * 1000:.1f} ({mine[-1][1]:,} lines) | "
+                        f"{m_theirs * 1000:.1f} ({other[-1][1]:,} lines) | "
+                        f"{m_ours / bare:.2f}x | {m_theirs / m_ours:.1f}x | "
+                        f"{vm_hwm_mb(ours.proc.pid):.0f} / {vm_hwm_mb(theirs.proc.pid):.0f} |")
+                    print(rows_md[-1], flush=True)
+                temp_ours, temp_bare = temp_blocks(server, "pga"), temp_blocks(server, "bare")
+                temp_theirs = temp_blocks(server, "pgexp")
+            finally:
+                ours.stop()
+                theirs.stop()
+            # 50 concurrent scrapes against the default refresh interval.
+            interval, seconds = ExporterSettings().min_refresh_interval, 12.0
+            port = free_port()
+            loaded = HttpExporter(
+                [str(Path(sys.executable).parent / "pgarchitect"), "exporter", "--dsn",
+                 f"bench={dsns['pga2']}", "--listen", f"127.0.0.1:{port}"], port)
+            try:
+                before = statements_rounds(server, "pga2")
+                started = time.monotonic()
+                lat = asyncio.run(concurrent(f"http://127.0.0.1:{port}/metrics", seconds))
+                elapsed = time.monotonic() - started
+                rounds = statements_rounds(server, "pga2") - before
+                rss_loaded = vm_hwm_mb(loaded.proc.pid)
+            finally:
+                loaded.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    intervals = elapsed / interval
+    markdown = "\n".join([
+        "## Exporter scrape (SPEC §9)",
+        "",
+        f"PostgreSQL 18 (embedded), pg_stat_statements.max 25,000; medians of {RUNS} runs "
+        "after one warm-up. *bare*: the collector's columns of every row of "
+        "`pg_stat_statements(false)` over one asyncpg connection (same session settings); "
+        "*pgarchitect*: `GET /metrics` of `pgarchitect exporter` (defaults, "
+        "min_refresh_interval 0); *postgres_exporter*: Debian's v0.11.1 with the same "
+        "statistics as a `queries.yaml` query (it exports every statement).",
+        "",
+        "| distinct statements | bare fetch ms | pgarchitect ms | postgres_exporter ms "
+        "| pgarchitect / bare (bar ≤ 1.5) | postgres_exporter / pgarchitect (bar ≥ 3) "
+        "| peak RSS MB pgarchitect / postgres_exporter (bar < 80) |",
+        "|---|---|---|---|---|---|---|",
+        *rows_md,
+        "",
+        f"Temp blocks written by the exporters' statements over all runs: pgarchitect "
+        f"{temp_ours}, bare fetch {temp_bare}, postgres_exporter {temp_theirs} (bar: 0 for "
+        "pgarchitect).",
+        "",
+        f"50 concurrent scrapes, back to back for {elapsed:.0f} s, default "
+        f"min_refresh_interval {interval:.0f} s, 20,000 statements: {len(lat):,} responses, "
+        f"{rounds} database rounds for {intervals:.1f} intervals (bar: one round per interval), "
+        f"p99 response {p99 * 1000:.0f} ms (bar < 250 ms), peak RSS {rss_loaded:.0f} MB.",
+    ])
+    print(markdown)
+    write_section("exporter", markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The exporter's HTTP side: aiohttp app factory, endpoints, lifecycle.
+
+Endpoints: `/metrics` (every target, label `target`), `/probe?target=NAME` (one target, for
+Prometheus relabeling at fleet scale), `/healthz` (process alive), `/readyz` (at least one
+target reachable). Exposition is the Prometheus text format, or OpenMetrics when the scraper
+asks for it in `Accept`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
+
+from exporter import db
+from exporter.families import build
+from exporter.model import ScrapeResult
+from exporter.scrape import TargetScraper
+from pgarchitect.config import Settings, Target, parse_listen
+from pgarchitect.db import first_line
+from pgarchitect.errors import ConfigError, ConnectError
+from pgarchitect.log import event
+
+log = logging.getLogger("exporter.app")
+
+SETTINGS = web.AppKey("settings", Settings)
+# The app's own registry: other modules (the jsonlog tailer, issue 4) register their metrics
+# here and they are served on the same /metrics. Never the global prometheus REGISTRY.
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+SCRAPERS = web.AppKey("scrapers", dict[str, TargetScraper])
+TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
+
+
+class _Families:
+    """A one-off collector yielding families already built."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+_EOF = b"# EOF\n"
+
+
+class RenderCache:
+    """The last rendering per (endpoint, format): coalesced scrapes share one result object,
+    so they share its bytes too instead of each rendering thousands of samples again."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[tuple[ScrapeResult, ...], bytes]] = {}
+
+    def render(self, key: str, accept: str | None, results: Sequence[ScrapeResult],
+               registry: CollectorRegistry | None) -> tuple[bytes, str]:
+        """Target families (cached while the results are the same objects) + registry."""
+        encoder, content_type = choose_encoder(accept or "")
+        hit = self._last.get((key, content_type))
+        if hit is not None and len(hit[0]) == len(results) and all(
+                a is b for a, b in zip(hit[0], results, strict=True)):
+            body = hit[1]
+        else:
+            out = CollectorRegistry(auto_describe=False)
+            out.register(_Families(build(results)))
+            body = encoder(out)
+            self._last[(key, content_type)] = (tuple(results), body)
+        if registry is None:
+            return body, content_type
+        own = encoder(registry)
+        if own.endswith(_EOF):  # OpenMetrics: one EOF marker, at the very end
+            own = own[: -len(_EOF)]
+        return own + body, content_type
+
+
+RENDERED = web.AppKey("rendered", RenderCache)
+
+
+async def _respond(request: web.Request, key: str, results: Sequence[ScrapeResult],
+                   registry: CollectorRegistry | None) -> web.Response:
+    # All database I/O is done: rendering below never touches a database.
+    body, content_type = request.app[RENDERED].render(
+        key, request.headers.get("Accept"), results, registry)
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Every target, then the app registry's own metrics."""
+    scrapers = request.app[SCRAPERS].values()
+    results = await asyncio.gather(*(s.collect() for s in scrapers))
+    return await _respond(request, "metrics", results, request.app[REGISTRY])
+
+
+async def probe(request: web.Request) -> web.Response:
+    """One target by name: /probe?target=NAME."""
+    name = request.query.get("target")
+    if not name:
+        raise web.HTTPBadRequest(text="missing parameter: target\n")
+    scrapers = request.app[SCRAPERS]
+    scraper = scrapers.get(name)
+    if scraper is None:
+        known = ", ".join(scrapers.keys()) or "none"
+        raise web.HTTPNotFound(text=f"unknown target {name!r} (known: {known})\n")
+    return await _respond(request, f"probe:{name}", [await scraper.collect()], None)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when at least one target answers, else 503."""
+    scrapers = list(request.app[SCRAPERS].values())
+    answers = await asyncio.gather(*(s.ping() for s in scrapers))
+    up = [s.name for s, ok in zip(scrapers, answers, strict=True) if ok]
+    if up:
+        return web.Response(text=f"ready: {', '.join(up)}\n")
+    return web.Response(status=503, text="no target reachable\n")
+
+
+async def index(request: web.Request) -> web.Response:
+    """A small landing page for humans."""
+    scrapers = request.app[SCRAPERS]
+    names = ", ".join(scrapers.keys())
+    return web.Response(text=f"pgarchitect exporter\ntargets: {names}\n"
+                             "/metrics  /probe?target=NAME  /healthz  /readyz\n")
+
+
+async def _scrapers_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[SCRAPERS] = {t.name: TargetScraper(t, settings.exporter) for t in settings.targets}
+    yield
+    await asyncio.gather(*(s.close() for s in app[SCRAPERS].values()))
+
+
+async def _background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    registry = app[REGISTRY]
+    tasks: list[asyncio.Task[None]] = []
+    # ---- Background tasks of other modules start here --------------------------------
+    # Each registers its metrics into `registry` and runs until cancelled, e.g. (issue 4):
+    #   if settings.exporter.orm_paths.jsonlog:
+    #       from exporter.logtail import LogTailer
+    #       tasks.append(asyncio.create_task(
+    #           LogTailer(settings.exporter.orm_paths, registry).run(), name="logtail"))
+    # ---- end of background tasks -------------------------------------------------------
+    del settings, registry  # used by the tasks above once they exist
+    app[TASKS] = tasks
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await task
+            except Exception as exc:  # a crashed task must not break shutdown
+                log.warning(event("task.failed", task=task.get_name(), error=exc))
+
+
+def make_app(settings: Settings) -> web.Application:
+    """The exporter as an aiohttp application (pools and tasks live in its cleanup_ctx)."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[REGISTRY] = CollectorRegistry(auto_describe=True)
+    app[RENDERED] = RenderCache()
+    app.cleanup_ctx.append(_scrapers_ctx)
+    app.cleanup_ctx.append(_background_tasks_ctx)
+    app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/probe", probe)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def check_targets(settings: Settings) -> None:
+    """At start-up: every target must answer, else ConfigError/ConnectError naming it."""
+    if not settings.targets:
+        raise ConfigError("targets", "at least one target is required (give --dsn DSN)")
+
+    async def check(target: Target) -> None:
+        try:
+            conn = await db.connect(target.dsn, settings.exporter)
+        except Exception as exc:  # any driver error: report it on one line
+            raise ConnectError(f"cannot connect to target {target.name} {target.dsn.masked}: "
+                               f"{first_line(exc)}") from None
+        await conn.close()
+
+    await asyncio.gather(*(check(t) for t in settings.targets))
+
+
+def run(settings: Settings) -> int:
+    """Serve until interrupted (the `pgarchitect exporter` command)."""
+    host, port = parse_listen(settings.exporter.listen, "exporter.listen")
+    asyncio.run(check_targets(settings))
+    names = ",".join(t.name for t in settings.targets)
+    log.info(event("exporter.listening", url=f"http://{host}:{port}/metrics", targets=names))
+    web.run_app(make_app(settings), host=host, port=port, print=None, access_log=None)
+    return 0

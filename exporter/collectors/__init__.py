@@ -1,0 +1,1 @@
+"""One module per view: `async fetch(conn, server, ...)` returns plain rows, no prometheus."""

@@ -1,0 +1,230 @@
+"""One scrape of one target: probe, run the collectors under a budget, classify failures.
+
+Concurrent scrapes of a target share one database round (single flight), and a round's result
+is reused for `min_refresh_interval` seconds. A failing collector never fails the scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from exporter import db
+from exporter.collectors import activity, database, replication, server, statements, tables
+from exporter.errors import Classified, Reason, classify
+from exporter.model import COLLECTORS, Failure, ScrapeResult, ServerInfo
+from exporter.selection import Selection, TextCache
+from exporter.sql import server as server_sql
+from pgarchitect.config import ExporterSettings, Target
+from pgarchitect.log import event
+
+log = logging.getLogger("exporter.scrape")
+
+T = TypeVar("T")
+HEALTH = ("activity", "database", "locks", "replication", "tables", "indexes")
+
+
+class TargetScraper:
+    """Scrapes one target; owns its pool, statement selection memory and text cache."""
+
+    def __init__(self, target: Target, settings: ExporterSettings) -> None:
+        self.target = target
+        self.settings = settings
+        self.selection = Selection(settings.statements_keep_scrapes,
+                                   settings.statements_max_series)
+        self.texts = TextCache(settings.text_cache_size)
+        self.rounds = 0
+        self._pool: asyncpg.Pool | None = None
+        self._errors: Counter[tuple[str, str]] = Counter()
+        self._last: ScrapeResult | None = None
+        self._last_at = 0.0
+        self._inflight: asyncio.Future[ScrapeResult] | None = None
+        self._state: dict[str, Reason | None] = {}
+
+    @property
+    def name(self) -> str:
+        """The target's name (the `target` label)."""
+        return self.target.name
+
+    async def close(self) -> None:
+        """Wait for a running round, then close the pool."""
+        if self._inflight is not None:
+            await asyncio.gather(self._inflight, return_exceptions=True)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.settings.connect_timeout)
+            except (TimeoutError, OSError, asyncpg.PostgresError):
+                pool.terminate()
+
+    async def collect(self) -> ScrapeResult:
+        """The latest result: fresh enough, in flight (shared), or a new round."""
+        if self._last is not None and (
+                time.monotonic() - self._last_at < self.settings.min_refresh_interval):
+            return self._last
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._round())
+            self._inflight.add_done_callback(self._finished)
+        # Shielded: a client that goes away must not cancel the round the others wait for.
+        return await asyncio.shield(self._inflight)
+
+    def _finished(self, fut: asyncio.Future[ScrapeResult]) -> None:
+        self._inflight = None
+        if not fut.cancelled() and fut.exception() is None:
+            self._last, self._last_at = fut.result(), time.monotonic()
+
+    async def ping(self) -> bool:
+        """True when the target answers a trivial query now."""
+        try:
+            pool = await self._get_pool()
+            async with asyncio.timeout(self.settings.connect_timeout + 1):
+                async with pool.acquire() as conn:
+                    await conn.fetchval(server_sql.PING)
+            return True
+        except Exception:  # any failure means not reachable; the scrape reports why
+            return False
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await db.create_pool(self.target.dsn, self.settings)
+        return self._pool
+
+    async def _round(self) -> ScrapeResult:
+        self.rounds += 1
+        result = ScrapeResult(target=self.name, up=False)
+        try:
+            async with asyncio.timeout(self.settings.scrape_timeout):
+                await self._collect_all(result)
+        except TimeoutError:
+            self._fail_rest(result, Classified(Reason.TIMEOUT, True, "scrape timeout"), log_it=True)
+        result.finished_at = time.time()
+        result.errors_total = dict(self._errors)
+        result.rounds_total = self.rounds
+        return result
+
+    async def _collect_all(self, result: ScrapeResult) -> None:
+        try:
+            pool = await self._get_pool()
+            info = await self._probe(pool, result)
+        except Exception as exc:  # a failed probe: the target is down for this round
+            failure = classify(exc)
+            self._record(result, "server", failure, log_it=False)
+            self._fail_rest(result, failure, log_it=False)
+            self._log_target(False, failure)
+            if failure.fatal and self._pool is not None:
+                await self._pool.expire_connections()
+            return
+        result.up = True
+        result.server = info
+        self._log_target(True, None)
+        await asyncio.gather(self._statements(pool, info, result), self._health(pool, info, result))
+
+    async def _probe(self, pool: asyncpg.Pool, result: ScrapeResult) -> ServerInfo:
+        started = time.perf_counter()
+        async with pool.acquire() as conn:
+            info = await server.fetch(conn)
+        self._ok(result, "server", started)
+        return info
+
+    async def _statements(self, pool: asyncpg.Pool, info: ServerInfo,
+                          result: ScrapeResult) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            result.statements = await statements.fetch(
+                conn, info, self.settings, self.selection, self.texts)
+
+        await self._on_connection(pool, result, [("statements", run)])
+
+    async def _health(self, pool: asyncpg.Pool, info: ServerInfo, result: ScrapeResult) -> None:
+        s = self.settings
+
+        async def run_activity(conn: asyncpg.Connection) -> None:
+            result.activity = await activity.fetch(conn, s.max_application_names)
+            result.max_tx_duration = await activity.fetch_max_tx_duration(conn)
+
+        async def run_database(conn: asyncpg.Connection) -> None:
+            result.databases = await database.fetch(conn)
+
+        async def run_locks(conn: asyncpg.Connection) -> None:
+            result.locks_waiting = await database.fetch_locks_waiting(conn)
+
+        async def run_replication(conn: asyncpg.Connection) -> None:
+            result.replication = await replication.fetch(conn, info)
+
+        async def run_tables(conn: asyncpg.Connection) -> None:
+            result.tables = await tables.fetch(conn, s.top_tables)
+
+        async def run_indexes(conn: asyncpg.Connection) -> None:
+            result.indexes = await tables.fetch_indexes(conn, s.top_indexes)
+
+        steps = [run_activity, run_database, run_locks, run_replication, run_tables, run_indexes]
+        await self._on_connection(pool, result, list(zip(HEALTH, steps, strict=True)))
+
+    async def _on_connection(
+        self,
+        pool: asyncpg.Pool,
+        result: ScrapeResult,
+        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[None]]]],
+    ) -> None:
+        """Run collectors one after another on one connection; a fatal error ends the rest."""
+        names = [name for name, _ in steps]
+        try:
+            async with pool.acquire() as conn:
+                for i, (name, step) in enumerate(steps):
+                    started = time.perf_counter()
+                    try:
+                        await step(conn)
+                    except Exception as exc:  # classified; never fails the scrape
+                        failure = classify(exc)
+                        result.durations[name] = time.perf_counter() - started
+                        self._record(result, name, failure, log_it=True)
+                        if failure.fatal:
+                            for rest in names[i + 1:]:
+                                self._record(result, rest, failure, log_it=False)
+                            await pool.expire_connections()
+                            return
+                    else:
+                        self._ok(result, name, started)
+        except Exception as exc:  # acquiring the connection failed
+            failure = classify(exc)
+            for name in names:
+                if name not in result.durations:
+                    self._record(result, name, failure, log_it=True)
+            await pool.expire_connections()
+
+    def _ok(self, result: ScrapeResult, name: str, started: float) -> None:
+        result.durations[name] = time.perf_counter() - started
+        if self._state.get(name) is not None:
+            log.info(event("collector.recovered", target=self.name, collector=name))
+        self._state[name] = None
+
+    def _record(self, result: ScrapeResult, name: str, failure: Classified, log_it: bool) -> None:
+        result.failures[name] = Failure(failure.reason, failure.message)
+        self._errors[(name, failure.reason.value)] += 1
+        if not log_it:  # skipped because the target is down: the target line says it all
+            return
+        if self._state.get(name) != failure.reason:
+            # One line per change of state, not one per scrape.
+            log.warning(event("collector.failed", target=self.name, collector=name,
+                              reason=failure.reason.value, error=failure.message))
+        self._state[name] = failure.reason
+
+    def _fail_rest(self, result: ScrapeResult, failure: Classified, log_it: bool) -> None:
+        for name in COLLECTORS:
+            if name not in result.durations and name not in result.failures:
+                self._record(result, name, failure, log_it)
+
+    def _log_target(self, up: bool, failure: Classified | None) -> None:
+        was = self._state.get("target")
+        if up and was is not None:
+            log.info(event("target.up", target=self.name))
+            self._state["target"] = None
+        elif not up and failure is not None and was != failure.reason:
+            log.warning(event("target.down", target=self.name, reason=failure.reason.value,
+                              error=failure.message))
+            self._state["target"] = failure.reason

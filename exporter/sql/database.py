@@ -1,0 +1,9 @@
+"""pg_stat_database: per-database counters (the shared-objects row, datname NULL, skipped)."""
+
+from pgarchitect.db import MARKER
+
+DATABASES = f"""{MARKER}
+SELECT datname, blks_hit, blks_read, xact_commit, xact_rollback, deadlocks, temp_bytes,
+       conflicts
+FROM pg_stat_database
+WHERE datname IS NOT NULL"""
