@@ -858,7 +858,7 @@ def postgresql_health() -> Json:
             "Connections used",
             "Connections in use as a share of max_connections; the alert fires above 80 %.",
             "percentunit",
-            [q(f"target:pg_stat_activity_count:usage_ratio{{{HT}}}", "{{target}}")],
+            [q(f"target:pg_stat_activity_connections:usage_ratio{{{HT}}}", "{{target}}")],
             th=thresholds((None, "green"), (0.8, "orange"), (0.95, "red")),
         ),
         stat(
@@ -879,7 +879,7 @@ def postgresql_health() -> Json:
             "short",
             [
                 q(
-                    f"sum by (target, state) (pg_stat_activity_count{{{HD}}})",
+                    f"sum by (target, state) (pg_stat_activity_connections{{{HD}}})",
                     "{{target}} {{state}}",
                 ),
                 q(
@@ -894,7 +894,7 @@ def postgresql_health() -> Json:
             "short",
             [
                 q(
-                    f"sum by (target, application_name) (pg_stat_activity_count{{{HD}}})",
+                    f"sum by (target, application_name) (pg_stat_activity_connections{{{HD}}})",
                     "{{target}} {{application_name}}",
                 )
             ],

@@ -91,7 +91,7 @@ def exporter_metrics(reg: CollectorRegistry) -> Callable[[], None]:
     info.labels("db1", "17.2").set(1)
     info.labels("db2", "16.6").set(1)
     g("pg_settings_max_connections", ["target"]).labels("db1").set(100)
-    activity = g("pg_stat_activity_count", ["target", "datname", "state", "application_name"])
+    activity = g("pg_stat_activity_connections", ["target", "datname", "state", "application_name"])
     activity.labels("db1", "app", "active", "web").set(5)
     activity.labels("db1", "app", "idle", "web").set(10)
     tx = g("pg_stat_activity_max_tx_duration_seconds", ["target", "datname"])
