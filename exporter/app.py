@@ -146,13 +146,13 @@ async def _background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = app[REGISTRY]
     tasks: list[asyncio.Task[None]] = []
     # ---- Background tasks of other modules start here --------------------------------
-    # Each registers its metrics into `registry` and runs until cancelled, e.g. (issue 4):
-    #   if settings.exporter.orm_paths.jsonlog:
-    #       from exporter.logtail import LogTailer
-    #       tasks.append(asyncio.create_task(
-    #           LogTailer(settings.exporter.orm_paths, registry).run(), name="logtail"))
+    # Each registers its metrics into `registry` and runs until cancelled.
+    if settings.exporter.orm_paths.jsonlog:
+        from exporter.logtail import LogTailer
+
+        tailer = LogTailer(settings.exporter.orm_paths, registry)
+        tasks.append(asyncio.create_task(tailer.run(), name="logtail"))
     # ---- end of background tasks -------------------------------------------------------
-    del settings, registry  # used by the tasks above once they exist
     app[TASKS] = tasks
     yield
     for task in tasks:
