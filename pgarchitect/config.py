@@ -371,7 +371,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         "PGARCHITECT_LOG_LEVEL": "log_level",
     }
     for var, value in sorted(environ.items()):
-        if not var.startswith(ENV_PREFIX) or var == "PGARCHITECT_REQUIRE_LIVE":
+        if not var.startswith(ENV_PREFIX):
             continue
         if var in shortcuts:
             _set_path(raw, shortcuts[var], value)

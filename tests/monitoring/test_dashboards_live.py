@@ -1,31 +1,29 @@
-"""Every panel of the Query performance, ORM paths and PostgreSQL health dashboards
-returns data from a Prometheus that scraped the real exporter and reference app (SPEC §7).
+"""Every panel of the Query performance, ORM paths and PostgreSQL health dashboards returns
+data from a Prometheus that scraped the real exporter and reference app (SPEC §7).
 
-Marked `live_stack`: deselected unless PGARCHITECT_REQUIRE_LIVE=1 (tests/monitoring/
-conftest.py). With the variable set, a missing exporter is a failure with a clear
-message, never a skip. Until the exporter exists this test is not part of `make test`.
-
-What this test assumes about programs that are being written (adapt here when they land):
-- `pgarchitect exporter --dsn DSN --listen HOST:PORT` (SPEC §2);
-- `pgarchitect migrate --store DSN` and `pgarchitect analyzer --config F --listen HOST:PORT`;
-- `python -m exporter.refapp --listen HOST:PORT` reads its database from PGARCHITECT_DSN
-  and serves pg_orm_* on /metrics; `drive_workload` below gives it and the server traffic.
+The stack is real: PostgreSQL 18 (embedded), `pgarchitect exporter`, the reference app
+(`python -m exporter.refapp`), Prometheus with the repository's rules. The analyzer service is
+added automatically once `pgarchitect analyzer` is built (today it says "not built yet" and
+exits 2); its dashboard's queries are then checked live too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-import importlib.util
-import os
+import json
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import asyncpg
 import yaml
+
+from pgarchitect.embedded import embedded_postgres
+from pgarchitect.workload import create_schema
 
 from .stack import (
     DASHBOARD_DIR,
@@ -36,11 +34,8 @@ from .stack import (
     http_ok,
     prometheus,
     running,
-    temp_postgres,
     wait_for,
 )
-
-pytestmark = pytest.mark.live_stack
 
 LIVE_DASHBOARDS = [
     "pgarchitect-query-performance",
@@ -49,20 +44,7 @@ LIVE_DASHBOARDS = [
 ]
 # Panels that are legitimately empty on a single server without replicas.
 ALLOWED_EMPTY = {"pgarchitect-postgresql-health": ("Replication lag",)}
-
-
-def require_live_components() -> None:
-    for module in ("exporter.app", "exporter.refapp", "analyzer"):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            pytest.fail(
-                f"PGARCHITECT_REQUIRE_LIVE=1 but {module} is not importable: the exporter / "
-                "reference app is not built (or not installed in this environment)",
-                pytrace=False,
-            )
+USERS = 50
 
 
 def cli() -> list[str]:
@@ -70,87 +52,100 @@ def cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pgarchitect"]
 
 
-def drive_workload(dsn: str, refapp_url: str) -> None:
-    """Some statements for pg_stat_statements, and requests for the reference app."""
-    import psycopg
+def _request(url: str, body: object | None = None) -> None:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert 200 <= resp.status < 300, (url, resp.status)
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute("CREATE TABLE IF NOT EXISTS live_t (id int primary key, v text)")
-        conn.execute(
-            "INSERT INTO live_t SELECT g, md5(g::text) FROM generate_series(1, 5000) g "
-            "ON CONFLICT DO NOTHING"
-        )
-        for i in range(200):
-            conn.execute("SELECT v FROM live_t WHERE id = %s", (i,))
-        conn.execute("SELECT count(*) FROM live_t WHERE v LIKE '%%ab%%'")
-    with contextlib.suppress(OSError):
-        urllib.request.urlopen(refapp_url, timeout=5).close()
+
+def drive_refapp(base: str, rounds: int = 3) -> None:
+    """Requests through every path: CRUD (thin), aggregates (analytics), and ?path=orm."""
+    for i in range(rounds):
+        user = 1 + i % USERS
+        for path in ("", "?path=orm"):
+            _request(f"{base}/users/{user}/logs{path}")
+            _request(f"{base}/users/{user}/logs{path}",
+                     {"logs": [{"action": "view", "payload": {"i": i}}]})
+            _request(f"{base}/users/{user}/activity{path}")
+
+
+def analyzer_built(tmp: Path, config: Path) -> bool:
+    """False while `pgarchitect analyzer` is a placeholder that says it is not built yet."""
+    proc = subprocess.run([*cli(), "analyzer", "--config", str(config), "--check-config"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"analyzer config rejected: {proc.stderr.strip()}")
+    probe = subprocess.Popen([*cli(), "analyzer", "--config", str(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = probe.communicate(timeout=3)
+    except subprocess.TimeoutExpired:
+        probe.terminate()
+        probe.wait(30)
+        return True  # it is running: a real service
+    return "not built yet" not in err
 
 
 @contextlib.contextmanager
-def live_stack(tmp: Path) -> Iterator[tuple[str, dict[str, int]]]:
+def live_stack(tmp: Path) -> Iterator[tuple[str, dict[str, int], bool]]:
     ports = {"exporter": free_port(), "analyzer": free_port(), "refapp": free_port()}
     with contextlib.ExitStack() as stack:
-        dsn = stack.enter_context(temp_postgres())
-        env = {**os.environ, "PGARCHITECT_DSN": dsn}
+        server = stack.enter_context(embedded_postgres(18))
+        app_dsn = server.create_database("app", extensions=("pg_stat_statements",))
+        store_dsn = server.create_database("pgarchitect")
+
+        async def fill() -> None:
+            conn = await asyncpg.connect(app_dsn)
+            try:
+                await create_schema(conn, users=USERS, logs=5_000)
+            finally:
+                await conn.close()
+
+        asyncio.run(fill())
         config = tmp / "config.yml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "targets": [{"name": "live", "dsn": dsn}],
-                    "store": {"dsn": dsn},
-                    "exporter": {"listen": f"127.0.0.1:{ports['exporter']}"},
-                    "analyzer": {"listen": f"127.0.0.1:{ports['analyzer']}"},
-                }
-            )
-        )
-        subprocess.run([*cli(), "migrate", "--store", dsn], check=True, timeout=300, env=env)
+        config.write_text(yaml.safe_dump({
+            "targets": [{"name": "live", "dsn": app_dsn}],
+            "store": {"dsn": store_dsn},
+            "exporter": {"listen": f"127.0.0.1:{ports['exporter']}",
+                         "min_refresh_interval": "1s"},
+            "analyzer": {"listen": f"127.0.0.1:{ports['analyzer']}"},
+        }))
+        subprocess.run([*cli(), "migrate", "--store", store_dsn], check=True, timeout=300)
         commands = {
-            "exporter": [
-                *cli(),
-                "exporter",
-                "--dsn",
-                dsn,
-                "--listen",
-                f"127.0.0.1:{ports['exporter']}",
-            ],
-            "analyzer": [*cli(), "analyzer", "--config", str(config)],
-            "refapp": [
-                sys.executable,
-                "-m",
-                "exporter.refapp",
-                "--listen",
-                f"127.0.0.1:{ports['refapp']}",
-            ],
+            "exporter": [*cli(), "exporter", "--config", str(config)],
+            "refapp": [sys.executable, "-m", "exporter.refapp", "--dsn", app_dsn,
+                       "--listen", f"127.0.0.1:{ports['refapp']}"],
         }
+        with_analyzer = analyzer_built(tmp, config)
+        if with_analyzer:
+            commands["analyzer"] = [*cli(), "analyzer", "--config", str(config)]
         for name, argv in commands.items():
-            proc = Process(name, argv, tmp / f"{name}.log", env=env)
+            proc = Process(name, argv, tmp / f"{name}.log")
             url = f"http://127.0.0.1:{ports[name]}/metrics"
             stack.enter_context(running(proc, functools.partial(http_ok, url), timeout=60))
-        yield dsn, ports
-
-
-def describe(failures: dict[str, list[str]], uid: str) -> str:
-    return "\n".join(failures.get(uid, []))
+        yield app_dsn, ports, with_analyzer
 
 
 def test_live_panels_return_data(tmp_path: Path) -> None:
-    require_live_components()
-    with live_stack(tmp_path) as (dsn, ports):
+    with live_stack(tmp_path) as (_dsn, ports, with_analyzer):
         jobs = {
             "pgarchitect-exporter": [f"127.0.0.1:{ports['exporter']}"],
-            "pgarchitect-analyzer": [f"127.0.0.1:{ports['analyzer']}"],
             "pgarchitect-refapp": [f"127.0.0.1:{ports['refapp']}"],
         }
+        dashboards = list(LIVE_DASHBOARDS)
+        if with_analyzer:
+            jobs["pgarchitect-analyzer"] = [f"127.0.0.1:{ports['analyzer']}"]
+            dashboards.append("pgarchitect-analyzer")
+        refapp = f"http://127.0.0.1:{ports['refapp']}"
         with prometheus(tmp_path, jobs, rule_files=sorted(RULES_DIR.glob("*.yml"))) as prom:
             wait_for("all scrape targets up", prom.targets_up, timeout=60)
             failures: dict[str, list[str]] = {}
-            for uid in LIVE_DASHBOARDS:
+            for uid in dashboards:
                 path = DASHBOARD_DIR / f"{uid}.json"
 
                 def ok(path: Path = path, uid: str = uid) -> bool:
-                    drive_workload(dsn, f"http://127.0.0.1:{ports['refapp']}/")
+                    drive_refapp(refapp)
                     failures[uid] = empty_panels(
                         prom, path, allowed_empty=ALLOWED_EMPTY.get(uid, ())
                     )
@@ -159,7 +154,8 @@ def test_live_panels_return_data(tmp_path: Path) -> None:
                 wait_for(
                     f"every panel of {uid} to return data",
                     ok,
-                    timeout=90,
+                    timeout=120,
                     interval=2,
-                    on_timeout=functools.partial(describe, failures, uid),
+                    on_timeout=lambda uid=uid: "\n".join(failures.get(uid, [])),
                 )
+            assert all(not failures[uid] for uid in dashboards)
