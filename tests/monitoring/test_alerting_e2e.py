@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from .stack import (
-    RULES_DIR,
     Alertmanager,
     Notification,
     Process,
@@ -41,6 +39,7 @@ from .stack import (
     free_port,
     http_ok,
     prometheus,
+    rules_without_for,
     running,
     wait_for,
     webhook_sink,
@@ -61,20 +60,6 @@ class Stack:
         return "\n".join(
             [self.source.log_tail(), self.prom.process.log_tail(), self.am.process.log_tail()]
         )
-
-
-def rules_without_for(tmp: Path) -> list[Path]:
-    """Copies of the repository's rule files with every `for:` removed (see module doc)."""
-    out = []
-    for path in sorted(RULES_DIR.glob("*.yml")):
-        doc = yaml.safe_load(path.read_text())
-        for group in doc["groups"]:
-            for rule in group["rules"]:
-                rule.pop("for", None)
-        copy = tmp / path.name
-        copy.write_text(yaml.safe_dump(doc, sort_keys=False))
-        out.append(copy)
-    return out
 
 
 @pytest.fixture(scope="module")
