@@ -43,7 +43,7 @@ log = logging.getLogger("pgarchitect.analyzer.audit")
 StepHook = Callable[[str], None]
 Recommender = Callable[["AuditContext"], list[dict[str, Any]]]
 STEPS = ("snapshot", "windows", "statistics", "regressions", "features", "cluster",
-         "recommend", "store")
+         "recommend", "store", "store.regressions")
 
 
 class AuditFailed(UserError):
@@ -89,6 +89,7 @@ class AuditContext:
     previous_plans: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     clusters: list[Cluster] = field(default_factory=list)
     recommendations: list[dict[str, Any]] = field(default_factory=list)
+    on_step: StepHook | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ def _run_steps(
 ) -> AuditResult:
     rs = settings.regression
     with connect_target(target.dsn, f"target {target.name}", settings) as tconn:
-        ctx = AuditContext(settings, target.name, audit_id, tconn, store)
+        ctx = AuditContext(settings, target.name, audit_id, tconn, store, on_step=on_step)
         source = StatementSource(tconn, settings.all_databases)
 
         _step(on_step, "snapshot")
@@ -407,6 +408,7 @@ def _store(ctx: AuditContext, result: AuditResult) -> None:
     report = result.to_json()
     with ctx.store.transaction():
         repository.insert_regressions(ctx.store, ctx.audit_id, rows)
+        _step(ctx.on_step, "store.regressions")  # half-way through the one transaction
         repository.insert_clusters(ctx.store, ctx.audit_id, [
             {"cluster_id": c.cluster_id, "queryids": list(c.queryids),
              "tables": list(c.tables), "summary": c.summary, "features": dict(c.features)}

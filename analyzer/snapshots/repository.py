@@ -127,20 +127,29 @@ def load_counters(
     return out
 
 
+def _by_pairs(conn: Conn, sql: str, pairs: Iterable[tuple[int, Any]],
+              *params: object) -> list[tuple[Any, ...]]:
+    """Run `sql` with the pairs passed as two arrays (for a join with unnest), then `params`."""
+    unique = sorted(set(pairs))
+    if not unique:
+        return []
+    firsts = [p[0] for p in unique]
+    seconds = [p[1] for p in unique]
+    return conn.execute(sql.encode(), (firsts, seconds, *params)).fetchall()
+
+
 def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]) -> dict[
         tuple[int, int], StatementText]:
     """Texts and fingerprints for (dbid, queryid) pairs."""
-    pairs = sorted(set(keys))
-    if not pairs:
-        return {}
-    rows = conn.execute(
+    rows = _by_pairs(
+        conn,
         "/* pgarchitect */ SELECT t.dbid, t.queryid, t.query, coalesce(t.fingerprint, ''), t.own"
         " FROM pgarchitect.statement_text t"
         " JOIN unnest(%s::oid[], %s::bigint[]) AS k(dbid, queryid)"
         "   ON k.dbid = t.dbid AND k.queryid = t.queryid"
         " WHERE t.target = %s",
-        ([p[0] for p in pairs], [p[1] for p in pairs], target),
-    ).fetchall()
+        keys, target,
+    )
     return {(int(r[0]), int(r[1])): StatementText(int(r[0]), int(r[1]), str(r[2]), str(r[3]),
                                                   bool(r[4])) for r in rows}
 
@@ -148,18 +157,16 @@ def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]) -> dict
 def previous_plans(conn: Conn, target: str, fingerprints: Iterable[tuple[int, str]],
                    before_audit: int) -> dict[tuple[int, str], dict[str, Any]]:
     """The latest stored plan shape per (dbid, fingerprint) from audits before this one."""
-    pairs = sorted(set(fingerprints))
-    if not pairs:
-        return {}
-    rows = conn.execute(
+    rows = _by_pairs(
+        conn,
         "/* pgarchitect */ SELECT DISTINCT ON (p.dbid, p.fingerprint) p.dbid, p.fingerprint,"
         " p.shape FROM pgarchitect.statement_plan p"
         " JOIN unnest(%s::oid[], %s::text[]) AS k(dbid, fingerprint)"
         "   ON k.dbid = p.dbid AND k.fingerprint = p.fingerprint"
         " WHERE p.target = %s AND p.audit_id < %s"
         " ORDER BY p.dbid, p.fingerprint, p.captured_at DESC",
-        ([p[0] for p in pairs], [p[1] for p in pairs], target, before_audit),
-    ).fetchall()
+        fingerprints, target, before_audit,
+    )
     return {(int(r[0]), str(r[1])): dict(r[2]) for r in rows}
 
 
