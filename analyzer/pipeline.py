@@ -23,11 +23,22 @@ import psycopg
 
 from analyzer.analysis.clustering import ClusterInput, cluster
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
-from analyzer.analysis.features import StatementShape, feature_tokens, parse_statement, qualify
+from analyzer.analysis.features import (
+    StatementShape,
+    feature_tokens,
+    parse_statement,
+    qualify,
+    unindexed,
+)
 from analyzer.analysis.regression import GroupKey, GroupStat, Regression, detect, group
 from analyzer.analysis.summary import format_time, summarize
 from analyzer.analysis.windows import WindowRequest, Windows, choose_windows
-from analyzer.plans import explain_generic, resolve_tables
+from analyzer.plans import (
+    column_selectivity,
+    explain_generic,
+    leading_index_columns,
+    resolve_tables,
+)
 from analyzer.snapshots import repository
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
 from analyzer.snapshots.source import StatementSource, connect_target
@@ -87,6 +98,8 @@ class AuditContext:
     shapes: dict[GroupKey, StatementShape] = field(default_factory=dict)
     plans: dict[GroupKey, dict[str, Any]] = field(default_factory=dict)
     previous_plans: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    indexed: set[str] = field(default_factory=set)  # "schema.table.column" leading an index
+    selective: dict[str, bool] = field(default_factory=dict)  # column -> worth an index
     clusters: list[Cluster] = field(default_factory=list)
     recommendations: list[dict[str, Any]] = field(default_factory=list)
     on_step: StepHook | None = None
@@ -329,6 +342,8 @@ def _features(ctx: AuditContext, server_version_num: int) -> None:
     resolved = resolve_tables(ctx.target_conn, sorted({t for s in raw.values()
                                                        for t in s.tables}))
     ctx.shapes = {gk: qualify(s, resolved) for gk, s in raw.items()}
+    ctx.indexed = leading_index_columns(ctx.target_conn, sorted(set(resolved.values())))
+    ctx.selective = column_selectivity(ctx.target_conn, sorted(set(resolved.values())))
     explained = 0
     for gk, q in wanted.items():
         if explained >= a.max_explain:
@@ -367,7 +382,10 @@ def _cluster(ctx: AuditContext) -> None:
         shape = ctx.shapes[r.key]
         items.append(ClusterInput(
             key=f"{r.dbid}:{r.fingerprint}:{int(r.key[2])}",
-            tokens=feature_tokens(shape.tables, shape.columns, r.plan), onset=onset,
+            tokens=feature_tokens(shape.tables, shape.columns, r.plan,
+                                  unindexed(shape.columns, shape.tables, ctx.indexed,
+                                            ctx.selective)),
+            onset=onset,
             ratio=r.ratio if math.isfinite(r.ratio) else 1e6,
         ))
     labels = cluster(items, ctx.settings.cluster_distance)
@@ -382,7 +400,9 @@ def _cluster(ctx: AuditContext) -> None:
         clusters.append(Cluster(
             cluster_id=cid, members=tuple(idx),
             queryids=tuple(str(q) for m in members for q in m.queryids),
-            tables=tables, summary=summarize(members, columns, ctx.previous_plans),
+            tables=tables,
+            summary=summarize(members, columns, ctx.previous_plans,
+                              {n: items[i].tokens["unindexed"] for n, i in enumerate(idx)}),
             features={"tokens": [dict(items[i].tokens) for i in idx]},
         ))
     ctx.clusters = clusters

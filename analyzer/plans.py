@@ -104,3 +104,58 @@ def resolve_tables(conn: psycopg.Connection[Any], names: list[str]) -> dict[str,
         log.warning(event("plan.resolve_failed", reason=first_line(exc)))
         return {}
     return {str(r[0]): str(r[1]) for r in rows}
+
+
+LEADING_COLUMNS = """/* pgarchitect */
+SELECT n.nspname || '.' || c.relname || '.' || a.attname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indisvalid AND i.indrelid = ANY(
+    SELECT to_regclass(t) FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NOT NULL)
+"""
+register_own(LEADING_COLUMNS)
+
+
+def leading_index_columns(conn: psycopg.Connection[Any], tables: list[str]) -> set[str]:
+    """'schema.table.column' for every column that leads a valid index on these tables."""
+    if not tables:
+        return set()
+    quoted = [".".join('"' + p.replace('"', '""') + '"' for p in t.split(".", 1))
+              for t in sorted(set(tables))]
+    try:
+        return {str(r[0]) for r in conn.execute(LEADING_COLUMNS, (quoted,)).fetchall()}
+    except psycopg.Error as exc:
+        log.warning(event("plan.indexes_failed", reason=first_line(exc)))
+        return set()
+
+
+# Columns with fewer distinct values than this rarely gain from an index of their own.
+SELECTIVE_DISTINCT = 100
+
+SELECTIVE_COLUMNS = """/* pgarchitect */
+SELECT s.schemaname || '.' || s.tablename || '.' || s.attname,
+       CASE WHEN s.n_distinct >= 0 THEN s.n_distinct
+            ELSE -s.n_distinct * greatest(c.reltuples, 0) END >= %s
+FROM pg_stats s
+JOIN pg_namespace n ON n.nspname = s.schemaname
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+WHERE s.schemaname || '.' || s.tablename = ANY(%s::text[])
+"""
+register_own(SELECTIVE_COLUMNS)
+
+
+def column_selectivity(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, bool]:
+    """'schema.table.column' -> whether it has enough distinct values to be worth an index.
+
+    Columns pg_stats does not show (no ANALYZE yet, or no SELECT privilege) are absent.
+    """
+    if not tables:
+        return {}
+    try:
+        rows = conn.execute(SELECTIVE_COLUMNS, (SELECTIVE_DISTINCT, sorted(set(tables))))
+        return {str(r[0]): bool(r[1]) for r in rows.fetchall()}
+    except psycopg.Error as exc:
+        log.warning(event("plan.stats_failed", reason=first_line(exc)))
+        return {}

@@ -1,13 +1,13 @@
 """Grouping regressions by common cause (SPEC 5.2) with scikit-learn.
 
 Each regression becomes a vector of blocks: the tables it touches, the columns of its
-predicates / joins / ORDER BY, the scans of its current plan (one-hot, each block scaled to
-unit length and weighted), and the timing and size of its change (when it started within the
-current window, how many times slower). Regressions are then linked when they lie within
-``distance`` of each other (DBSCAN with ``min_samples=1``, i.e. single linkage cut at a fixed
-radius): deterministic by construction, independent of input order, no randomness involved.
-Identical vectors are collapsed before fitting, so thousands of regressions of a few causes
-cost little.
+predicates / joins / ORDER BY, the scans of its current plan, the predicate columns that no
+valid index leads (one-hot, each block scaled to unit length and weighted), and the timing
+and size of its change (when it started within the current window, how many times slower).
+Regressions are then linked when they lie within ``distance`` of each other (DBSCAN with
+``min_samples=1``, i.e. single linkage cut at a fixed radius): deterministic by construction,
+independent of input order, no randomness involved. Identical vectors are collapsed before
+fitting, so thousands of regressions of a few causes cost little.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ import numpy as np
 from scipy import sparse
 from sklearn.cluster import DBSCAN
 
-BLOCK_WEIGHTS: Mapping[str, float] = {"table": 1.0, "column": 0.5, "plan": 1.0}
+# A predicate column that no index leads any more is the strongest sign of a shared cause; the
+# plan's scan nodes differ between statements that lost the same index (one falls back to a
+# sequential scan, another to some other index), so they weigh less.
+BLOCK_WEIGHTS: Mapping[str, float] = {"table": 1.0, "column": 0.5, "plan": 0.5,
+                                      "unindexed": 1.0}
 ONSET_WEIGHT = 0.5
 MAGNITUDE_WEIGHT = 0.3
 

@@ -149,12 +149,29 @@ def describe_scans(pairs: Iterable[tuple[str, str]]) -> str:
     return ", ".join(f"{node} on {rel}" for node, rel in dict.fromkeys(pairs))
 
 
+def unindexed(
+    columns: Sequence[str], tables: Sequence[str], indexed: set[str],
+    selective: Mapping[str, bool] | None = None,
+) -> list[str]:
+    """Selective predicate columns of known (schema-qualified) tables that lead no valid index.
+
+    A column known to have few distinct values (a status, a kind) is left out: no index on it
+    alone would help, so its lacking one says nothing about the cause of a regression.
+    """
+    known = set(tables)
+    sel = selective or {}
+    return sorted({c for c in columns if c.rpartition(".")[0] in known and c not in indexed
+                   and sel.get(c, True)})
+
+
 def feature_tokens(
-    tables: Sequence[str], columns: Sequence[str], plan: Mapping[str, Any] | None
+    tables: Sequence[str], columns: Sequence[str], plan: Mapping[str, Any] | None,
+    without_index: Sequence[str] = (),
 ) -> dict[str, list[str]]:
     """The categorical features of one regression, by block."""
     return {
         "table": sorted(set(tables)),
         "column": sorted(set(columns)),
         "plan": sorted({f"{node}:{rel}" for node, rel in scans(plan)}),
+        "unindexed": sorted(set(without_index)),
     }

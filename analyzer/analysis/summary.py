@@ -23,11 +23,13 @@ def summarize(
     members: Sequence[Regression],
     columns: Mapping[int, Sequence[str]],
     previous_plans: Mapping[tuple[int, str], Mapping[str, Any]],
+    unindexed: Mapping[int, Sequence[str]] | None = None,
 ) -> str:
     """'3 statements on `public.events` regressed together since 14:05; …'.
 
-    `columns` maps a member's position to its predicate columns; `previous_plans` holds plan
-    shapes from earlier audits by (dbid, fingerprint), to say how the plans changed.
+    `columns` maps a member's position to its predicate columns and `unindexed` to those of
+    them no valid index leads; `previous_plans` holds plan shapes from earlier audits by
+    (dbid, fingerprint), to say how the plans changed.
     """
     tables = Counter(t for r in members for t in r.tables)
     on = " on " + ", ".join(f"`{t}`" for t, _ in tables.most_common(3)) if tables else ""
@@ -54,6 +56,9 @@ def summarize(
         shared = [c for c, n in cols.most_common() if n == len(members)] or [
             c for c, _ in cols.most_common(2)]
         text += f"; filtering on {', '.join(shared[:3])}"
+    missing = Counter(c for cs in (unindexed or {}).values() for c in cs)
+    if missing:
+        text += f"; no index leads with {', '.join(c for c, _ in missing.most_common(3))}"
     return text
 
 

@@ -92,6 +92,8 @@ def test_planted_regressions_found_and_clustered_by_cause(
         assert members == {normalized(sql) for sql in statements.values()}
         assert f"{len(statements)} statements on `{table}`" in cluster["summary"]
         assert "Seq Scan" in cluster["summary"]
+        key = "customer_id" if table == "public.orders" else "session_id"
+        assert f"no index leads with {table}.{key}" in cluster["summary"]
     assert report["recommendations"] == []
     assert set(report) >= {"audit_id", "target", "server_version", "started_at", "finished_at",
                            "duration_seconds", "statements_analyzed"}
