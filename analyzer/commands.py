@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import psycopg
+
 from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
 from analyzer.pipeline import run_audit
 from analyzer.report import render
@@ -12,8 +14,15 @@ from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
 from pgarchitect.config import Settings, Target
+from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
-from pgarchitect.errors import ConfigError
+from pgarchitect.errors import ConfigError, UserError
+
+
+class SnapshotFailed(UserError):
+    """A snapshot could not be read or written (nothing was stored)."""
+
+    exit_code = 1
 
 
 def _target_and_store(settings: Settings) -> tuple[Target, Dsn]:
@@ -54,10 +63,13 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     """Take one snapshot of the target into the store."""
     target, store_dsn = _target_and_store(settings)
     a = settings.analyzer
-    with connect_target(target.dsn, f"target {target.name}", a) as tconn, \
-            repository.connect_store(store_dsn, a.connect_timeout) as store:
-        result = take_snapshot(StatementSource(tconn, a.all_databases), store, target.name,
-                               a.retention)
+    try:
+        with connect_target(target.dsn, f"target {target.name}", a) as tconn, \
+                repository.connect_store(store_dsn, a.connect_timeout) as store:
+            result = take_snapshot(StatementSource(tconn, a.all_databases), store, target.name,
+                                   a.retention)
+    except psycopg.Error as exc:
+        raise SnapshotFailed(f"snapshot of {target.name} failed: {first_line(exc)}") from None
     print(f"snapshot {result.snapshot.id} of {target.name}: {result.statements} statements "
           f"({result.new_texts} new texts, {result.own_skipped} of pgarchitect's own left out, "
           f"{result.pruned} old snapshots pruned) in {result.duration_seconds:.2f}s")

@@ -128,7 +128,7 @@ class AnalyzerSettings:
     all_databases: bool = False
     max_explain: int = 200
     plan_top_n: int = 20
-    cluster_distance: float = field(default=1.0, metadata=POSITIVE)
+    cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
 
 

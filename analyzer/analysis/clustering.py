@@ -43,7 +43,7 @@ class ClusterInput:
 class ClusteringModel:
     """Fits cluster labels; fitted attributes end in an underscore (scikit-learn style)."""
 
-    distance: float = 1.0
+    distance: float = 0.9
     vocabulary_: dict[str, dict[str, int]] = field(default_factory=dict)
     labels_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
@@ -80,16 +80,61 @@ class ClusteringModel:
             self.labels_ = np.zeros(0, dtype=int)
             return self
         matrix = self.features(items)
-        unique: dict[tuple[float, ...], int] = {}
-        inverse = np.empty(n, dtype=int)
-        for i, k in enumerate(_row_keys(matrix)):
-            inverse[i] = unique.setdefault(k, len(unique))
-        first = np.zeros(len(unique), dtype=int)
-        for i in range(n - 1, -1, -1):
-            first[inverse[i]] = i
-        raw = DBSCAN(eps=self.distance, min_samples=1).fit(matrix[first]).labels_[inverse]
+        raw = np.empty(n, dtype=int)
+        offset = 0
+        for part in self._partitions(items):
+            labels = _fit_unique(matrix[part], self.distance)
+            raw[part] = labels + offset
+            offset += int(labels.max()) + 1
         self.labels_ = _canonical(raw, [it.key for it in items])
         return self
+
+    def _partitions(self, items: Sequence[ClusterInput]) -> list[np.ndarray]:
+        """Groups of items that can be clustered apart without changing the result.
+
+        Two items without a common table are at least the table weight apart (their table
+        blocks are orthogonal or one is empty), so below that radius they are never linked:
+        items are split into components of shared tables, and each fitted alone. That keeps
+        the pairwise work near-linear for a fleet of many tables.
+        """
+        n = len(items)
+        if self.distance >= BLOCK_WEIGHTS["table"]:
+            return [np.arange(n)]
+        parent = list(range(n))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        owner: dict[str, int] = {}
+        for i, it in enumerate(items):
+            # Items without tables all share the empty table block: one component.
+            for table in it.tokens.get("table", ()) or ("",):
+                if table in owner:
+                    parent[find(i)] = find(owner[table])
+                else:
+                    owner[table] = i
+        groups: dict[int, list[int]] = {}
+        for i in range(n):
+            groups.setdefault(find(i), []).append(i)
+        return [np.array(g) for g in sorted(groups.values(), key=lambda g: g[0])]
+
+
+def _fit_unique(matrix: sparse.csr_matrix, distance: float) -> np.ndarray:
+    """DBSCAN labels (min_samples=1) fitted on the distinct rows only, mapped back to all."""
+    unique: dict[tuple[float, ...], int] = {}
+    inverse = np.empty(matrix.shape[0], dtype=int)
+    for i, k in enumerate(_row_keys(matrix)):
+        inverse[i] = unique.setdefault(k, len(unique))
+    if len(unique) == 1:
+        return np.zeros(matrix.shape[0], dtype=int)
+    first = np.zeros(len(unique), dtype=int)
+    for i in range(matrix.shape[0] - 1, -1, -1):
+        first[inverse[i]] = i
+    labels = DBSCAN(eps=distance, min_samples=1).fit(matrix[first]).labels_
+    return np.asarray(labels, dtype=int)[inverse]
 
 
 def _row_keys(matrix: sparse.csr_matrix) -> list[tuple[float, ...]]:
@@ -113,6 +158,6 @@ def _canonical(raw: np.ndarray, keys: Sequence[str]) -> np.ndarray:
     return np.array([mapping[lab] for lab in raw.tolist()], dtype=int)
 
 
-def cluster(items: Sequence[ClusterInput], distance: float = 1.0) -> list[int]:
+def cluster(items: Sequence[ClusterInput], distance: float = 0.9) -> list[int]:
     """Cluster ids for `items` (0 is the biggest cluster)."""
     return [int(x) for x in ClusteringModel(distance=distance).fit(items).labels_]

@@ -22,18 +22,36 @@ from analyzer.snapshots.model import (
     StatementText,
     TargetReading,
 )
-from pgarchitect.db import connect_sync
+from pgarchitect.db import connect_sync, first_line
 from pgarchitect.dsn import Dsn
+from pgarchitect.errors import UserError
 
 APPLICATION_NAME = "pgarchitect-analyzer"
 Conn = psycopg.Connection[Any]
 
 
+# The store schema version this code needs (migrations/0002_analyzer.sql).
+SCHEMA_VERSION = 2
+
+
 def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:
-    """A session on the store, in autocommit mode (callers open transactions explicitly)."""
+    """A session on a migrated store, in autocommit mode (callers open transactions)."""
     conn = connect_sync(dsn, "store", application_name=APPLICATION_NAME,
                         connect_timeout=connect_timeout)
     conn.autocommit = True
+    try:
+        row = conn.execute("/* pgarchitect */ SELECT max(version)"
+                           " FROM pgarchitect.schema_migrations").fetchone()
+        version = int(str(row[0])) if row and row[0] is not None else 0
+    except psycopg.errors.UndefinedTable:
+        version = 0
+    except psycopg.Error as exc:
+        conn.close()
+        raise UserError(f"cannot use the store {dsn.masked}: {first_line(exc)}") from None
+    if version < SCHEMA_VERSION:
+        conn.close()
+        raise UserError(f"the store {dsn.masked} is not migrated to version {SCHEMA_VERSION} "
+                        "(run `pgarchitect migrate --store DSN`)")
     return conn
 
 

@@ -14,7 +14,7 @@ import pytest
 from psycopg.types.numeric import Int2, Int4, Int8
 
 from analyzer.analysis.windows import WindowRequest
-from analyzer.pipeline import AuditFailed, run_audit
+from analyzer.pipeline import AuditFailed, run_audit, window_stats
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
@@ -192,3 +192,50 @@ def test_target_without_pg_stat_statements_is_one_line(
         drop_database(pg_server, bare)
     assert code == 2
     assert err.count("\n") == 1 and "pg_stat_statements is not installed" in err
+
+
+def test_unmigrated_store_is_one_line(
+    app: str, store_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("snapshot", "audit"):
+        code, _out, err = cli([command, "--target", app, "--store", store_dsn], capsys)
+        assert code == 2
+        assert err.count("\n") == 1 and "pgarchitect migrate" in err
+
+
+def test_reset_and_evicted_entries_are_no_regression(app: str, store: str) -> None:
+    s0 = snapshot(app, store)
+    planted.run(app, planted.Phase(rounds=30))
+    s1 = snapshot(app, store)
+    planted.run(app, planted.Phase(rounds=15, seed=2))
+    with psycopg.connect(app, autocommit=True) as conn:
+        # One entry removed by hand (as an eviction would), then re-added by the workload.
+        queryid = conn.execute(
+            "SELECT queryid FROM pg_stat_statements WHERE query LIKE 'SELECT id, kind%'"
+            " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " ORDER BY calls DESC LIMIT 1").fetchone()
+        assert queryid is not None
+        conn.execute("SELECT pg_stat_statements_reset(0, 0, %s)", (queryid[0],))
+    planted.run(app, planted.Phase(rounds=15, seed=3))
+    s2 = snapshot(app, store)
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")  # the whole view, by someone else
+    planted.run(app, planted.Phase(rounds=15, seed=4))
+    result = run_audit(SETTINGS, Target("app", Dsn(app)), Dsn(store),
+                       WindowRequest(s0, s1, s1, None))
+    assert result.regressions == ()
+    assert result.windows["current"]["from_snapshot"] == s1
+    assert s2 < result.windows["current"]["to_snapshot"]
+    with repository.connect_store(Dsn(store)) as sconn:
+        metas = [m for m in repository.list_snapshots(sconn, "app") if m.id >= s1]
+        window = window_stats(sconn, metas, {})
+        texts = repository.load_texts(sconn, "app", {(k[0], k[2]) for k in window})
+    calls: dict[str, int] = {}
+    for key, stat in window.items():
+        text = texts[(key[0], key[2])].query
+        calls[text] = calls.get(text, 0) + stat.calls
+        assert stat.moments.m2 >= 0 and stat.rows >= 0 and stat.shared_blks_hit >= 0
+    for name, sql in planted.ALL.items():
+        # 30 calls up to s2, 15 after the full reset; the evicted entry lost its first 15.
+        expected = 30 if name == "events_by_session" else 45
+        assert calls[normalized(sql)] == expected, name

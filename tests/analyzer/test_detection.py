@@ -156,3 +156,30 @@ def test_window_choice_by_ids_and_by_time() -> None:
     with pytest.raises(UserError, match="snapshot 99"):
         choose_windows(metas, DEFAULTS, WindowRequest(baseline_from=99))
     assert choose_windows([], DEFAULTS).current == ()
+
+
+def test_clustering_by_table_components_equals_one_global_fit() -> None:
+    from sklearn.cluster import DBSCAN
+
+    from analyzer.analysis.clustering import ClusteringModel, _canonical
+
+    rng = random.Random(3)
+    items = []
+    for i in range(300):
+        tables = [f"public.t{rng.randrange(12)}" for _ in range(rng.choice((0, 1, 1, 1, 2)))]
+        cols = [f"{t}.c{rng.randrange(4)}" for t in tables]
+        items.append(ClusterInput(f"k{i:03d}", feature_tokens(tables, cols, None, cols[:1]),
+                                  onset=rng.random(), ratio=rng.uniform(1.5, 100)))
+    model = ClusteringModel(distance=0.9)
+    global_labels = DBSCAN(eps=0.9, min_samples=1).fit(model.features(items)).labels_
+    expected = _canonical(global_labels, [it.key for it in items]).tolist()
+    assert cluster(items, 0.9) == expected
+    assert len(set(expected)) > 12  # the case is not trivial
+
+
+def test_groups_keep_partition_like_tables_apart() -> None:
+    # libpg_query folds trailing digits of relation names; different tables stay apart here.
+    a = statement_fingerprint("SELECT c1 FROM t12 WHERE k = $1", 1)
+    b = statement_fingerprint("SELECT c1 FROM t17 WHERE k = $1", 2)
+    assert a != b
+    assert a == statement_fingerprint("select c1  from t12 where k = 5 /* orm */", 3)
