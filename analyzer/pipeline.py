@@ -222,6 +222,10 @@ def run_audit(
         if not row or not row[0]:
             raise AuditBusy(f"an audit of target {target.name!r} is already running")
         repository.abandon_running(store, target.name)
+        if request is not None:
+            # A mistyped snapshot id is the operator's error, not a failed audit.
+            choose_windows(repository.list_snapshots(store, target.name),
+                           settings.regression, request)
         audit_id, started_at = repository.start_audit(store, target.name)
         started = time.perf_counter()
         log.info(event("audit.started", target=target.name, audit_id=audit_id))

@@ -29,9 +29,24 @@ _SETUP = (
     "/* pgarchitect */ SET LOCAL statement_timeout = 1000",
     "/* pgarchitect */ SET LOCAL lock_timeout = 1000",
     "/* pgarchitect */ SET LOCAL plan_cache_mode = force_generic_plan",
+    "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'",
     f"/* pgarchitect */ DEALLOCATE {_PREPARED}",
 )
 register_own(*_SETUP)
+
+
+def _untracked(conn: psycopg.Connection[Any]) -> None:
+    """Keep this transaction's statements out of pg_stat_statements where we may.
+
+    With ``track = all`` the statement inside an EXPLAIN (or a PREPARE) is recorded as a
+    nested entry under the application statement's queryid. Only a superuser may change the
+    setting; for other roles the snapshot's text choice keeps such entries apart instead.
+    """
+    try:
+        with conn.transaction():
+            conn.execute("/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'")
+    except psycopg.Error:
+        pass
 
 
 def explain_generic(
@@ -52,6 +67,7 @@ def explain_generic(
                 f"/* pgarchitect */ SET LOCAL statement_timeout = {int(statement_timeout * 1000)}"
             )
             conn.execute(f"/* pgarchitect */ SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
+            _untracked(conn)
             if server_version_num >= 160000:
                 row = conn.execute((_EXPLAIN + query).encode()).fetchone()
             else:

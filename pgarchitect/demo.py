@@ -69,6 +69,18 @@ def _demo_snapshot(app_dsn: str, store_dsn: str) -> int:
         return take_snapshot(StatementSource(target), store, "app", settings.retention).snapshot.id
 
 
+def _demo_audit_before(app_dsn: str, store_dsn: str) -> int:
+    """Analyzer step: the audit before the index drop; returns the snapshot it took."""
+    from analyzer.pipeline import run_audit
+    from pgarchitect.config import AnalyzerSettings, Target
+
+    result = run_audit(AnalyzerSettings(), Target("app", Dsn(app_dsn)), Dsn(store_dsn))
+    _say(f"  audit {result.audit_id} before the drop: {result.statements_analyzed} statements, "
+         f"{len(result.regressions)} regressions (plans recorded)")
+    assert result.snapshot_id is not None
+    return result.snapshot_id
+
+
 def _demo_audit(app_dsn: str, store_dsn: str, snapshots: list[int]) -> None:
     """Analyzer step: audit the workload, baseline before the plant against after it."""
     from analyzer.analysis.windows import WindowRequest
@@ -113,7 +125,8 @@ def run_demo(options: DemoOptions) -> int:
             _say(f"  workload: {options.seconds:.0f}s over api-orm, api-thin, analytics"
                  + (f"; dropping {', '.join(plant)} half-way" if plant else ""))
             async def before_plant() -> None:
-                snapshots.append(await asyncio.to_thread(_demo_snapshot, app_dsn, store_dsn))
+                # An audit as the weekly schedule would run it: it also records the plans.
+                snapshots.append(await asyncio.to_thread(_demo_audit_before, app_dsn, store_dsn))
 
             result = await run_workload(app_dsn, options.seconds, plant=plant,
                                         users=options.users, on_plant=before_plant)

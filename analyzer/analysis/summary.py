@@ -49,6 +49,9 @@ def summarize(
         if before and before_nodes != now_nodes:
             text += (f"; plans switched from {', '.join(before_nodes)} to "
                      f"{', '.join(now_nodes)} ({describe_scans(now)})")
+            dropped = sorted(_indexes(members, previous_plans) - _indexes(members, None))
+            if dropped:
+                text += f", no longer using {', '.join(dropped)}"
         else:
             text += f"; plans now: {describe_scans(now)}"
     cols = Counter(c for i in range(len(members)) for c in columns.get(i, ()))
@@ -60,6 +63,17 @@ def summarize(
     if missing:
         text += f"; no index leads with {', '.join(c for c, _ in missing.most_common(3))}"
     return text
+
+
+def _indexes(members: Sequence[Regression],
+             previous: Mapping[tuple[int, str], Mapping[str, Any]] | None) -> set[str]:
+    """Index names in the members' current plans, or in their previous ones."""
+    out: set[str] = set()
+    for r in members:
+        plan = r.plan if previous is None else previous.get((r.dbid, r.fingerprint))
+        nodes: Sequence[Mapping[str, Any]] = (plan or {}).get("nodes", ())  # type: ignore[assignment]
+        out.update(str(n["index"]) for n in nodes if n.get("index"))
+    return out
 
 
 def format_time(value: datetime | None) -> str | None:

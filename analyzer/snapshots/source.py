@@ -53,10 +53,15 @@ LEFT JOIN pg_roles r ON r.oid = s.userid
 WHERE s.queryid IS NOT NULL AND s.calls > 0 {scope}
 """
 
+# One text per (dbid, queryid). A queryid can have several entries (per user, top-level and
+# nested); a nested one may carry the text of the statement around it -- for instance the
+# tool's own EXPLAIN of an application statement -- so texts without the marker and
+# top-level entries are preferred.
 TEXTS = """/* pgarchitect */
 SELECT DISTINCT ON (s.dbid, s.queryid) s.dbid, s.queryid, s.query
 FROM {schema}.pg_stat_statements(showtext => true) s
 WHERE s.queryid = ANY(%s) {scope}
+ORDER BY s.dbid, s.queryid, strpos(s.query, '/* pgarchitect */') > 0, s.toplevel DESC
 """
 
 register_own(PROBE)
@@ -153,7 +158,10 @@ class StatementSource:
         ids = sorted(set(queryids))
         if not ids:
             return {}
+        info = self.probe()
         sql = TEXTS.format(schema=self._schema(), scope=self._scope())
+        if _version_tuple(str(info["extversion"])) < (1, 9):
+            sql = sql.replace(", s.toplevel DESC", "")
         register_own(sql)
         rows = self.conn.execute(sql.encode(), (ids,)).fetchall()
         return {(int(r[0]), int(r[1])): str(r[2]) for r in rows if r[2] is not None}

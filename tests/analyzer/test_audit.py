@@ -65,7 +65,10 @@ def test_planted_regressions_found_and_clustered_by_cause(
 ) -> None:
     s0 = snapshot(app, store)
     planted.run(app, planted.Phase(int_types=(Int8,)))
-    s1 = snapshot(app, store)
+    # The weekly audit before the change: it records the plans of the top statements.
+    before = run_audit(SETTINGS, Target("app", Dsn(app)), Dsn(store))
+    assert before.regressions == () and before.snapshot_id is not None
+    s1 = before.snapshot_id
     planted.drop_indexes(app)
     # The ORM now binds its integer parameters as int2, int4 or int8: new queryids.
     planted.run(app, planted.Phase(int_types=(Int2, Int4, Int8), seed=2))
@@ -91,7 +94,10 @@ def test_planted_regressions_found_and_clustered_by_cause(
                    if r["cluster_id"] == cluster["cluster_id"]}
         assert members == {normalized(sql) for sql in statements.values()}
         assert f"{len(statements)} statements on `{table}`" in cluster["summary"]
-        assert "Seq Scan" in cluster["summary"]
+        index = "orders_customer_id_idx" if table == "public.orders" else "events_session_id_idx"
+        summary = cluster["summary"]
+        assert re.search(r"plans switched from [A-Za-z ,]*(Bitmap Heap|Index) Scan[A-Za-z ,]* to "
+                         rf"Seq Scan .*no longer using {index}", summary), summary
         key = "customer_id" if table == "public.orders" else "session_id"
         assert f"no index leads with {table}.{key}" in cluster["summary"]
     assert report["recommendations"] == []
@@ -100,6 +106,7 @@ def test_planted_regressions_found_and_clustered_by_cause(
 
     stored = rows(store, "SELECT status, regression_count, cluster_count, report IS NOT NULL"
                   " FROM pgarchitect.audit_run WHERE id = %s", int(report["audit_id"]))
+    assert int(report["audit_id"]) == before.audit_id + 1
     assert stored == [("succeeded", 5, 2, True)]
     assert rows(store, "SELECT count(*) FROM pgarchitect.regression_cluster")[0][0] == 2
 
