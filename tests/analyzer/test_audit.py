@@ -246,3 +246,46 @@ def test_reset_and_evicted_entries_are_no_regression(app: str, store: str) -> No
         # 30 calls up to s2, 15 after the full reset; the evicted entry lost its first 15.
         expected = 30 if name == "events_by_session" else 45
         assert calls[normalized(sql)] == expected, name
+
+
+def test_monitoring_role_without_superuser(
+    pg_server: Any, app: str, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A role with pg_read_all_stats and SELECT only: the tool's EXPLAINs stay tracked (it may
+    not turn tracking off), and their nested entries must not hide the application's."""
+    dbname = app.rsplit("/", 1)[1]
+    role = f"monitor_{dbname}"
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE pg_read_all_stats".encode())
+        conn.execute(f"GRANT SELECT ON orders, events TO {role}".encode())
+    monitor = pg_server.dsn(dbname, user=role)
+    try:
+        target = f"app={monitor}"
+        code, out, err = cli(["snapshot", "--target", target, "--store", store], capsys)
+        assert code == 0, err
+        s0 = int(out.split()[1])
+        planted.run(app, planted.Phase(rounds=30, int_types=(Int4,)))
+        code, out, err = cli(["audit", "--target", target, "--store", store, "--json"], capsys)
+        assert code == 0, err
+        s1 = json.loads(out)["windows"]["current"]["to_snapshot"]
+        planted.drop_indexes(app)
+        planted.run(app, planted.Phase(rounds=30, int_types=(Int4,), seed=2))
+        code, out, err = cli(["audit", "--target", target, "--store", store, "--json",
+                              "--baseline", f"{s0}:{s1}", "--current", f"{s1}:"], capsys)
+        assert code == 0, err
+        report = json.loads(out)
+        assert {r["query"] for r in report["regressions"]} == {
+            normalized(sql) for sql in planted.REGRESSING.values()}
+        for cluster in report["clusters"]:
+            assert len(cluster["tables"]) == 1
+        assert {c["tables"][0] for c in report["clusters"]} == {"public.orders", "public.events"}
+        with psycopg.connect(app) as conn:
+            nested = conn.execute(
+                "SELECT count(*) FROM pg_stat_statements WHERE NOT toplevel"
+                " AND query LIKE '%/* pgarchitect */%' AND dbid = (SELECT oid FROM pg_database"
+                " WHERE datname = current_database())").fetchone()
+        assert nested is not None and nested[0] > 0  # the case this test is about did occur
+    finally:
+        with psycopg.connect(app, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}".encode())
+            conn.execute(f"DROP ROLE {role}".encode())
