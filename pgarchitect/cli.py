@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON report (SPEC 6)")
     p.add_argument("--no-validate", action="store_true",
                    help="skip what-if validation of recommendations")
+    p.add_argument("--baseline", metavar="FROM..TO",
+                   help="baseline window: snapshot ids or ISO times (default: from config)")
+    p.add_argument("--current", metavar="FROM..TO",
+                   help="current window: snapshot ids or ISO times; TO defaults to the new one")
 
     p = sub.add_parser("propose", help="write a migration and PR text for a recommendation")
     _common(p)
@@ -142,13 +146,27 @@ def cmd_exporter(args: argparse.Namespace, settings: Settings) -> int:
     return run(settings)
 
 
+def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    """Take one snapshot of a target's statistics."""
+    from analyzer.commands import cmd_snapshot as run
+
+    return run(args, settings)
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one audit now."""
+    from analyzer.commands import cmd_audit as run
+
+    return run(args, settings)
+
+
 def _handlers() -> dict[str, Handler]:
     handlers: dict[str, Handler] = {
         "exporter": cmd_exporter,
         "analyzer": _not_built("analyzer"),
         "migrate": cmd_migrate,
-        "snapshot": _not_built("snapshot"),
-        "audit": _not_built("audit"),
+        "snapshot": cmd_snapshot,
+        "audit": cmd_audit,
         "propose": _not_built("propose"),
         "demo": cmd_demo,
     }

@@ -129,6 +129,11 @@ class AnalyzerSettings:
     min_confidence: float = 0.8
     statement_timeout: float = field(default=30.0, metadata=DURATION)
     lock_timeout: float = field(default=1.0, metadata=DURATION)
+    connect_timeout: float = field(default=5.0, metadata=DURATION)
+    all_databases: bool = False
+    max_explain: int = 200
+    plan_top_n: int = 20
+    cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
 
 

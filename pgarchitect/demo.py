@@ -91,6 +91,46 @@ def orm_paths_step(server: PgServer, app_dsn: str, options: DemoOptions) -> None
     _say()
 
 
+def _demo_snapshot(app_dsn: str, store_dsn: str) -> int:
+    """Analyzer step: one snapshot of the app database into the store; returns its id."""
+    from analyzer.snapshots import repository
+    from analyzer.snapshots.source import StatementSource, connect_target
+    from analyzer.snapshots.take import take_snapshot
+    from pgarchitect.config import AnalyzerSettings
+
+    settings = AnalyzerSettings()
+    with connect_target(Dsn(app_dsn), "target app", settings) as target, \
+            repository.connect_store(Dsn(store_dsn)) as store:
+        return take_snapshot(StatementSource(target), store, "app", settings.retention).snapshot.id
+
+
+def _demo_audit_before(app_dsn: str, store_dsn: str) -> int:
+    """Analyzer step: the audit before the index drop; returns the snapshot it took."""
+    from analyzer.pipeline import run_audit
+    from pgarchitect.config import AnalyzerSettings, Target
+
+    result = run_audit(AnalyzerSettings(), Target("app", Dsn(app_dsn)), Dsn(store_dsn))
+    _say(f"  audit {result.audit_id} before the drop: {result.statements_analyzed} statements, "
+         f"{len(result.regressions)} regressions (plans recorded)")
+    assert result.snapshot_id is not None
+    return result.snapshot_id
+
+
+def _demo_audit(app_dsn: str, store_dsn: str, snapshots: list[int]) -> None:
+    """Analyzer step: audit the workload, baseline before the plant against after it."""
+    from analyzer.analysis.windows import WindowRequest
+    from analyzer.pipeline import run_audit
+    from analyzer.report import render
+    from pgarchitect.config import AnalyzerSettings, Target
+
+    baseline_from, plant = snapshots[0], snapshots[-1]
+    _say(f"Audit (baseline: snapshots {baseline_from}..{plant} before the index drop; "
+         "current: from the drop to now):")
+    result = run_audit(AnalyzerSettings(), Target("app", Dsn(app_dsn)), Dsn(store_dsn),
+                       WindowRequest(baseline_from, plant, plant, None))
+    _say(render(result))
+
+
 def run_demo(options: DemoOptions) -> int:
     """Run the demo end to end; returns the exit code."""
     started = time.monotonic()
@@ -101,6 +141,8 @@ def run_demo(options: DemoOptions) -> int:
         _say(f"  server:  PostgreSQL 18 on 127.0.0.1:{server.port} (data in {server.directory})")
         applied = migrate(Dsn(store_dsn))
         _say(f"  store:   {store_dsn} — migrations applied: {', '.join(applied) or 'none'}")
+
+        snapshots: list[int] = []
 
         async def load_and_run() -> None:
             import asyncpg
@@ -113,11 +155,18 @@ def run_demo(options: DemoOptions) -> int:
                      f"({time.monotonic() - t0:.1f}s)")
             finally:
                 await conn.close()
+            snapshots.append(await asyncio.to_thread(_demo_snapshot, app_dsn, store_dsn))
             plant = DEFAULT_PLANT if options.plant_regression else ()
             _say(f"  workload: {options.seconds:.0f}s over api-orm, api-thin, analytics"
                  + (f"; dropping {', '.join(plant)} half-way" if plant else ""))
+            async def before_plant() -> None:
+                # An audit as the weekly schedule would run it: it also records the plans.
+                snapshots.append(await asyncio.to_thread(_demo_audit_before, app_dsn, store_dsn))
+
             result = await run_workload(app_dsn, options.seconds, plant=plant,
-                                        users=options.users)
+                                        users=options.users, on_plant=before_plant)
+            if not plant:  # no plant hook ran: split the workload at its end instead
+                snapshots.append(await asyncio.to_thread(_demo_snapshot, app_dsn, store_dsn))
             total = sum(result.counts.values())
             _say(f"  ran {total:,} statements ({total / result.seconds:,.0f}/s), "
                  f"{sum(result.errors.values())} errors")
@@ -130,6 +179,8 @@ def run_demo(options: DemoOptions) -> int:
             ["calls", "total ms", "mean ms", "rows", "query"],
             [(r[0], r[1], r[2], r[3], _short(r[4])) for r in rows],
         ))
+        _say()
+        _demo_audit(app_dsn, store_dsn, snapshots)
         _say()
         # --- exporter (issue 3) ---
         from exporter.demo import demo_step

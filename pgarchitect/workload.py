@@ -181,8 +181,12 @@ async def run_workload(
     users: int = 20_000,
     seed: int = 1,
     paths: Sequence[Path] = PATHS,
+    on_plant: Callable[[], Awaitable[object]] | None = None,
 ) -> WorkloadResult:
-    """Drive the mix for `seconds`; drop the indexes in `plant` after `plant_at` of the time."""
+    """Drive the mix for `seconds`; drop the indexes in `plant` after `plant_at` of the time.
+
+    `on_plant` is awaited just before the indexes are dropped (the demo takes a snapshot there).
+    """
     result = WorkloadResult()
     started = time.monotonic()
     deadline = started + seconds
@@ -212,6 +216,8 @@ async def run_workload(
         if not plant:
             return
         await asyncio.sleep(seconds * plant_at)
+        if on_plant is not None:
+            await on_plant()
         conn = await asyncpg.connect(dsn, server_settings={"application_name": "workload-dba"})
         try:
             for index_name in plant:

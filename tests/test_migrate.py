@@ -19,6 +19,7 @@ from tests.conftest import drop_database, new_database
 EXPECTED_TABLES = {
     "snapshot", "statement_stat", "statement_text", "audit_run", "regression",
     "regression_cluster", "optimization_log", "schema_migrations",
+    "statement_plan",  # 0002_analyzer
 }
 
 

@@ -1,0 +1,1 @@
+"""Pure analysis: window deltas, regression tests, statement features and clustering."""

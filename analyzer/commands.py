@@ -1,0 +1,87 @@
+"""The `pgarchitect snapshot` and `pgarchitect audit` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import psycopg
+
+from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
+from analyzer.pipeline import run_audit
+from analyzer.report import render
+from analyzer.snapshots import repository
+from analyzer.snapshots.source import StatementSource, connect_target
+from analyzer.snapshots.take import take_snapshot
+from pgarchitect.config import Settings, Target
+from pgarchitect.db import first_line
+from pgarchitect.dsn import Dsn
+from pgarchitect.errors import ConfigError, UserError
+
+
+class SnapshotFailed(UserError):
+    """A snapshot could not be read or written (nothing was stored)."""
+
+    exit_code = 1
+
+
+def _target_and_store(settings: Settings) -> tuple[Target, Dsn]:
+    if not settings.targets:
+        raise ConfigError("targets", "a target is required (give --target DSN)")
+    if len(settings.targets) > 1:
+        raise ConfigError("targets", "several targets are configured; give --target NAME=DSN")
+    if settings.store.dsn is None:
+        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
+    return settings.targets[0], settings.store.dsn
+
+
+def _span(text: str | None) -> tuple[SnapshotRef | None, SnapshotRef | None]:
+    """FROM..TO (either side may be empty) of snapshot ids or ISO times; ids also as FROM:TO."""
+    if not text:
+        return None, None
+    if ".." in text:
+        a, _, b = text.partition("..")
+    elif text.replace(":", "").isdigit():
+        a, _, b = text.partition(":")
+    else:
+        a, b = text, ""
+    return (parse_ref(a) if a else None), (parse_ref(b) if b else None)
+
+
+def window_request(args: argparse.Namespace) -> WindowRequest | None:
+    """--baseline / --current flags as a WindowRequest (None when neither is given)."""
+    baseline = getattr(args, "baseline", None)
+    current = getattr(args, "current", None)
+    if not baseline and not current:
+        return None
+    bf, bt = _span(baseline)
+    cf, ct = _span(current)
+    return WindowRequest(bf, bt, cf, ct)
+
+
+def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    """Take one snapshot of the target into the store."""
+    target, store_dsn = _target_and_store(settings)
+    a = settings.analyzer
+    try:
+        with connect_target(target.dsn, f"target {target.name}", a) as tconn, \
+                repository.connect_store(store_dsn, a.connect_timeout) as store:
+            result = take_snapshot(StatementSource(tconn, a.all_databases), store, target.name,
+                                   a.retention)
+    except psycopg.Error as exc:
+        raise SnapshotFailed(f"snapshot of {target.name} failed: {first_line(exc)}") from None
+    print(f"snapshot {result.snapshot.id} of {target.name}: {result.statements} statements "
+          f"({result.new_texts} new texts, {result.own_skipped} of pgarchitect's own left out, "
+          f"{result.pruned} old snapshots pruned) in {result.duration_seconds:.2f}s")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one audit now and print the report (text or SPEC 6 JSON)."""
+    target, store_dsn = _target_and_store(settings)
+    result = run_audit(settings.analyzer, target, store_dsn, window_request(args))
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(render(result))
+    return 0

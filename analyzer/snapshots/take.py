@@ -1,0 +1,64 @@
+"""One snapshot: read the target, fetch texts the store lacks, write it all in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from analyzer.snapshots import repository
+from analyzer.snapshots.model import SnapshotMeta, StatementText
+from analyzer.snapshots.own import is_own, statement_fingerprint
+from analyzer.snapshots.source import StatementSource
+from pgarchitect.log import event
+
+log = logging.getLogger("pgarchitect.analyzer.snapshot")
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What one snapshot wrote."""
+
+    snapshot: SnapshotMeta
+    server_version: str
+    server_version_num: int
+    statements: int
+    own_skipped: int
+    new_texts: int
+    pruned: int
+    duration_seconds: float
+
+
+def take_snapshot(
+    source: StatementSource, store: repository.Conn, target: str, retention_seconds: float
+) -> SnapshotResult:
+    """Read `source` and store one snapshot of `target`; old snapshots beyond retention go."""
+    started = time.perf_counter()
+    reading = source.read()
+    known = repository.known_texts(store, target)
+    missing = {s.queryid for s in reading.statements if (s.dbid, s.queryid) not in known}
+    fetched = source.texts(missing) if missing else {}
+    new_texts: list[StatementText] = []
+    for (dbid, queryid), query in fetched.items():
+        if (dbid, queryid) in known:
+            continue
+        fp = statement_fingerprint(query, queryid)
+        own = is_own(query, fp)
+        new_texts.append(StatementText(dbid, queryid, query, fp, own))
+        known[(dbid, queryid)] = (fp, own)
+    # Statements whose text vanished before we asked (evicted meanwhile) are kept: their
+    # counters are still real; they are simply analysed without a fingerprint.
+    kept = [s for s in reading.statements if not known.get((s.dbid, s.queryid), ("", False))[1]]
+    with store.transaction():
+        snap = repository.insert_snapshot(store, target, reading, new_texts, kept)
+        pruned = repository.prune(store, target, retention_seconds, keep=snap.id)
+    result = SnapshotResult(
+        snapshot=snap, server_version=reading.server_version,
+        server_version_num=reading.server_version_num, statements=len(kept),
+        own_skipped=len(reading.statements) - len(kept), new_texts=len(new_texts),
+        pruned=pruned, duration_seconds=time.perf_counter() - started,
+    )
+    log.info(event("snapshot.taken", target=target, id=snap.id, statements=len(kept),
+                   own_skipped=result.own_skipped, new_texts=len(new_texts), pruned=pruned,
+                   seconds=round(result.duration_seconds, 3)))
+    return result
