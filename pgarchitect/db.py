@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 
 from pgarchitect.dsn import Dsn, mask_dsn
 from pgarchitect.errors import ConnectError
 
 MARKER = "/* pgarchitect */"
+_FIRST_WORD = re.compile(r"^\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", re.S)
+
+
+def mark(sql: str) -> str:
+    """`sql` starting with the marker, and carrying it after its first keyword as well.
+
+    PostgreSQL 18's pg_stat_statements drops a leading comment from the text it keeps, so the
+    second copy is what lets the analyzer recognise the tool's own statements there.
+    """
+    body = sql.strip()
+    if body.startswith(MARKER):
+        body = body[len(MARKER):].lstrip()
+    m = _FIRST_WORD.match(body)
+    if m is None:
+        return f"{MARKER} {body}"
+    return f"{MARKER} {body[: m.end()]} {MARKER}{body[m.end():]}"
+
+
+def is_own(query: str) -> bool:
+    """True for statement text the tool itself sent (marker anywhere, see `mark`)."""
+    return MARKER in query
 
 
 def first_line(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from pgarchitect.db import mark
 from pgarchitect.dsn import Dsn
 from pgarchitect.embedded import PgServer, embedded_postgres
 from pgarchitect.log import event
@@ -19,15 +20,14 @@ from pgarchitect.workload import DEFAULT_PLANT, create_schema, run_workload
 
 log = logging.getLogger("pgarchitect.demo")
 
-TOP_STATEMENTS = """
-/* pgarchitect */
+TOP_STATEMENTS = mark("""
 SELECT s.calls, s.total_exec_time, s.mean_exec_time, s.rows, s.query
 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-WHERE d.datname = %s AND s.query NOT LIKE '/* pgarchitect */%%'
+WHERE d.datname = %s AND strpos(s.query, '/* pgarchitect */') = 0
   AND s.toplevel AND s.queryid IS NOT NULL
 ORDER BY s.total_exec_time DESC
 LIMIT %s
-"""
+""")
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pgarchitect.cron import CronError, parse_cron
+from pgarchitect.db import MARKER, is_own, mark
 from pgarchitect.dsn import Dsn, mask_dsn
+from pgarchitect.embedded import PgServer
 from pgarchitect.log import event
+from tests.conftest import drop_database, new_database
 
 
 @pytest.mark.parametrize(("dsn", "masked"), [
@@ -71,3 +75,31 @@ def test_next_after(expr: str, after: datetime, expected: datetime) -> None:
 def test_bad_cron(expr: str) -> None:
     with pytest.raises(CronError):
         parse_cron(expr)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1",
+    "/* pgarchitect */ SELECT 1",
+    "\n  WITH x AS (SELECT 1) SELECT * FROM x",
+])
+def test_mark_puts_the_marker_first_and_after_the_first_keyword(sql: str) -> None:
+    marked = mark(sql)
+    first_word = sql.replace(MARKER, "").split()[0]
+    assert marked.startswith(f"{MARKER} {first_word} {MARKER} ")
+    assert marked.count(MARKER) == 2
+    assert is_own(marked) and not is_own(sql.replace(MARKER, ""))
+
+
+def test_marker_survives_pg_stat_statements(pg_server: PgServer) -> None:
+    """On PostgreSQL 18 a leading comment is dropped from the kept text; the second stays."""
+    dsn = new_database(pg_server, "marker", extensions=("pg_stat_statements",))
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(mark("SELECT relname FROM pg_class WHERE relname = %s").encode(),
+                         ("x",))
+            rows = conn.execute(
+                "SELECT query FROM pg_stat_statements WHERE query LIKE '%relname FROM pg_class%'"
+            ).fetchall()
+        assert rows and all(is_own(r[0]) for r in rows)
+    finally:
+        drop_database(pg_server, dsn)
