@@ -56,10 +56,12 @@ Case = Callable[[Any], Awaitable[Any]]
 
 @dataclass
 class Timings:
-    """Per-case durations (seconds) of the call, of the call plus its JSON body, and GC runs."""
+    """Per-case durations (seconds) of the call, of the call plus its JSON body, the client's
+    CPU time of the call (not inflated by waiting for a CPU), and GC runs."""
 
     call: list[float] = field(default_factory=list)
     body: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     collections: int = 0
 
 
@@ -107,9 +109,9 @@ async def measure(
             arg = make_input(rng)
             gc.collect()
             before = _collections()
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             result = await cases[name](arg)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             if encode is not None:
                 encode[name](result)
             t2 = time.perf_counter()
@@ -117,6 +119,7 @@ async def measure(
                 t = out[name]
                 t.call.append(t1 - t0)
                 t.body.append(t2 - t0)
+                t.cpu.append(c1 - c0)
                 t.collections += _collections() - before
     return out
 
@@ -184,8 +187,8 @@ def _table(times: dict[str, Timings], bare: str, with_body: bool) -> list[str]:
     if with_body:
         head += " p50 ms with body | p95 ms with body |"
         rule += "---:|---:|"
-    lines = [head + " p95 / bare p95 | p95 / orm p95 | GC runs per call |",
-             rule + "---:|---:|---:|"]
+    lines = [head + " p95 / bare p95 | p95 / orm p95 | client CPU ms p50 | GC runs per call |",
+             rule + "---:|---:|---:|---:|"]
     bare95, orm95 = pct(times[bare].call, .95), pct(times["orm"].call, .95)
     for name in (bare, *PATH_NAMES):
         t = times[name]
@@ -193,7 +196,7 @@ def _table(times: dict[str, Timings], bare: str, with_body: bool) -> list[str]:
         row = f"| {name} | {pct(t.call, .5):.2f} | {p95:.2f} |"
         if with_body:
             row += f" {pct(t.body, .5):.2f} | {pct(t.body, .95):.2f} |"
-        lines.append(row + f" {p95 / bare95:.2f} | {p95 / orm95:.2f} | "
+        lines.append(row + f" {p95 / bare95:.2f} | {p95 / orm95:.2f} | {pct(t.cpu, .5):.2f} | "
                      f"{t.collections / len(t.call):.2f} |")
     return lines
 
@@ -211,8 +214,9 @@ def report(reads: dict[str, Timings], writes: dict[str, Timings], sdk: dict[str,
         "run: the bare asyncpg fetch of the same SQL and columns, and the bare asyncpg COPY of "
         "the same batches with the same JSON encoding, on one held connection. \"with body\": "
         "the call plus encoding the endpoint's JSON response body (`logs_body`; the bare fetch "
-        "embeds the jsonb text the same way). Milliseconds. Load average (1 min) of the shared "
-        f"2-core machine: {load[0]:.1f} before, {load[-1]:.1f} after.",
+        "embeds the jsonb text the same way). \"client CPU\": the benchmark process's CPU time "
+        "during the call (its own work, whatever the scheduler did). Milliseconds. Load average "
+        f"(1 min) of the shared 2-core machine: {load[0]:.1f} before, {load[-1]:.1f} after.",
         "",
         f"### read 1,000 ({len(reads[BARE_READ].call)} runs each)", "",
         *_table(reads, BARE_READ, True), "",
