@@ -14,6 +14,7 @@ decoded and encoded again.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -116,10 +117,16 @@ def _new_logs(user_id: int, body: Any) -> list[NewLog]:
 
 def logs_body(rows: Iterable[LogRow]) -> bytes:
     """The JSON body of a logs response (timestamps RFC 3339; `RawJson` payloads verbatim)."""
-    return orjson.dumps({"logs": [
+    body = {"logs": [
         {"id": r[0], "user_id": r[1], "action": r[2], "created_at": r[3], "payload": r[4]}
         for r in rows
-    ]})
+    ]}
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # A decoded payload with an integer beyond 64 bits (jsonb holds any numeric); a raw
+        # payload never fails, so the standard library can take the decoded rows.
+        return json.dumps(body, default=datetime.isoformat).encode()
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:

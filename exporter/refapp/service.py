@@ -19,7 +19,8 @@ through ``orm`` (the rollback switch). Every path is instrumented with the SDK o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal, Protocol
@@ -212,6 +213,17 @@ def _decode_jsonb(data: bytes) -> RawJson:
     return RawJson(data[1:])
 
 
+def _stdlib_dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _records(
+    logs: Sequence[NewLog], dumps: Callable[[Any], bytes]
+) -> list[tuple[int, str, datetime, bytes]]:
+    """COPY records in `INSERT_COLUMNS` order, each payload encoded once as JSON text."""
+    return [(n.user_id, n.action, n.created_at, dumps(n.payload)) for n in logs]
+
+
 class ThinPath:
     """Data access through asyncpg: prepared statements and COPY."""
 
@@ -261,8 +273,10 @@ class ThinPath:
 
     async def insert_logs(self, logs: Sequence[NewLog]) -> int:
         """Insert the rows with one binary COPY (the query logger does not see COPY: timer)."""
-        dumps = orjson.dumps
-        records = [(n.user_id, n.action, n.created_at, dumps(n.payload)) for n in logs]
+        try:
+            records = _records(logs, orjson.dumps)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits: the standard library can
+            records = _records(logs, _stdlib_dumps)
         async with self._pool().acquire() as conn:
             with self.metrics.timer(self.name, INSERT_MANY, self.datname):
                 await conn.copy_records_to_table(

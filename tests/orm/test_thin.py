@@ -76,6 +76,9 @@ async def test_thin_payload_is_the_servers_json_text(target_dsn: str) -> None:
         assert orjson.loads(orjson.dumps(row[4])) == PAYLOAD
         stored = await conn.fetchval("SELECT payload::text FROM behavior_logs WHERE user_id = 700")
         assert orjson.dumps(row[4]) == stored.encode()  # verbatim: the server's own text
+        await thin.insert_logs([NewLog(701, "view", at, {"big": 2**70})])  # beyond orjson
+        (big,) = await thin.latest_logs(701, 10)
+        assert orjson.loads(orjson.dumps(big[4])) == {"big": 2**70}
         decoded = await analytics.latest_logs(700, 10)
         assert orjson.loads(logs_body([row])) == orjson.loads(logs_body(decoded)) == {"logs": [{
             "id": row[0], "user_id": 700, "action": "view",
@@ -84,3 +87,11 @@ async def test_thin_payload_is_the_servers_json_text(target_dsn: str) -> None:
         await thin.close()
         await analytics.close()
         await conn.close()
+
+
+def test_logs_body_takes_integers_beyond_64_bits() -> None:
+    at = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    body = orjson.loads(logs_body([(1, 2, "view", at, {"big": 2**70})]))
+    assert body == {"logs": [{"id": 1, "user_id": 2, "action": "view",
+                              "created_at": "2024-05-01T10:00:00+00:00",
+                              "payload": {"big": 2**70}}]}
