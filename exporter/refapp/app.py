@@ -7,22 +7,34 @@ Routes (``path`` query parameter: force ``orm``, ``thin`` or ``analytics`` for o
   "created_at": ISO-8601 (optional)}]}``, batch insert (CRUD: thin)
 - ``GET  /users/{user_id}/activity?days=N``    per-day action counts (aggregate: analytics)
 - ``GET  /metrics``, ``GET /healthz``
+
+Bodies are encoded with orjson: the thin path's `RawJson` payloads are embedded verbatim, never
+decoded and encoded again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter.instrument import OrmMetrics
-from exporter.refapp.service import OPERATIONS, PATH_NAMES, DatabaseService, NewLog, PathName
+from exporter.refapp.service import (
+    OPERATIONS,
+    PATH_NAMES,
+    DatabaseService,
+    LogRow,
+    NewLog,
+    PathName,
+)
 from pgarchitect.db import first_line
 from pgarchitect.log import event
 
@@ -103,19 +115,37 @@ def _new_logs(user_id: int, body: Any) -> list[NewLog]:
     return out
 
 
+def logs_body(rows: Iterable[LogRow]) -> bytes:
+    """The JSON body of a logs response (timestamps RFC 3339; `RawJson` payloads verbatim)."""
+    body = {"logs": [
+        {"id": r[0], "user_id": r[1], "action": r[2], "created_at": r[3], "payload": r[4]}
+        for r in rows
+    ]}
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # A decoded payload with an integer beyond 64 bits (jsonb holds any numeric); a raw
+        # payload never fails, so the standard library can take the decoded rows.
+        return json.dumps(body, default=datetime.isoformat).encode()
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
 async def latest_logs(request: web.Request) -> web.Response:
     """GET /users/{user_id}/logs."""
     rows = await request.app[SERVICE].latest_logs(
         _user_id(request), _int_param(request, "limit", 50, 1, MAX_LIMIT), _path(request))
-    return web.json_response({"logs": [r.as_json() for r in rows]})
+    return _json(logs_body(rows))
 
 
 async def insert_logs(request: web.Request) -> web.Response:
     """POST /users/{user_id}/logs."""
     user_id, path = _user_id(request), _path(request)
     try:
-        body = await request.json()
-    except ValueError:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
         raise BadRequest("body must be JSON") from None
     n = await request.app[SERVICE].insert_logs(_new_logs(user_id, body), path)
     return web.json_response({"inserted": n}, status=201)
@@ -126,7 +156,7 @@ async def daily_activity(request: web.Request) -> web.Response:
     days = _int_param(request, "days", 7, 1, MAX_DAYS)
     since = datetime.now(UTC) - timedelta(days=days)
     rows = await request.app[SERVICE].daily_activity(_user_id(request), since, _path(request))
-    return web.json_response({"activity": [r.as_json() for r in rows]})
+    return _json(orjson.dumps({"activity": rows}))  # dataclasses and dates: orjson natively
 
 
 async def metrics(request: web.Request) -> web.Response:

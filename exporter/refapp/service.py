@@ -2,9 +2,15 @@
 
 - ``orm``: SQLAlchemy 2 async ORM (mapped class, session, ``add_all``), application_name
   ``api-orm``;
-- ``thin``: asyncpg with prepared statements (the driver's statement cache) and ``COPY`` for
-  batches, application_name ``api-thin``;
+- ``thin``: asyncpg with prepared statements (the driver's statement cache) and binary ``COPY``
+  for batches, application_name ``api-thin``. It is the hot path of a JSON API, so it does no
+  per-row Python work: reads return the driver's records as they are, with ``payload`` kept as
+  the server's JSON text (`RawJson`, embedded verbatim by the response encoder), and batches
+  go out as pre-encoded JSON text in one ``COPY``;
 - ``analytics``: psycopg 3 with composed SQL (``psycopg.sql``), application_name ``analytics``.
+
+``orm`` and ``analytics`` decode ``payload`` into Python objects, as those libraries do. Every
+path returns log rows by position (`LogRow`), timestamps in UTC.
 
 CRUD goes to ``thin`` and aggregates to ``analytics``; ``route_all_orm`` sends everything
 through ``orm`` (the rollback switch). Every path is instrumented with the SDK of
@@ -14,12 +20,13 @@ through ``orm`` (the rollback switch). Every path is instrumented with the SDK o
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Literal, Protocol
 
 import asyncpg
+import orjson
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -55,21 +62,15 @@ COLUMNS = ("id", "user_id", "action", "created_at", "payload")
 INSERT_COLUMNS = ("user_id", "action", "created_at", "payload")
 
 
-@dataclass(frozen=True)
-class LogEntry:
-    """One behavior_logs row."""
+RawJson = orjson.Fragment
+"""JSON text as the server sent it; a JSON encoder (orjson) embeds it verbatim."""
 
-    id: int
-    user_id: int
-    action: str
-    created_at: datetime
-    payload: dict[str, Any]
 
-    def as_json(self) -> dict[str, Any]:
-        """The row as JSON-ready values (timestamps in UTC, ISO 8601)."""
-        return {"id": self.id, "user_id": self.user_id, "action": self.action,
-                "created_at": self.created_at.astimezone(UTC).isoformat(),
-                "payload": self.payload}
+class LogRow(Protocol):
+    """A behavior_logs row by position, in `COLUMNS` order: id, user_id, action, created_at
+    (aware, UTC) and payload (a decoded object, or `RawJson`). Tuples and asyncpg records."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,6 @@ class DayActivity:
     action: str
     count: int
 
-    def as_json(self) -> dict[str, Any]:
-        """JSON-ready values."""
-        return {"day": self.day.isoformat(), "action": self.action, "count": self.count}
-
 
 class DataPath(Protocol):
     """What each ORM path implements."""
@@ -102,7 +99,7 @@ class DataPath(Protocol):
 
     async def start(self, datname: str | None) -> None: ...
     async def close(self) -> None: ...
-    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]: ...
+    async def latest_logs(self, user_id: int, limit: int) -> Sequence[LogRow]: ...
     async def insert_logs(self, logs: Sequence[NewLog]) -> int: ...
     async def daily_activity(self, user_id: int, since: datetime) -> list[DayActivity]: ...
 
@@ -159,14 +156,14 @@ class OrmPath:
         assert self.sessions is not None, "path not started"
         return self.sessions()
 
-    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]:
+    async def latest_logs(self, user_id: int, limit: int) -> Sequence[LogRow]:
         """The user's newest `limit` logs."""
         stmt = (select(BehaviorLog).where(BehaviorLog.user_id == user_id)
                 .order_by(BehaviorLog.created_at.desc(), BehaviorLog.id.desc()).limit(limit))
         with self.metrics.operation(LATEST):
             async with self._session() as session:
                 rows = (await session.scalars(stmt)).all()
-        return [LogEntry(r.id, r.user_id, r.action, r.created_at, r.payload) for r in rows]
+        return [(r.id, r.user_id, r.action, r.created_at, r.payload) for r in rows]
 
     async def insert_logs(self, logs: Sequence[NewLog]) -> int:
         """Insert the rows as ORM objects in one transaction."""
@@ -204,12 +201,27 @@ THIN_ACTIVITY = (
 )
 
 
-def _encode_jsonb(value: Any) -> bytes:
-    return b"\x01" + json.dumps(value).encode()  # binary jsonb: version 1, then the text
+_INSERT_COLUMNS = list(INSERT_COLUMNS)
 
 
-def _decode_jsonb(data: bytes) -> Any:
-    return json.loads(data[1:])
+# Binary jsonb is a version byte (1) and the JSON text: both ways, the text passes through.
+def _encode_jsonb(text: bytes) -> bytes:
+    return b"\x01" + text
+
+
+def _decode_jsonb(data: bytes) -> RawJson:
+    return RawJson(data[1:])
+
+
+def _stdlib_dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _records(
+    logs: Sequence[NewLog], dumps: Callable[[Any], bytes]
+) -> list[tuple[int, str, datetime, bytes]]:
+    """COPY records in `INSERT_COLUMNS` order, each payload encoded once as JSON text."""
+    return [(n.user_id, n.action, n.created_at, dumps(n.payload)) for n in logs]
 
 
 class ThinPath:
@@ -223,11 +235,11 @@ class ThinPath:
         self.datname = ""
 
     async def start(self, datname: str | None) -> None:
-        """Open the pool; each connection gets a binary jsonb codec and the SDK hook."""
+        """Open the pool; each connection gets the raw-JSON jsonb codec and the SDK hook."""
         instrument = asyncpg_init(self.metrics, self.name, datname)
 
         async def init(conn: asyncpg.Connection) -> None:
-            # A binary codec so COPY (binary) can send jsonb too; set before the hook.
+            # Binary, because COPY is binary (a text codec cannot encode there).
             await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
                                       encoder=_encode_jsonb, decoder=_decode_jsonb)
             await instrument(conn)
@@ -253,19 +265,22 @@ class ThinPath:
         assert self.pool is not None, "path not started"
         return self.pool
 
-    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]:
-        """The user's newest `limit` logs."""
+    async def latest_logs(self, user_id: int, limit: int) -> Sequence[LogRow]:
+        """The user's newest `limit` logs: the driver's records, payload as `RawJson`."""
         with self.metrics.operation(LATEST):
-            rows = await self._pool().fetch(THIN_LATEST, user_id, limit)
-        return [LogEntry(*r) for r in rows]
+            rows: list[LogRow] = await self._pool().fetch(THIN_LATEST, user_id, limit)
+        return rows
 
     async def insert_logs(self, logs: Sequence[NewLog]) -> int:
         """Insert the rows with one binary COPY (the query logger does not see COPY: timer)."""
-        records = [(n.user_id, n.action, n.created_at, n.payload) for n in logs]
+        try:
+            records = _records(logs, orjson.dumps)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits: the standard library can
+            records = _records(logs, _stdlib_dumps)
         async with self._pool().acquire() as conn:
             with self.metrics.timer(self.name, INSERT_MANY, self.datname):
                 await conn.copy_records_to_table(
-                    "behavior_logs", records=records, columns=list(INSERT_COLUMNS)
+                    "behavior_logs", records=records, columns=_INSERT_COLUMNS
                 )
         return len(records)
 
@@ -318,7 +333,9 @@ class AnalyticsPath:
 
         self.pool = AsyncConnectionPool(
             self.dsn, min_size=1, max_size=self.pool_size, open=False, configure=configure,
-            kwargs={"application_name": APPLICATION_NAMES[self.name], "autocommit": True},
+            # TimeZone UTC: timestamps come back in UTC, like asyncpg's, at no per-row cost.
+            kwargs={"application_name": APPLICATION_NAMES[self.name], "autocommit": True,
+                    "options": "-c TimeZone=UTC"},
         )
         await self.pool.open(wait=True)
 
@@ -336,13 +353,13 @@ class AnalyticsPath:
         async with self._pool().connection() as conn:
             return str(conn.info.dbname)
 
-    async def latest_logs(self, user_id: int, limit: int) -> list[LogEntry]:
-        """The user's newest `limit` logs."""
+    async def latest_logs(self, user_id: int, limit: int) -> Sequence[LogRow]:
+        """The user's newest `limit` logs (tuples; psycopg decodes the payload)."""
         with self.metrics.operation(LATEST):
             async with self._pool().connection() as conn:
                 cur = await conn.execute(ANALYTICS_LATEST, (user_id, limit))
-                rows = await cur.fetchall()
-        return [LogEntry(*r) for r in rows]
+                rows: list[LogRow] = await cur.fetchall()
+        return rows
 
     async def insert_logs(self, logs: Sequence[NewLog]) -> int:
         """Insert the rows with executemany (pipelined) in one transaction."""
@@ -407,7 +424,7 @@ class DatabaseService:
 
     async def latest_logs(
         self, user_id: int, limit: int, path: PathName | None = None
-    ) -> list[LogEntry]:
+    ) -> Sequence[LogRow]:
         """A user's newest logs (CRUD)."""
         return await self.path("crud", path).latest_logs(user_id, limit)
 
