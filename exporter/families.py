@@ -6,7 +6,7 @@ from the next scrape instead of being exported forever.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -116,60 +116,92 @@ SPECS: dict[str, Spec] = {
 }
 
 
+Labels = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family of an exposition as plain data: label values in `spec.labels` order.
+
+    Samples that share labels share one tuple object (a statement's labels are the same in its
+    fourteen families), so an exposition writer can format each label set once.
+    """
+
+    name: str
+    spec: Spec
+    samples: list[tuple[Labels, float]]
+
+
 class _Families:
     """Families created on first use, in SPECS order, one per name across targets."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        self._by_name: dict[str, list[tuple[Labels, float]]] = {}
 
-    def add(self, name: str, labels: Sequence[str], value: float) -> None:
-        family = self._by_name.get(name)
-        if family is None:
-            spec = SPECS[name]
-            family = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
-                name, spec.help, labels=spec.labels)
-            self._by_name[name] = family
-        family.add_metric(list(labels), float(value))
+    def samples(self, name: str) -> list[tuple[Labels, float]]:
+        """The sample list of family `name`, created on first use."""
+        samples = self._by_name.get(name)
+        if samples is None:
+            samples = self._by_name[name] = []
+        return samples
 
-    def __iter__(self) -> Iterator[Metric]:
-        return iter(self._by_name[n] for n in SPECS if n in self._by_name)
+    def add(self, name: str, labels: Labels, value: float) -> None:
+        """One sample."""
+        self.samples(name).append((labels, float(value)))
+
+    def families(self) -> list[Family]:
+        """The families with samples, in SPECS order."""
+        return [Family(n, SPECS[n], s) for n in SPECS if (s := self._by_name.get(n))]
 
 
-def build(results: Sequence[ScrapeResult]) -> list[Metric]:
+def build(results: Sequence[ScrapeResult]) -> list[Family]:
     """The metric families of several targets' results (one family per name)."""
     f = _Families()
     for result in results:
         _target(f, result)
-    return list(f)
+    return f.families()
+
+
+def to_metrics(families: Sequence[Family]) -> list[Metric]:
+    """The same families as prometheus-client objects (its encoders, the reference path)."""
+    out: list[Metric] = []
+    for family in families:
+        spec = family.spec
+        metric = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
+            family.name, spec.help, labels=spec.labels)
+        for labels, value in family.samples:
+            metric.add_metric(list(labels), value)
+        out.append(metric)
+    return out
 
 
 def _target(f: _Families, r: ScrapeResult) -> None:
     t = r.target
-    f.add("pg_up", [t], 1 if r.up else 0)
+    f.add("pg_up", (t,), 1 if r.up else 0)
     if r.server is not None:
-        f.add("pg_server_version_info", [t, r.server.version], 1)
-        f.add("pg_settings_max_connections", [t], r.server.max_connections)
+        f.add("pg_server_version_info", (t, r.server.version), 1)
+        f.add("pg_settings_max_connections", (t,), r.server.max_connections)
     for a in r.activity:
-        f.add("pg_stat_activity_connections", [t, a.datname, a.state, a.application_name], a.count)
+        f.add("pg_stat_activity_connections", (t, a.datname, a.state, a.application_name), a.count)
     for g in r.max_tx_duration:
-        f.add("pg_stat_activity_max_tx_duration_seconds", [t, g.datname], g.value)
+        f.add("pg_stat_activity_max_tx_duration_seconds", (t, g.datname), g.value)
     for g in r.locks_waiting:
-        f.add("pg_locks_waiting", [t, g.datname], g.value)
+        f.add("pg_locks_waiting", (t, g.datname), g.value)
     for d in r.databases:
         for column in ("blks_hit", "blks_read", "xact_commit", "xact_rollback", "deadlocks",
                        "temp_bytes", "conflicts"):
-            f.add(f"pg_stat_database_{column}_total", [t, d.datname], getattr(d, column))
+            f.add(f"pg_stat_database_{column}_total", (t, d.datname), getattr(d, column))
     for rep in r.replication:
-        f.add("pg_replication_lag_seconds", [t, rep.application_name], rep.lag_seconds)
+        f.add("pg_replication_lag_seconds", (t, rep.application_name), rep.lag_seconds)
     for tb in r.tables:
-        labels = [t, tb.datname, tb.schemaname, tb.relname]
+        labels = (t, tb.datname, tb.schemaname, tb.relname)
         f.add("pg_stat_user_tables_seq_scan_total", labels, tb.seq_scan)
         f.add("pg_stat_user_tables_idx_scan_total", labels, tb.idx_scan)
         f.add("pg_stat_user_tables_n_live_tup", labels, tb.n_live_tup)
         f.add("pg_stat_user_tables_n_dead_tup", labels, tb.n_dead_tup)
     for ix in r.indexes:
         f.add("pg_stat_user_indexes_idx_scan_total",
-              [t, ix.datname, ix.schemaname, ix.relname, ix.indexrelname], ix.idx_scan)
+              (t, ix.datname, ix.schemaname, ix.relname, ix.indexrelname), ix.idx_scan)
     if r.statements is not None:
         _statements(f, r)
     _self(f, r)
@@ -178,29 +210,33 @@ def _target(f: _Families, r: ScrapeResult) -> None:
 def _statements(f: _Families, r: ScrapeResult) -> None:
     assert r.statements is not None
     t = r.target
-    for row in r.statements.rows:
-        qid = OTHER_QUERYID if row.queryid is None else str(row.queryid)
-        labels = [t, row.user, row.datname, qid]
-        for name, (_, _, value) in STATEMENT_VALUES.items():
-            f.add(name, labels, value(row))
-        text = r.statements.texts.get(row.queryid) if row.queryid is not None else None
-        if text:
-            f.add("pg_stat_statements_query_info", [*labels, text], 1)
-    info = r.statements.info
-    if info is not None:
-        f.add("pg_stat_statements_dealloc_total", [t], info.dealloc)
-        if info.stats_reset is not None:
-            f.add("pg_stat_statements_stats_reset_timestamp_seconds", [t], info.stats_reset)
+    rows, texts = r.statements.rows, r.statements.texts
+    if rows:
+        columns = [(f.samples(name), value) for name, (_, _, value) in STATEMENT_VALUES.items()]
+        info = f.samples("pg_stat_statements_query_info")
+        for row in rows:
+            qid = OTHER_QUERYID if row.queryid is None else str(row.queryid)
+            labels = (t, row.user, row.datname, qid)  # one tuple shared by the row's families
+            for samples, value in columns:
+                samples.append((labels, float(value(row))))
+            text = texts.get(row.queryid) if row.queryid is not None else None
+            if text:
+                info.append(((*labels, text), 1.0))
+    stats = r.statements.info
+    if stats is not None:
+        f.add("pg_stat_statements_dealloc_total", (t,), stats.dealloc)
+        if stats.stats_reset is not None:
+            f.add("pg_stat_statements_stats_reset_timestamp_seconds", (t,), stats.stats_reset)
 
 
 def _self(f: _Families, r: ScrapeResult) -> None:
     t = r.target
     for name in COLLECTORS:
-        f.add("pg_exporter_collector_up", [t, name], 0 if name in r.failures else 1)
+        f.add("pg_exporter_collector_up", (t, name), 0 if name in r.failures else 1)
         if name in r.durations:
-            f.add("pg_exporter_scrape_duration_seconds", [t, name], r.durations[name])
+            f.add("pg_exporter_scrape_duration_seconds", (t, name), r.durations[name])
     for (collector, reason), count in sorted(r.errors_total.items()):
-        f.add("pg_exporter_collector_errors_total", [t, collector, reason], count)
+        f.add("pg_exporter_collector_errors_total", (t, collector, reason), count)
     if r.finished_at:
-        f.add("pg_exporter_last_scrape_timestamp_seconds", [t], r.finished_at)
-    f.add("pg_exporter_scrapes_total", [t], r.rounds_total)
+        f.add("pg_exporter_last_scrape_timestamp_seconds", (t,), r.finished_at)
+    f.add("pg_exporter_scrapes_total", (t,), r.rounds_total)

@@ -19,7 +19,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 def statements_rounds(setup: Setup) -> int:
     """Executions of the exporter's statements query in its database (ground truth)."""
     mon = setup.mon.rsplit("/", 1)[1]
-    rows = setup.pgss("d.datname = %s AND s.query LIKE %s", (mon, "%unnest(%"))
+    rows = setup.pgss("d.datname = %s AND s.query LIKE %s", (mon, "%AS sumsq_ms2%"))
     return sum(int(r[2]) for r in rows)
 
 
