@@ -10,6 +10,7 @@ other escaping schemes of the Accept header go through prometheus-client.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
@@ -23,8 +24,15 @@ from prometheus_client.utils import floatToGoString
 from exporter.families import Family, Labels, to_metrics
 
 Encoder = Callable[[Collector], bytes]
-# prometheus-client's own number formatting (Go's float printing), untyped upstream
-go_float = cast(Callable[[float], str], floatToGoString)
+_go_float = cast(Callable[[float], str], floatToGoString)  # untyped upstream
+
+
+def go_float(value: float) -> str:
+    """A sample value as prometheus-client prints it (Go's float formatting)."""
+    # Below 1e6 (and above -inf; NaN fails both) Go and Python print floats alike.
+    if -math.inf < value < 1e6:
+        return repr(value)
+    return _go_float(value)
 
 TEXT = "text"
 OPENMETRICS = "openmetrics"

@@ -32,9 +32,10 @@ _DBID = itemgetter(0)
 _USERID = itemgetter(1)
 FIRST_COUNTER = 3  # COLUMNS[3:] are summed
 _EXEC = COLUMNS.index("exec_ms")
+_CALLS = COLUMNS.index("calls")
 # Top lists: (column, only rows where it is positive). An I/O-heavy statement is not hidden
 # by a CPU-heavy one.
-RANKED = ((_EXEC, False), (COLUMNS.index("calls"), False),
+RANKED = ((_EXEC, False), (_CALLS, False),
           (COLUMNS.index("shared_blks_read"), True), (COLUMNS.index("temp_blks_written"), True))
 
 
@@ -63,15 +64,21 @@ def partition(rows: Iterable[Raw], key: Callable[[Raw], Any]) -> dict[Any, list[
     return {k: list(group) for k, group in groupby(sorted(rows, key=key), key)}
 
 
-def top_keys(rows: Sequence[Raw], top_n: int) -> set[Key]:
-    """The union of the top lists of one database's rows."""
+Thresholds = tuple[float, int, int, int]  # one per RANKED column
+
+
+def top_keys(rows: Sequence[Raw], top_n: int) -> tuple[set[Key], Thresholds | None]:
+    """The union of the top lists of one database's rows, and each list's last value (None
+    when a list is not full: then every row of the database may enter it)."""
     out: set[Key] = set()
+    bounds: list[Any] = []
     for column, positive in RANKED:
         best = heapq.nlargest(top_n, rows, key=itemgetter(column))
         if positive:
             best = [r for r in best if r[column] > 0]
         out.update(map(_KEY, best))
-    return out
+        bounds.append(best[-1][column] if len(best) == top_n else 0 if positive else None)
+    return out, (None if None in bounds else (bounds[0], bounds[1], bounds[2], bounds[3]))
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class Chosen:
 
 
 class Selection:
-    """Hysteresis memory of one target: key -> number of the last scrape it was on top."""
+    """Hysteresis memory of one target: key -> number of the last scrape it was on top, and
+    the thresholds that let the next read skip statements that cannot be on top."""
 
     def __init__(self, top_n: int, keep_scrapes: int, max_series: int) -> None:
         self.top_n = top_n
@@ -91,27 +99,54 @@ class Selection:
         self.max_series = max_series
         self.scrape_no = 0
         self.last_top: dict[Key, int] = {}
+        # dbid -> the n-th largest value of each top list in the last scrape. Counters only
+        # grow, so a row at or below all of them cannot enter this scrape's top lists unless
+        # it is held already; a reset or an eviction of a held statement clears them.
+        self.thresholds: dict[int, Thresholds] = {}
+        self._calls: dict[Key, int] = {}
 
-    def choose(self, rows: Sequence[Raw]) -> Chosen:
-        """Pick the series of this scrape from the view's rows, fold the rest, remember."""
+    def held(self) -> list[int]:
+        """The queryids whose series are held (any database): always read one by one."""
+        return sorted({k[2] for k in self.last_top})
+
+    def choose(self, rows: Sequence[Raw], summed: Sequence[Raw] = ()) -> Chosen:
+        """Pick the series of this scrape, fold the rest, remember.
+
+        `rows`: statements of the view (queryid set; toplevel rows of a key are added up);
+        `summed`: rows the server already summed per (dbid, userid) (queryid None).
+        """
         self.scrape_no += 1
         merged = by_key(rows)
+        # A held statement reset or evicted: its thresholds may have been too high for this
+        # read, so the next one reads everything.
+        lost = any(k not in merged or merged[k][_CALLS] < calls
+                   for k, calls in self._calls.items() if k in self.last_top)
         chosen: list[tuple[Raw, bool]] = []
         others: list[Raw] = []
-        for dbid, part in partition(merged.values(), _DBID).items():
+        parts = partition(merged.values(), _DBID)
+        summed_by_db = partition(summed, _DBID)
+        for dbid in parts.keys() | summed_by_db.keys():
+            part = parts.get(dbid, [])
             mine = self._choose_in(dbid, part, merged)
             chosen.extend(mine)
             taken = {id(row) for row, _ in mine}
-            others.extend(fold_database(compress(part, map(not_, map(taken.__contains__,
-                                                                     map(id, part))))))
+            rest = list(compress(part, map(not_, map(taken.__contains__, map(id, part)))))
+            others.extend(fold_database(rest + summed_by_db.get(dbid, [])))
         now = self.scrape_no
         self.last_top = {k: n for k, n in self.last_top.items() if now - n < self.keep_scrapes}
+        self._calls = {_KEY(row): row[_CALLS] for row, _ in chosen}
+        if lost:
+            self.thresholds = {}
         return Chosen(chosen, others)
 
     def _choose_in(self, dbid: int, part: Sequence[Raw],
                    merged: dict[Key, Raw]) -> list[tuple[Raw, bool]]:
         """One database: its top lists, plus the keys still in the window, capped."""
-        top = top_keys(part, self.top_n)
+        top, bounds = top_keys(part, self.top_n)
+        if bounds is None:
+            self.thresholds.pop(dbid, None)
+        else:
+            self.thresholds[dbid] = bounds
         kept = [k for k in self.last_top if k[0] == dbid and k in merged and k not in top]
         candidates = [(merged[k], True) for k in top] + [(merged[k], False) for k in kept]
         if len(candidates) > self.max_series:

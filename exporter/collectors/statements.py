@@ -51,6 +51,20 @@ def to_row(raw: Raw, top: bool, names: NameCache) -> StatementRow:
     )
 
 
+async def read_view(conn: asyncpg.Connection, version: str, schema: str,
+                    selection: Selection) -> tuple[list[Raw], list[Raw]]:
+    """(statements, rows summed per database and user): only the candidates for the top lists
+    when the last scrape left thresholds, else every statement."""
+    if not selection.thresholds:
+        return await conn.fetch(sql.select_statements(version, schema)), []
+    dbids = list(selection.thresholds)
+    columns = list(zip(*selection.thresholds.values(), strict=True))
+    records = await conn.fetch(sql.select_candidates(version, schema), dbids, *columns,
+                               selection.held())
+    statements = [r for r in records if r[2] is not None]
+    return statements, [r for r in records if r[2] is None]
+
+
 async def fetch(
     conn: asyncpg.Connection,
     server: ServerInfo,
@@ -61,7 +75,7 @@ async def fetch(
     """Read the view without texts, choose the series, look up names and unseen texts."""
     version, schema = check_usable(server)
     texts, names = caches
-    chosen = selection.choose(await conn.fetch(sql.select_statements(version, schema)))
+    chosen = selection.choose(*await read_view(conn, version, schema, selection))
     raws = [raw for raw, _ in chosen.rows] + chosen.others
     dbids, userids = {r[0] for r in raws}, {r[1] for r in raws}
     missing_dbs, missing_roles = names.missing(dbids, userids, time.monotonic())

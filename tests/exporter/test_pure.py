@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import asyncpg
 import pytest
 
@@ -10,7 +12,14 @@ from exporter.collectors.statements import to_row
 from exporter.errors import CollectorError, Reason, classify
 from exporter.families import build, to_metrics
 from exporter.model import ActivityRow, ScrapeResult, StatementRow, Statements
-from exporter.selection import Chosen, NameCache, Selection, TextCache, fold_database
+from exporter.selection import (
+    RANKED,
+    Chosen,
+    NameCache,
+    Selection,
+    TextCache,
+    fold_database,
+)
 from exporter.sql.statements import COLUMNS, select_statements, version_tuple
 
 
@@ -179,3 +188,63 @@ def test_statement_sql_variants(version: str, read: str) -> None:
     select_list = text.split(" SELECT ", 1)[1].split(" FROM ", 1)[0]
     names_in_order = [c.rsplit(" AS ", 1)[-1].strip() for c in select_list.split(", ")]
     assert tuple(names_in_order) == COLUMNS
+
+
+def test_thresholds_are_the_last_value_of_each_full_list() -> None:
+    sel = Selection(top_n=2, keep_scrapes=3, max_series=10)
+    rows = [raw(q, calls=6 - q, exec_ms=float(q), read=q if q > 3 else 0) for q in range(1, 6)]
+    sel.choose([*rows, raw(9, dbid=2)])
+    # exec: 5, 4 -> 4.0; calls: 5, 4 -> 4; blocks read: 5, 4 -> 4; temp: none -> 0.
+    # Database 2 has fewer rows than a list holds: no thresholds, all of it is read.
+    assert sel.thresholds == {1: (4.0, 4, 4, 0)}
+
+
+def server_filter(sel: Selection, rows: list[tuple[object, ...]]
+                  ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """What select_candidates returns for `rows`, computed in Python."""
+    held = set(sel.held())
+    candidates: list[tuple[object, ...]] = []
+    rest: list[tuple[object, ...]] = []
+    for r in rows:
+        t = sel.thresholds.get(r[0])  # type: ignore[arg-type]
+        above = t is None or r[2] in held or any(
+            r[c] > bound for (c, _), bound in zip(RANKED, t, strict=True))  # type: ignore[operator]
+        (candidates if above else rest).append(r)
+    return candidates, fold_database(rest) if rest else []
+
+
+def test_candidate_reads_choose_what_full_reads_choose() -> None:
+    rng = random.Random(7)
+    full = Selection(top_n=5, keep_scrapes=3, max_series=12)
+    partial = Selection(top_n=5, keep_scrapes=3, max_series=12)
+    calls = {q: q for q in range(1, 80)}
+    exec_ms = {q: rng.random() for q in calls}
+    reads = {q: 0 for q in calls}
+    used_candidates = 0
+    for _ in range(12):
+        for q in rng.sample(sorted(calls), 15):  # counters only grow
+            calls[q] += rng.randrange(1, 40) * 100
+            exec_ms[q] += rng.random() * 50
+            reads[q] += rng.choice((0, 0, rng.randrange(1, 10_000)))
+        rows = [raw(q, calls=calls[q], exec_ms=exec_ms[q], read=reads[q]) for q in calls]
+        expected = full.choose(rows)
+        if partial.thresholds:
+            used_candidates += 1
+            statements, summed = server_filter(partial, rows)
+            assert len(statements) < len(rows)
+            got = partial.choose(statements, summed)
+        else:
+            got = partial.choose(rows)
+        assert named(got) == named(expected)
+        assert got.others[0][2:4] == expected.others[0][2:4]
+    assert used_candidates >= 10
+
+
+def test_thresholds_cleared_when_a_held_statement_is_reset() -> None:
+    sel = Selection(top_n=2, keep_scrapes=3, max_series=10)
+    rows = [raw(q, calls=10 * q, exec_ms=float(q)) for q in range(1, 6)]
+    sel.choose(rows)
+    assert sel.thresholds
+    rows[4] = raw(5, calls=1, exec_ms=0.001)  # pg_stat_statements_reset(.., .., queryid)
+    sel.choose(rows)
+    assert sel.thresholds == {}
