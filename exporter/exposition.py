@@ -23,20 +23,20 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.families import Family, Labels, to_metrics
 
+TEXT = "text"
+OPENMETRICS = "openmetrics"
+_EOF = "# EOF\n"
 Encoder = Callable[[Collector], bytes]
 _go_float = cast(Callable[[float], str], floatToGoString)  # untyped upstream
 
 
 def go_float(value: float) -> str:
     """A sample value as prometheus-client prints it (Go's float formatting)."""
+    value = float(value)
     # Below 1e6 (and above -inf; NaN fails both) Go and Python print floats alike.
     if -math.inf < value < 1e6:
         return repr(value)
     return _go_float(value)
-
-TEXT = "text"
-OPENMETRICS = "openmetrics"
-_EOF = "# EOF\n"
 
 
 def escape_value(value: str) -> str:
