@@ -8,6 +8,11 @@ written are kept, plus the keys still inside the hysteresis window (`keep_scrape
 after they were last on top), at most `max_series` per database; everything else is summed
 into one `other` row per database and user, so sums over queryid equal the view's totals.
 
+After a scrape, `Selection.thresholds` holds per database the last value of each full top
+list; the collector then asks the server only for rows above them (plus the held queryids)
+and for the rest already summed per (dbid, userid) (`sql.statements.select_candidates`), and
+`choose` adds those sums into the `other` rows.
+
 The per-row work is done with C-level builtins (map/zip/dict/heapq over the records) because
 it runs over every statement of the view on every scrape.
 """
