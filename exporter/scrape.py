@@ -19,7 +19,7 @@ from exporter import db
 from exporter.collectors import activity, database, replication, server, statements, tables
 from exporter.errors import Classified, Reason, classify
 from exporter.model import COLLECTORS, Failure, ScrapeResult, ServerInfo
-from exporter.selection import Selection, TextCache
+from exporter.selection import NameCache, Selection, TextCache
 from exporter.sql import server as server_sql
 from pgarchitect.config import ExporterSettings, Target
 from pgarchitect.log import event
@@ -27,6 +27,8 @@ from pgarchitect.log import event
 log = logging.getLogger("exporter.scrape")
 
 T = TypeVar("T")
+# Database and role names are looked up again this often (seconds), so renames show up.
+NAMES_TTL = 300.0
 HEALTH = ("activity", "database", "locks", "replication", "tables", "indexes")
 
 
@@ -36,9 +38,10 @@ class TargetScraper:
     def __init__(self, target: Target, settings: ExporterSettings) -> None:
         self.target = target
         self.settings = settings
-        self.selection = Selection(settings.statements_keep_scrapes,
+        self.selection = Selection(settings.statements_top_n, settings.statements_keep_scrapes,
                                    settings.statements_max_series)
         self.texts = TextCache(settings.text_cache_size)
+        self.names = NameCache(NAMES_TTL)
         self.rounds = 0
         self._pool: asyncpg.Pool | None = None
         self._errors: Counter[tuple[str, str]] = Counter()
@@ -136,7 +139,7 @@ class TargetScraper:
                           result: ScrapeResult) -> None:
         async def run(conn: asyncpg.Connection) -> None:
             result.statements = await statements.fetch(
-                conn, info, self.settings, self.selection, self.texts)
+                conn, info, self.settings, self.selection, (self.texts, self.names))
 
         await self._on_connection(pool, result, [("statements", run)])
 

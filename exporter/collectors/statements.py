@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 
 from exporter.errors import CollectorError, Reason
 from exporter.model import ServerInfo, StatementRow, Statements, StatementsInfo
-from exporter.selection import Selection, TextCache
+from exporter.selection import NameCache, Raw, Selection, TextCache
 from exporter.sql import statements as sql
 from pgarchitect.config import ExporterSettings
 
@@ -33,17 +35,34 @@ def check_usable(server: ServerInfo) -> tuple[str, str]:
     return server.pgss_version, server.pgss_schema
 
 
-def _row(r: asyncpg.Record) -> StatementRow:
+def to_row(raw: Raw, top: bool, names: NameCache) -> StatementRow:
+    """A row of the view (or an `other` sum) as a StatementRow in base units, with names."""
+    (dbid, userid, queryid, calls, exec_ms, plan_ms, rows, shared_blks_hit, shared_blks_read,
+     shared_blks_dirtied, shared_blks_written, temp_blks_written, blk_read_ms, blk_write_ms,
+     wal_bytes, sumsq_ms2) = raw  # sql.COLUMNS order
     return StatementRow(
-        datname=r["datname"], user=r["username"], dbid=r["dbid"], userid=r["userid"],
-        queryid=r["queryid"], top=r["top"], calls=r["calls"],
-        exec_seconds=r["exec_ms"] / 1000.0, plan_seconds=r["plan_ms"] / 1000.0,
-        rows=r["rows"], shared_blks_hit=r["shared_blks_hit"],
-        shared_blks_read=r["shared_blks_read"], shared_blks_dirtied=r["shared_blks_dirtied"],
-        shared_blks_written=r["shared_blks_written"], temp_blks_written=r["temp_blks_written"],
-        blk_read_seconds=r["blk_read_ms"] / 1000.0, blk_write_seconds=r["blk_write_ms"] / 1000.0,
-        wal_bytes=r["wal_bytes"], sum_squares=r["sumsq_ms2"] / 1e6,
+        datname=names.databases[dbid], user=names.roles[userid], dbid=dbid, userid=userid,
+        queryid=queryid, top=top, calls=calls, exec_seconds=exec_ms / 1000.0,
+        plan_seconds=plan_ms / 1000.0, rows=rows, shared_blks_hit=shared_blks_hit,
+        shared_blks_read=shared_blks_read, shared_blks_dirtied=shared_blks_dirtied,
+        shared_blks_written=shared_blks_written, temp_blks_written=temp_blks_written,
+        blk_read_seconds=blk_read_ms / 1000.0, blk_write_seconds=blk_write_ms / 1000.0,
+        wal_bytes=wal_bytes, sum_squares=sumsq_ms2 / 1e6,
     )
+
+
+async def read_view(conn: asyncpg.Connection, version: str, schema: str,
+                    selection: Selection) -> tuple[list[Raw], list[Raw]]:
+    """(statements, rows summed per database and user): only the candidates for the top lists
+    when the last scrape left thresholds, else every statement."""
+    if not selection.thresholds:
+        return await conn.fetch(sql.select_statements(version, schema)), []
+    dbids = list(selection.thresholds)
+    columns = list(zip(*selection.thresholds.values(), strict=True))
+    records = await conn.fetch(sql.select_candidates(version, schema), dbids, *columns,
+                               selection.held())
+    statements = [r for r in records if r[2] is not None]
+    return statements, [r for r in records if r[2] is None]
 
 
 async def fetch(
@@ -51,14 +70,20 @@ async def fetch(
     server: ServerInfo,
     settings: ExporterSettings,
     selection: Selection,
-    texts: TextCache,
+    caches: tuple[TextCache, NameCache],
 ) -> Statements:
-    """Read the view without texts, select the series, fetch texts of unseen queryids."""
+    """Read the view without texts, choose the series, look up names and unseen texts."""
     version, schema = check_usable(server)
-    dbids, userids, queryids = selection.kept_keys()
-    records = await conn.fetch(sql.select_statements(version, schema),
-                               settings.statements_top_n, dbids, userids, queryids)
-    rows = selection.apply([_row(r) for r in records])
+    texts, names = caches
+    chosen = selection.choose(*await read_view(conn, version, schema, selection))
+    raws = [raw for raw, _ in chosen.rows] + chosen.others
+    dbids, userids = {r[0] for r in raws}, {r[1] for r in raws}
+    missing_dbs, missing_roles = names.missing(dbids, userids, time.monotonic())
+    if missing_dbs or missing_roles:
+        found = await conn.fetch(sql.select_names(), missing_dbs, missing_roles)
+        names.put(missing_dbs, missing_roles, [tuple(r) for r in found])
+    rows = [to_row(raw, top, names) for raw, top in chosen.rows]
+    rows += [to_row(raw, False, names) for raw in chosen.others]
     exported = [r.queryid for r in rows if r.queryid is not None]
     missing = texts.missing(exported)
     if missing:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import re
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from exporter.families import SPECS
@@ -19,7 +21,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 def statements_rounds(setup: Setup) -> int:
     """Executions of the exporter's statements query in its database (ground truth)."""
     mon = setup.mon.rsplit("/", 1)[1]
-    rows = setup.pgss("d.datname = %s AND s.query LIKE %s", (mon, "%unnest(%"))
+    rows = setup.pgss("d.datname = %s AND s.query LIKE %s", (mon, "%AS sumsq_ms2%"))
     return sum(int(r[2]) for r in rows)
 
 
@@ -107,3 +109,23 @@ async def test_no_password_anywhere(setup: Setup, caplog: pytest.LogCaptureFixtu
     assert secret not in body and secret not in ready
     assert secret not in caplog.text
     assert "target.down target=bad" in caplog.text
+
+
+async def test_gzip_only_when_asked_and_same_bytes(setup: Setup) -> None:
+    settings = settings_for({"mon": setup.mon}, min_refresh_interval=60.0)
+    async with running_exporter(settings) as exp, aiohttp.ClientSession(
+            auto_decompress=False, skip_auto_headers=("Accept-Encoding",)) as raw:
+        async with raw.get(exp.url + "/metrics") as resp:
+            plain = await resp.read()
+            assert "Content-Encoding" not in resp.headers
+        bodies = []
+        for _ in range(2):  # the second is served from the same round: the same gzip bytes
+            async with raw.get(exp.url + "/metrics",
+                               headers={"Accept-Encoding": "gzip, deflate"}) as resp:
+                assert resp.headers["Content-Encoding"] == "gzip"
+                assert resp.headers["Vary"] == "Accept-Encoding"
+                bodies.append(await resp.read())
+        assert exp.scraper("mon").rounds == 1
+    assert bodies[0] == bodies[1]
+    assert gzip.decompress(bodies[0]) == plain
+    assert b"pg_stat_statements_calls_total{" in plain

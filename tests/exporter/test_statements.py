@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import asyncpg
+import psycopg
+
+from exporter.collectors import server
+from exporter.collectors.statements import check_usable, read_view
 from exporter.model import ScrapeResult
+from exporter.selection import Chosen, Selection
 from tests.exporter.conftest import (
     Setup,
     run_statements,
@@ -82,7 +88,7 @@ async def test_cardinality_bounded_with_2000_statements(setup: Setup) -> None:
     # drops a leading comment from the normalized text, so the exporter's statements are found
     # by their database: only the exporter and this test's reads run in `mon`.)
     own = setup.pgss("d.datname = %s", (mon_name(setup),))
-    assert any("unnest(" in row[4] for row in own)
+    assert any("AS sumsq_ms2" in row[4] for row in own)
     assert sum(row[5] for row in own) == 0
 
 
@@ -134,3 +140,42 @@ async def test_second_scrape_fetches_no_known_text(setup: Setup) -> None:
                             (mon_name(setup), "%left(min(query)%"))
     assert sum(row[2] for row in text_query) == sum(1 for f in fetched if f > 0)
     assert all(row[5] == 0 for row in text_query)
+
+
+async def test_candidate_read_chooses_what_a_full_read_chooses(setup: Setup) -> None:
+    work = setup.work_as_role()
+    with psycopg.connect(work, autocommit=True) as conn:
+        for i in range(40):  # distinct call counts: no ties at the end of a top list
+            for _ in range(i + 2):
+                conn.execute(statement(i).encode())
+    run_statements(work, [statement(i) for i in range(100, 400)])
+    conn = await asyncpg.connect(setup.mon)
+    try:
+        version, schema = check_usable(await server.fetch(conn))
+        held = Selection(top_n=10, keep_scrapes=3, max_series=50)
+        held.choose(*await read_view(conn, version, schema, held))
+        work_db, role = await conn.fetchrow(
+            "SELECT (SELECT oid FROM pg_database WHERE datname = $1), "
+            "(SELECT oid FROM pg_roles WHERE rolname = $2)", setup.datname, setup.role)
+        assert work_db in held.thresholds
+        # Grow an old statement into the top lists, and add a new heavy one.
+        run_statements(work, [statement(1)], times=100)
+        run_statements(work, [statement(500)], times=90)
+        statements, summed = await read_view(conn, version, schema, held)
+        everything, _ = await read_view(conn, version, schema, Selection(10, 3, 50))
+    finally:
+        await conn.close()
+    assert summed and len(statements) < len(everything) / 2
+    got = held.choose(statements, summed)
+    expected = Selection(top_n=10, keep_scrapes=3, max_series=50).choose(everything)
+
+    def top(chosen: Chosen) -> set[int]:
+        return {r[2] for r, on_top in chosen.rows if on_top and r[0] == work_db}
+
+    def calls(chosen: Chosen) -> int:
+        mine = [r for r, _ in chosen.rows] + chosen.others
+        return sum(r[3] for r in mine if (r[0], r[1]) == (work_db, role))
+
+    assert top(got) == top(expected)
+    assert len(top(got)) >= 10
+    assert calls(got) == calls(expected) == sum(c for c, _ in ground_truth(setup).values())

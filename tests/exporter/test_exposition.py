@@ -1,0 +1,139 @@
+"""The fast exposition writer against prometheus-client's encoders on the same families."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from exporter.app import Rendered, accepts_gzip
+from exporter.exposition import OPENMETRICS, TEXT, encode, fast_format, go_float, render
+from exporter.families import Family, build, to_metrics
+from exporter.model import (
+    ScrapeResult,
+    ServerInfo,
+    StatementRow,
+    Statements,
+    StatementsInfo,
+    TableRow,
+)
+
+NASTY = ['say "hi"', "back\\slash", "two\nlines", "ünïcødé ✓ 日本", 'all \\ "of\n them"', ""]
+
+
+def statement(i: int, user: str, datname: str, queryid: int | None) -> StatementRow:
+    return StatementRow(
+        datname=datname, user=user, dbid=1, userid=10, queryid=queryid, top=True,
+        calls=i * 1_000_003, exec_seconds=i / 7, plan_seconds=0.0, rows=i * 12_345_678,
+        shared_blks_hit=i, shared_blks_read=0, shared_blks_dirtied=1, shared_blks_written=2,
+        temp_blks_written=3, blk_read_seconds=1e-9 * i, blk_write_seconds=1.5e10,
+        wal_bytes=float(2**53), sum_squares=(i / 7) ** 2)
+
+
+def result(target: str) -> ScrapeResult:
+    rows = [statement(i + 1, user, NASTY[-i - 1], -(2**63) + i)
+            for i, user in enumerate(NASTY)]
+    rows.append(statement(9, "u", "d", None))
+    texts: dict[int, str] = {row.queryid: f"SELECT '{row.user}'"
+                             for row in rows if row.queryid is not None}
+    info = ServerInfo(180006, "18.0 (Debian \"x\")", False, 100, "app", "1.12", "public", True)
+    return ScrapeResult(
+        target=target, up=True, finished_at=1_700_000_000.123, server=info,
+        statements=Statements(rows=tuple(rows), texts=texts,
+                              info=StatementsInfo(dealloc=0, stats_reset=None)),
+        tables=[TableRow("app", "public", name, 0, 1, 2, -1) for name in NASTY],
+        durations={"server": 0.000123, "statements": 1e-7},
+        errors_total={("statements", "timeout"): 2}, rounds_total=3)
+
+
+def families() -> list[Family]:
+    return build([result("one"), result('t"wo\\')])
+
+
+def reference(fams: list[Family], accept: str) -> bytes:
+    encoder, _ = choose_encoder(accept)
+    registry = CollectorRegistry(auto_describe=False)
+    for metric in to_metrics(fams):
+        registry.register(_One(metric))
+    return encoder(registry)
+
+
+class _One:
+    def __init__(self, metric: object) -> None:
+        self.metric = metric
+
+    def collect(self) -> list[object]:
+        return [self.metric]
+
+
+ACCEPTS = [
+    "",
+    "text/plain; version=0.0.4",
+    "text/plain; version=1.0.0; escaping=allow-utf-8",
+    "application/openmetrics-text; version=1.0.0",
+    "application/openmetrics-text; version=1.0.0; escaping=underscores",
+    "application/openmetrics-text; version=0.0.1",
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_fast_writer_writes_the_encoders_bytes(accept: str) -> None:
+    fams = families()
+    body, content_type, _ = encode(fams, accept)
+    assert fast_format(content_type) is not None
+    assert body == reference(fams, accept)
+
+
+@pytest.mark.parametrize("fmt", [TEXT, OPENMETRICS])
+def test_fast_writer_parses_to_the_same_samples(fmt: str) -> None:
+    fams = families()
+    accept = "application/openmetrics-text; version=1.0.0" if fmt == OPENMETRICS else ""
+    parse = parse_openmetrics if fmt == OPENMETRICS else parse_text
+    mine = [(f.name, f.type, f.documentation, s.name, s.labels, s.value)
+            for f in parse(render(fams, fmt)) for s in f.samples]
+    theirs = [(f.name, f.type, f.documentation, s.name, s.labels, s.value)
+              for f in parse(reference(fams, accept).decode()) for s in f.samples]
+    assert mine == theirs
+    labels = {v for *_, lab, _ in mine for v in lab.values()}
+    assert set(NASTY) - {""} <= labels  # escaped on the way out, intact after parsing
+    assert len(mine) > 100
+
+
+def test_other_escaping_schemes_use_the_encoders() -> None:
+    accept = "application/openmetrics-text; version=1.0.0; escaping=dots"
+    fams = families()
+    body, content_type, _ = encode(fams, accept)
+    assert fast_format(content_type) is None
+    assert body == reference(fams, accept)
+    assert b"pg__up" in body  # what the dots scheme does to an underscore
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1.0, 5e-324, 1e-7, 123456.0, 1234567.0, 2.0**53,
+                                   1e22, -3.5, math.inf, -math.inf, math.nan])
+def test_numbers_as_go_prints_them(value: float) -> None:
+    fam = [Family("pg_up", build([ScrapeResult("t", up=True)])[0].spec, [(("t",), value),
+                                                                         (("u",), value)])]
+    assert render(fam, TEXT).encode() == reference(fam, "")
+    assert go_float(value) in render(fam, TEXT)
+
+
+@pytest.mark.parametrize(("header", "ok"), [
+    (None, False), ("", False), ("gzip", True), ("deflate, gzip;q=0.5", True),
+    ("gzip;q=0", False), ("identity", False), ("*", True), ("br, GZIP", True),
+])
+def test_accepts_gzip(header: str | None, ok: bool) -> None:
+    assert accepts_gzip(header) is ok
+
+
+def test_gzip_is_made_once_and_decompresses_to_the_body() -> None:
+    rendered = Rendered((), b"", render(families(), TEXT).encode(), "text/plain")
+    first = rendered.gzipped()
+    assert rendered.gzipped() is first
+    assert gzip.decompress(first) == rendered.body
