@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from exporter.instrument import OrmMetrics
 from pgarchitect.config import OrmPathSettings
-from pgarchitect.db import MARKER
+from pgarchitect.db import is_own
 from pgarchitect.log import event
 
 log = logging.getLogger("exporter.logtail")
@@ -307,7 +307,7 @@ class LogTailer:
             statement, seconds, ok = rec["statement"], 0.0, False
         else:
             return None
-        if statement.lstrip().startswith(MARKER):
+        if is_own(statement):
             return None
         orm_path = self.orm_path(app)
         if orm_path is None:

@@ -1,8 +1,8 @@
 """pg_stat_user_indexes: the $1 most used indexes and up to $1 never-used ones (largest first)."""
 
-from pgarchitect.db import MARKER
+from pgarchitect.db import mark
 
-INDEXES = f"""{MARKER}
+INDEXES = mark("""
 (SELECT current_database() AS datname, schemaname, relname, indexrelname,
         idx_scan::int8 AS idx_scan
  FROM pg_stat_user_indexes
@@ -14,4 +14,4 @@ UNION ALL
  FROM pg_stat_user_indexes
  WHERE idx_scan = 0
  ORDER BY pg_relation_size(indexrelid) DESC, schemaname, indexrelname
- LIMIT $1)"""
+ LIMIT $1)""")

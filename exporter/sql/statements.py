@@ -15,7 +15,7 @@ twice the plain read; the candidate query takes less than the plain read.
 
 from __future__ import annotations
 
-from pgarchitect.db import MARKER
+from pgarchitect.db import mark
 
 # Oldest supported: 1.8 (PostgreSQL 13) renamed total_time to total_exec_time.
 MIN_VERSION = (1, 8)
@@ -66,8 +66,7 @@ def select_statements(ext_version: str, schema: str) -> str:
     """Every statement of the view without its text, COLUMNS in order."""
     exprs = _expressions(version_tuple(ext_version))
     columns = ", ".join(e if e == n else f"{e} AS {n}" for n, e in exprs.items())
-    return (f"{MARKER} SELECT {columns} FROM {function(schema)}(false) "
-            "WHERE queryid IS NOT NULL")
+    return mark(f"SELECT {columns} FROM {function(schema)}(false) WHERE queryid IS NOT NULL")
 
 
 # Per-row expressions with their SQL type, for the sums of select_candidates.
@@ -91,7 +90,7 @@ def select_candidates(ext_version: str, schema: str) -> str:
     sums = ", ".join(
         f"sum(({e})::float8)" + ("::int8" if n in _INTEGER else "") + f" AS {n}"
         for n, e in exprs.items() if n not in ("dbid", "userid", "queryid"))
-    return f"""{MARKER}
+    return mark(f"""
 SELECT dbid, userid,
        CASE WHEN t_dbid IS NULL OR k_queryid IS NOT NULL OR total_exec_time > t_exec_ms
                  OR calls > t_calls OR shared_blks_read > t_blks_read
@@ -102,29 +101,29 @@ LEFT JOIN unnest($1::oid[], $2::float8[], $3::int8[], $4::int8[], $5::int8[])
   AS t(t_dbid, t_exec_ms, t_calls, t_blks_read, t_temp_blks) ON t_dbid = dbid
 LEFT JOIN (SELECT DISTINCT k FROM unnest($6::int8[]) AS k) AS k(k_queryid) ON k_queryid = queryid
 WHERE queryid IS NOT NULL
-GROUP BY 1, 2, 3"""
+GROUP BY 1, 2, 3""")
 
 
 def select_names() -> str:
     """Names of the given database ($1) and role ($2) oids: (kind 'd' | 'r', oid, name)."""
-    return f"""{MARKER}
+    return mark("""
 SELECT 'd' AS kind, oid::int8 AS oid, datname::text AS name FROM pg_database WHERE oid = ANY($1)
 UNION ALL
-SELECT 'r', oid::int8, rolname::text FROM pg_roles WHERE oid = ANY($2)"""
+SELECT 'r', oid::int8, rolname::text FROM pg_roles WHERE oid = ANY($2)""")
 
 
 def select_texts(schema: str) -> str:
     """Normalized texts of the given queryids ($1), cut to $2 characters."""
-    return f"""{MARKER}
+    return mark(f"""
 SELECT queryid, left(min(query), $2) AS query
 FROM {function(schema)}(true)
 WHERE queryid = ANY($1::int8[])
-GROUP BY queryid"""
+GROUP BY queryid""")
 
 
 def select_info(schema: str) -> str:
     """pg_stat_statements_info (extension 1.9+, PostgreSQL 14+)."""
-    return f"""{MARKER}
+    return mark(f"""
 SELECT dealloc, extract(epoch FROM stats_reset)::float8 AS stats_reset
-FROM {_ident(schema)}.pg_stat_statements_info"""
+FROM {_ident(schema)}.pg_stat_statements_info""")
 

@@ -181,11 +181,11 @@ def test_families_other_label_and_target() -> None:
 ])
 def test_statement_sql_variants(version: str, read: str) -> None:
     text = select_statements(version, "public")
-    assert text.startswith("/* pgarchitect */")
+    assert text.startswith("/* pgarchitect */ SELECT /* pgarchitect */ ")
     assert read in text and '"public".pg_stat_statements(false)' in text
     assert version_tuple(version) >= (1, 8)
     # The result columns come in COLUMNS order (the collector unpacks them by position).
-    select_list = text.split(" SELECT ", 1)[1].split(" FROM ", 1)[0]
+    select_list = text.split(" SELECT /* pgarchitect */ ", 1)[1].split(" FROM ", 1)[0]
     names_in_order = [c.rsplit(" AS ", 1)[-1].strip() for c in select_list.split(", ")]
     assert tuple(names_in_order) == COLUMNS
 
