@@ -12,6 +12,7 @@ from operator import attrgetter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter.errors import Reason
 from exporter.model import COLLECTORS, ScrapeResult, StatementRow
 
 OTHER_QUERYID = "other"
@@ -235,8 +236,12 @@ def _self(f: _Families, r: ScrapeResult) -> None:
         f.add("pg_exporter_collector_up", (t, name), 0 if name in r.failures else 1)
         if name in r.durations:
             f.add("pg_exporter_scrape_duration_seconds", (t, name), r.durations[name])
-    for (collector, reason), count in sorted(r.errors_total.items()):
-        f.add("pg_exporter_collector_errors_total", (t, collector, reason), count)
+    # Every (collector, reason) pair from the start, at 0: increase() then sees the first
+    # failure too (a counter that appears already at 1 shows no increase). 8 x 6 series.
+    for collector in COLLECTORS:
+        for reason in Reason:
+            count = r.errors_total.get((collector, reason.value), 0)
+            f.add("pg_exporter_collector_errors_total", (t, collector, reason.value), count)
     if r.finished_at:
         f.add("pg_exporter_last_scrape_timestamp_seconds", (t,), r.finished_at)
     f.add("pg_exporter_scrapes_total", (t,), r.rounds_total)

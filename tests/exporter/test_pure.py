@@ -11,7 +11,7 @@ from exporter.collectors.activity import bound_application_names
 from exporter.collectors.statements import to_row
 from exporter.errors import CollectorError, Reason, classify
 from exporter.families import build, to_metrics
-from exporter.model import ActivityRow, ScrapeResult, StatementRow, Statements
+from exporter.model import COLLECTORS, ActivityRow, ScrapeResult, StatementRow, Statements
 from exporter.selection import (
     RANKED,
     Chosen,
@@ -248,3 +248,15 @@ def test_thresholds_cleared_when_a_held_statement_is_reset() -> None:
     rows[4] = raw(5, calls=1, exec_ms=0.001)  # pg_stat_statements_reset(.., .., queryid)
     sel.choose(rows)
     assert sel.thresholds == {}
+
+
+def test_collector_errors_exported_at_zero_from_the_start() -> None:
+    result = ScrapeResult(target="t", up=True)
+    result.errors_total = {("statements", "permission"): 2}
+    families = {f.name: f for f in to_metrics(build([result]))}
+    errors = {(s.labels["collector"], s.labels["reason"]): s.value
+              for s in families["pg_exporter_collector_errors"].samples
+              if s.name.endswith("_total")}
+    assert set(errors) == {(c, r.value) for c in COLLECTORS for r in Reason}
+    assert errors[("statements", "permission")] == 2
+    assert sum(errors.values()) == 2
