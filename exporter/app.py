@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import db
-from exporter.exposition import encode
+from exporter.exposition import LabelStrings, encode
 from exporter.families import build
 from exporter.model import ScrapeResult
 from exporter.scrape import TargetScraper
@@ -67,6 +67,7 @@ class RenderCache:
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, str], Rendered] = {}
+        self._labels = LabelStrings()
 
     def render(self, key: str, accept: str | None, results: Sequence[ScrapeResult],
                registry: CollectorRegistry | None) -> Rendered:
@@ -79,7 +80,7 @@ class RenderCache:
         if hit is not None and hit.own == own and len(hit.results) == len(results) and all(
                 a is b for a, b in zip(hit.results, results, strict=True)):
             return hit
-        body, content_type, _ = encode(build(results), accept or "")
+        body, content_type, _ = encode(build(results), accept or "", self._labels)
         rendered = Rendered(tuple(results), own, own + body, content_type)
         self._last[(key, content_type)] = rendered
         return rendered

@@ -55,10 +55,19 @@ def _label_strings(names: Sequence[str]) -> tuple[list[int], list[str]]:
     return order, [f'{names[i]}="' for i in order]
 
 
-def render(families: Sequence[Family], fmt: str) -> str:
+class LabelStrings:
+    """Formatted label sets kept from one exposition to the next (most series stay from
+    round to round); only the last exposition's sets are kept, so it stays that size."""
+
+    def __init__(self) -> None:
+        self.last: dict[Labels, dict[Labels, str]] = {}  # label names -> values -> '{...}'
+
+
+def render(families: Sequence[Family], fmt: str, kept: LabelStrings | None = None) -> str:
     """The exposition of `families` in `fmt` (TEXT or OPENMETRICS; OpenMetrics ends in EOF)."""
     out: list[str] = []
     formatted: dict[Labels, dict[Labels, str]] = {}  # label names -> values -> '{...}'
+    previous = {} if kept is None else kept.last
     numbers: dict[float, str] = {}
     for family in families:
         spec, name = family.spec, family.name
@@ -69,20 +78,26 @@ def render(families: Sequence[Family], fmt: str) -> str:
             sample = head = name
         out.append(f"# HELP {head} {_help(spec.help, fmt)}\n# TYPE {head} {spec.kind}\n")
         cache = formatted.setdefault(spec.labels, {})
+        old = previous.get(spec.labels, {})
         order, prefixes = _label_strings(spec.labels)
         for labels, value in family.samples:
             text = cache.get(labels)
             if text is None:
-                text = cache[labels] = "{" + ",".join(
-                    p + escape_value(labels[i]) + '"' for i, p in zip(order, prefixes,
-                                                                      strict=True)) + "}" \
-                    if order else ""
+                text = old.get(labels)
+                if text is None:
+                    text = "{" + ",".join(
+                        p + escape_value(labels[i]) + '"' for i, p in zip(order, prefixes,
+                                                                          strict=True)) + "}" \
+                        if order else ""
+                cache[labels] = text
             number = numbers.get(value)
             if number is None or value == 0:  # 0.0 == -0.0, but they print differently
                 number = numbers[value] = go_float(value)
             out.append(f"{sample}{text} {number}\n")
     if fmt == OPENMETRICS:
         out.append(_EOF)
+    if kept is not None:
+        kept.last = formatted
     return "".join(out)
 
 
@@ -104,12 +119,13 @@ def fast_format(content_type: str) -> str | None:
     return OPENMETRICS if content_type.startswith("application/openmetrics-text") else TEXT
 
 
-def encode(families: Sequence[Family], accept: str) -> tuple[bytes, str, Encoder]:
+def encode(families: Sequence[Family], accept: str,
+           kept: LabelStrings | None = None) -> tuple[bytes, str, Encoder]:
     """The families in the format `accept` asks for: (body, content type, encoder)."""
     encoder, content_type = choose_encoder(accept)
     fmt = fast_format(content_type)
     if fmt is not None:
-        return render(families, fmt).encode(), content_type, encoder
+        return render(families, fmt, kept).encode(), content_type, encoder
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collected(to_metrics(families)))
     return encoder(registry), content_type, encoder

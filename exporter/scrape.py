@@ -11,14 +11,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import asyncpg
 
 from exporter import db
 from exporter.collectors import activity, database, replication, server, statements, tables
 from exporter.errors import Classified, Reason, classify
-from exporter.model import COLLECTORS, Failure, ScrapeResult, ServerInfo
+from exporter.model import COLLECTORS, Failure, ScrapeResult, ServerInfo, Statements
 from exporter.selection import NameCache, Selection, TextCache
 from exporter.sql import server as server_sql
 from pgarchitect.config import ExporterSettings, Target
@@ -27,9 +27,18 @@ from pgarchitect.log import event
 log = logging.getLogger("exporter.scrape")
 
 T = TypeVar("T")
+Step = Callable[[asyncpg.Connection], Awaitable[None]]
 # Database and role names are looked up again this often (seconds), so renames show up.
 NAMES_TTL = 300.0
 HEALTH = ("activity", "database", "locks", "replication", "tables", "indexes")
+
+
+class _Outcome(NamedTuple):
+    """What one statements read returned: its data, or its failure, and how long it took."""
+
+    data: Statements | None
+    seconds: float
+    failure: Classified | None
 
 
 class TargetScraper:
@@ -49,6 +58,10 @@ class TargetScraper:
         self._last_at = 0.0
         self._inflight: asyncio.Future[ScrapeResult] | None = None
         self._state: dict[str, Reason | None] = {}
+        # The last round's probe: the next round's statements read starts with it at once
+        # while the probe runs again alongside; dropped after any connection-level failure.
+        self._server: ServerInfo | None = None
+        self._reprobe = False
 
     @property
     def name(self) -> str:
@@ -105,6 +118,7 @@ class TargetScraper:
             async with asyncio.timeout(self.settings.scrape_timeout):
                 await self._collect_all(result)
         except TimeoutError:
+            self._server = None  # the next round probes first again
             self._fail_rest(result, Classified(Reason.TIMEOUT, True, "scrape timeout"), log_it=True)
         result.finished_at = time.time()
         result.errors_total = dict(self._errors)
@@ -112,39 +126,78 @@ class TargetScraper:
         return result
 
     async def _collect_all(self, result: ScrapeResult) -> None:
+        self._reprobe = False
+        cached = self._server
         try:
             pool = await self._get_pool()
-            info = await self._probe(pool, result)
+            if cached is None:  # first round, or after a failure: probe before the collectors
+                started = time.perf_counter()
+                async with pool.acquire() as conn:
+                    result.server = await server.fetch(conn)
+                self._ok(result, "server", started)
         except Exception as exc:  # a failed probe: the target is down for this round
-            failure = classify(exc)
-            self._record(result, "server", failure, log_it=False)
-            self._fail_rest(result, failure, log_it=False)
-            self._log_target(False, failure)
-            if failure.fatal and self._pool is not None:
-                await self._pool.expire_connections()
+            await self._down(result, classify(exc))
             return
+        # With the last round's probe the statements read starts at once; the probe runs
+        # alongside it, first on the health collectors' connection.
+        used = cached or result.server
+        assert used is not None
+        outcome, down = await asyncio.gather(
+            self._statements(pool, used), self._health(pool, result, probe=cached is not None))
+        if down is not None:
+            await self._down(result, down)
+            return
+        info = result.server
+        assert info is not None
+        if outcome.failure is not None and info != used:
+            # The server changed since the last probe (extension dropped or updated, role
+            # revoked...): read again with what it says now, so the error says why.
+            outcome = await self._statements(pool, info)
+        self._apply(result, outcome)
         result.up = True
-        result.server = info
         self._log_target(True, None)
-        await asyncio.gather(self._statements(pool, info, result), self._health(pool, info, result))
+        self._server = None if self._reprobe else info
 
-    async def _probe(self, pool: asyncpg.Pool, result: ScrapeResult) -> ServerInfo:
+    async def _down(self, result: ScrapeResult, failure: Classified) -> None:
+        """The probe failed: every collector is down with its reason, one log line says so."""
+        self._server, result.server, result.statements = None, None, None
+        self._record(result, "server", failure, log_it=False)
+        self._fail_rest(result, failure, log_it=False)
+        self._log_target(False, failure)
+        if self._pool is not None:
+            await self._pool.expire_connections()
+
+    async def _statements(self, pool: asyncpg.Pool, info: ServerInfo) -> _Outcome:
+        """The statements collector on its own connection; its outcome is applied by the
+        caller, once it knows whether the target is up."""
         started = time.perf_counter()
-        async with pool.acquire() as conn:
-            info = await server.fetch(conn)
-        self._ok(result, "server", started)
-        return info
+        try:
+            async with pool.acquire() as conn:
+                data = await statements.fetch(
+                    conn, info, self.settings, self.selection, (self.texts, self.names))
+        except Exception as exc:  # classified; never fails the scrape
+            return _Outcome(None, time.perf_counter() - started, classify(exc))
+        return _Outcome(data, time.perf_counter() - started, None)
 
-    async def _statements(self, pool: asyncpg.Pool, info: ServerInfo,
-                          result: ScrapeResult) -> None:
-        async def run(conn: asyncpg.Connection) -> None:
-            result.statements = await statements.fetch(
-                conn, info, self.settings, self.selection, (self.texts, self.names))
+    def _apply(self, result: ScrapeResult, outcome: _Outcome) -> None:
+        name = "statements"
+        if outcome.failure is None:
+            result.statements = outcome.data
+            self._up(result, name, outcome.seconds)
+            return
+        result.durations[name] = outcome.seconds
+        self._record(result, name, outcome.failure, log_it=True)
+        if outcome.failure.fatal:
+            self._reprobe = True
 
-        await self._on_connection(pool, result, [("statements", run)])
-
-    async def _health(self, pool: asyncpg.Pool, info: ServerInfo, result: ScrapeResult) -> None:
+    async def _health(self, pool: asyncpg.Pool, result: ScrapeResult,
+                      probe: bool) -> Classified | None:
+        """The health collectors on one connection, after the probe when `probe`; the
+        probe's failure (the target is down) is returned, not recorded."""
         s = self.settings
+
+        async def run_probe(conn: asyncpg.Connection) -> None:
+            result.server = await server.fetch(conn)
 
         async def run_activity(conn: asyncpg.Connection) -> None:
             result.activity = await activity.fetch(conn, s.max_application_names)
@@ -157,7 +210,8 @@ class TargetScraper:
             result.locks_waiting = await database.fetch_locks_waiting(conn)
 
         async def run_replication(conn: asyncpg.Connection) -> None:
-            result.replication = await replication.fetch(conn, info)
+            assert result.server is not None
+            result.replication = await replication.fetch(conn, result.server)
 
         async def run_tables(conn: asyncpg.Connection) -> None:
             result.tables = await tables.fetch(conn, s.top_tables)
@@ -166,18 +220,31 @@ class TargetScraper:
             result.indexes = await tables.fetch_indexes(conn, s.top_indexes)
 
         steps = [run_activity, run_database, run_locks, run_replication, run_tables, run_indexes]
-        await self._on_connection(pool, result, list(zip(HEALTH, steps, strict=True)))
+        named: list[tuple[str, Step]] = list(zip(HEALTH, steps, strict=True))
+        return await self._on_connection(pool, result, named, run_probe if probe else None)
 
     async def _on_connection(
         self,
         pool: asyncpg.Pool,
         result: ScrapeResult,
-        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[None]]]],
-    ) -> None:
-        """Run collectors one after another on one connection; a fatal error ends the rest."""
+        steps: list[tuple[str, Step]],
+        gate: Step | None = None,
+    ) -> Classified | None:
+        """Run collectors one after another on one connection; a fatal error ends the rest.
+
+        `gate` (the probe) runs first: when it fails nothing is recorded, its failure is
+        returned and the steps do not run.
+        """
         names = [name for name, _ in steps]
         try:
             async with pool.acquire() as conn:
+                if gate is not None:
+                    started = time.perf_counter()
+                    try:
+                        await gate(conn)
+                    except Exception as exc:  # the target is down: the caller says so
+                        return classify(exc)
+                    self._ok(result, "server", started)
                 for i, (name, step) in enumerate(steps):
                     started = time.perf_counter()
                     try:
@@ -189,19 +256,27 @@ class TargetScraper:
                         if failure.fatal:
                             for rest in names[i + 1:]:
                                 self._record(result, rest, failure, log_it=False)
+                            self._reprobe = True
                             await pool.expire_connections()
-                            return
+                            return None
                     else:
                         self._ok(result, name, started)
         except Exception as exc:  # acquiring the connection failed
             failure = classify(exc)
+            if gate is not None:
+                return failure
             for name in names:
                 if name not in result.durations:
                     self._record(result, name, failure, log_it=True)
+            self._reprobe = True
             await pool.expire_connections()
+        return None
 
     def _ok(self, result: ScrapeResult, name: str, started: float) -> None:
-        result.durations[name] = time.perf_counter() - started
+        self._up(result, name, time.perf_counter() - started)
+
+    def _up(self, result: ScrapeResult, name: str, seconds: float) -> None:
+        result.durations[name] = seconds
         if self._state.get(name) is not None:
             log.info(event("collector.recovered", target=self.name, collector=name))
         self._state[name] = None

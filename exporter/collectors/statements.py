@@ -51,18 +51,35 @@ def to_row(raw: Raw, top: bool, names: NameCache) -> StatementRow:
     )
 
 
+def _info(dealloc: int, stats_reset: float | None) -> StatementsInfo:
+    return StatementsInfo(dealloc=dealloc, stats_reset=stats_reset)
+
+
 async def read_view(conn: asyncpg.Connection, version: str, schema: str,
-                    selection: Selection) -> tuple[list[Raw], list[Raw]]:
-    """(statements, rows summed per database and user): only the candidates for the top lists
-    when the last scrape left thresholds, else every statement."""
+                    selection: Selection) -> tuple[list[Raw], list[Raw], StatementsInfo | None]:
+    """(statements, rows summed per database and user, pg_stat_statements_info): only the
+    candidates for the top lists when the last scrape left thresholds, else every statement.
+    The info comes with the candidates (extension 1.9+), else from a query of its own."""
+    info = None
     if not selection.thresholds:
-        return await conn.fetch(sql.select_statements(version, schema)), []
+        records = await conn.fetch(sql.select_statements(version, schema))
+        if sql.version_tuple(version) >= sql.HAS_INFO:
+            r = await conn.fetchrow(sql.select_info(schema))
+            info = _info(r["dealloc"], r["stats_reset"])
+        return records, [], info
     dbids = list(selection.thresholds)
     columns = list(zip(*selection.thresholds.values(), strict=True))
     records = await conn.fetch(sql.select_candidates(version, schema), dbids, *columns,
                                selection.held())
-    statements = [r for r in records if r[2] is not None]
-    return statements, [r for r in records if r[2] is None]
+    statements, summed = [], []
+    for r in records:
+        if r[2] is not None:
+            statements.append(r)
+        elif r[0] is not None:
+            summed.append(r)
+        else:  # the pg_stat_statements_info row (sql.select_candidates)
+            info = _info(r[3], r[4])
+    return statements, summed, info
 
 
 async def fetch(
@@ -75,7 +92,8 @@ async def fetch(
     """Read the view without texts, choose the series, look up names and unseen texts."""
     version, schema = check_usable(server)
     texts, names = caches
-    chosen = selection.choose(*await read_view(conn, version, schema, selection))
+    statements, summed, info = await read_view(conn, version, schema, selection)
+    chosen = selection.choose(statements, summed)
     raws = [raw for raw, _ in chosen.rows] + chosen.others
     dbids, userids = {r[0] for r in raws}, {r[1] for r in raws}
     missing_dbs, missing_roles = names.missing(dbids, userids, time.monotonic())
@@ -91,9 +109,5 @@ async def fetch(
             sql.select_texts(schema), missing, settings.query_text_length)}
         for qid in missing:
             texts.put(qid, " ".join(found.get(qid, "").split()))
-    info = None
-    if sql.version_tuple(version) >= sql.HAS_INFO:
-        r = await conn.fetchrow(sql.select_info(schema))
-        info = StatementsInfo(dealloc=r["dealloc"], stats_reset=r["stats_reset"])
     by_id = {q: t for q in exported if (t := texts.get(q))}
     return Statements(rows=tuple(rows), texts=by_id, info=info, texts_fetched=len(missing))

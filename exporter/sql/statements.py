@@ -85,8 +85,10 @@ def select_candidates(ext_version: str, schema: str) -> str:
     Counters only grow, so the last scrape's n-th largest value is a lower bound of this
     one's and no statement of this scrape's top lists is left out (exporter.selection).
     Sums in float8: sum(int8) would be numeric, several times slower; exact up to 2^53.
+    From extension 1.9 on, one last row (dbid NULL) carries pg_stat_statements_info.
     """
-    exprs = _expressions(version_tuple(ext_version))
+    version = version_tuple(ext_version)
+    exprs = _expressions(version)
     sums = ", ".join(
         f"sum(({e})::float8)" + ("::int8" if n in _INTEGER else "") + f" AS {n}"
         for n, e in exprs.items() if n not in ("dbid", "userid", "queryid"))
@@ -101,7 +103,19 @@ LEFT JOIN unnest($1::oid[], $2::float8[], $3::int8[], $4::int8[], $5::int8[])
   AS t(t_dbid, t_exec_ms, t_calls, t_blks_read, t_temp_blks) ON t_dbid = dbid
 LEFT JOIN (SELECT DISTINCT k FROM unnest($6::int8[]) AS k) AS k(k_queryid) ON k_queryid = queryid
 WHERE queryid IS NOT NULL
-GROUP BY 1, 2, 3""")
+GROUP BY 1, 2, 3{_info_row(version, schema)}""")
+
+
+def _info_row(version: tuple[int, ...], schema: str) -> str:
+    """pg_stat_statements_info as one more row of select_candidates (saves a round trip):
+    dbid NULL, dealloc in `calls`, stats_reset (epoch seconds) in `exec_ms`."""
+    if version < HAS_INFO:
+        return ""
+    rest = ", ".join(["NULL"] * (len(COLUMNS) - 5))
+    return f"""
+UNION ALL
+SELECT NULL, NULL, NULL, dealloc, extract(epoch FROM stats_reset)::float8, {rest}
+FROM {_ident(schema)}.pg_stat_statements_info"""
 
 
 def select_names() -> str:

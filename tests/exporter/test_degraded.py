@@ -45,6 +45,30 @@ async def test_extension_not_installed(pg_server: PgServer,
         drop_database(pg_server, dsn)
 
 
+async def test_extension_dropped_under_a_running_exporter(
+        target_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The read that starts with the last round's probe fails; the fresh probe says why."""
+    caplog.set_level(logging.INFO, logger="exporter")
+    settings = settings_for({"t": target_dsn})
+    async with running_exporter(settings) as exp:
+        assert (await exp.samples()).get("pg_stat_statements_calls_total")
+        with psycopg.connect(target_dsn, autocommit=True) as conn:
+            conn.execute("DROP EXTENSION pg_stat_statements")
+        got = await exp.samples()
+        assert got.value("pg_up", target="t") == 1
+        assert got.value("pg_exporter_collector_up", collector="statements") == 0
+        assert got.value("pg_exporter_collector_errors_total", collector="statements",
+                         reason="missing_extension") == 1
+        assert not got.get("pg_stat_statements_calls_total")
+        with psycopg.connect(target_dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+        got = await exp.samples()
+        assert got.value("pg_exporter_collector_up", collector="statements") == 1
+        assert got.get("pg_stat_statements_calls_total")
+    lines = [r.getMessage() for r in caplog.records if "collector.failed" in r.getMessage()]
+    assert len(lines) == 1 and "CREATE EXTENSION pg_stat_statements" in lines[0], lines
+
+
 @pytest.fixture(scope="module", params=PG_VERSIONS, ids=lambda v: f"pg{v}")
 def not_preloaded(request: pytest.FixtureRequest) -> Iterator[PgServer]:
     """A server started without shared_preload_libraries."""

@@ -14,7 +14,15 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter.app import Rendered, accepts_gzip
-from exporter.exposition import OPENMETRICS, TEXT, encode, fast_format, go_float, render
+from exporter.exposition import (
+    OPENMETRICS,
+    TEXT,
+    LabelStrings,
+    encode,
+    fast_format,
+    go_float,
+    render,
+)
 from exporter.families import Family, build, to_metrics
 from exporter.model import (
     ScrapeResult,
@@ -89,6 +97,19 @@ def test_fast_writer_writes_the_encoders_bytes(accept: str) -> None:
     body, content_type, _ = encode(fams, accept)
     assert fast_format(content_type) is not None
     assert body == reference(fams, accept)
+
+
+def test_label_strings_kept_across_expositions_give_the_same_bytes() -> None:
+    kept = LabelStrings()
+    first = build([result("one"), result('t"wo\\')])
+    second = build([result('t"wo\\'), result("three")])  # one target gone, one new
+    for fams in (first, second, first):
+        for accept in ACCEPTS:
+            assert encode(fams, accept, kept)[0] == reference(fams, accept), accept
+    # Only the last exposition's label sets are kept: the vanished target's are dropped.
+    encode(second, "", kept)
+    values = [v for sets in kept.last.values() for v in sets]
+    assert values and all(v[0] != "one" for v in values)
 
 
 @pytest.mark.parametrize("fmt", [TEXT, OPENMETRICS])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -24,7 +25,8 @@ def data_dir() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("version", PG_VERSIONS, ids=lambda v: f"pg{v}")
-async def test_outage_and_recovery(version: int, data_dir: Path) -> None:
+async def test_outage_and_recovery(version: int, data_dir: Path,
+                                   caplog: pytest.LogCaptureFixture) -> None:
     tmp_path = data_dir
     port = str(free_port())
     with embedded_postgres(version, directory=tmp_path, settings={"port": port}) as server:
@@ -42,6 +44,8 @@ async def test_outage_and_recovery(version: int, data_dir: Path) -> None:
             assert got.get("pg_stat_statements_calls_total")
             assert (await exp.get("/readyz"))[0] == 200
         # Stopped under a running exporter holding pooled connections.
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="exporter")
         started = time.monotonic()
         got = await exp.samples()
         elapsed = time.monotonic() - started
@@ -53,6 +57,10 @@ async def test_outage_and_recovery(version: int, data_dir: Path) -> None:
         assert not got.get("pg_stat_statements_calls_total")
         # A refused connection is reported at once, not after connect_timeout.
         print(f"answer while down: {elapsed * 1000:.0f} ms")
+        # One line says the target is down; no collector logs its own failure.
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("exporter.scrape")]
+        assert len(lines) == 1 and "target.down" in lines[0] and "reason=connect" in lines[0], \
+            lines
         with embedded_postgres(version, directory=tmp_path, settings={"port": port}):
             got = await exp.samples()
             assert got.value("pg_up", target="app") == 1

@@ -11,6 +11,7 @@ from exporter.collectors import server
 from exporter.collectors.statements import check_usable, read_view
 from exporter.model import ScrapeResult
 from exporter.selection import Chosen, Selection
+from exporter.sql.statements import HAS_INFO, version_tuple
 from tests.exporter.conftest import (
     Setup,
     run_statements,
@@ -153,7 +154,8 @@ async def test_candidate_read_chooses_what_a_full_read_chooses(setup: Setup) -> 
     try:
         version, schema = check_usable(await server.fetch(conn))
         held = Selection(top_n=10, keep_scrapes=3, max_series=50)
-        held.choose(*await read_view(conn, version, schema, held))
+        first, _, _ = await read_view(conn, version, schema, held)
+        held.choose(first)
         work_db, role = await conn.fetchrow(
             "SELECT (SELECT oid FROM pg_database WHERE datname = $1), "
             "(SELECT oid FROM pg_roles WHERE rolname = $2)", setup.datname, setup.role)
@@ -161,11 +163,14 @@ async def test_candidate_read_chooses_what_a_full_read_chooses(setup: Setup) -> 
         # Grow an old statement into the top lists, and add a new heavy one.
         run_statements(work, [statement(1)], times=100)
         run_statements(work, [statement(500)], times=90)
-        statements, summed = await read_view(conn, version, schema, held)
-        everything, _ = await read_view(conn, version, schema, Selection(10, 3, 50))
+        statements, summed, info = await read_view(conn, version, schema, held)
+        everything, _, full_info = await read_view(conn, version, schema, Selection(10, 3, 50))
     finally:
         await conn.close()
     assert summed and len(statements) < len(everything) / 2
+    # pg_stat_statements_info comes with the candidates as it comes on its own (1.9+).
+    assert info == full_info
+    assert (info is None) == (version_tuple(version) < HAS_INFO)
     got = held.choose(statements, summed)
     expected = Selection(top_n=10, keep_scrapes=3, max_series=50).choose(everything)
 
