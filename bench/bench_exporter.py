@@ -257,8 +257,8 @@ def main() -> None:
                             f"At {size:,} statements the bar (at most 1.5 x bare) is missed: the "
                             f"statements collector takes {collector * 1000:.1f} ms "
                             f"({collector / bare:.2f} x the bare fetch), the rest of the scrape "
-                            f"{(m_ours - collector) * 1000:.1f} ms (the probe round trip before "
-                            f"it, families and exposition of {t.lines[0]:,} lines, HTTP), "
+                            f"{(m_ours - collector) * 1000:.1f} ms (pool, families and "
+                            f"exposition of {t.lines[0]:,} lines, HTTP), "
                             "a cost that does not grow with the view.")
                 temp_ours, temp_bare = temp_blocks(server, "pga"), temp_blocks(server, "bare")
                 temp_theirs = temp_blocks(server, "pgexp")
