@@ -12,7 +12,9 @@ _URI_PASSWORD = re.compile(
     r"^(?P<head>postgres(?:ql)?://[^:/@]*:)(?P<pw>[^@]*)(?P<tail>@.*)$", re.I
 )
 _KV_PASSWORD = re.compile(
-    r"(?P<head>(?<![?&\w])password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I
+    # An already-masked value is left alone, so masking twice keeps what follows it.
+    r"(?P<head>(?<![?&\w])password\s*=\s*)"
+    r"(?P<pw>'(?:[^'\\]|\\.)*'|(?!\*{4}(?:[\s:),;]|$))\S+)", re.I
 )
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&]*)", re.I)
 

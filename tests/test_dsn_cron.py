@@ -103,3 +103,9 @@ def test_marker_survives_pg_stat_statements(pg_server: PgServer) -> None:
         assert rows and all(is_own(r[0]) for r in rows)
     finally:
         drop_database(pg_server, dsn)
+
+
+def test_masking_twice_keeps_the_text_after_the_password() -> None:
+    once = f"cannot connect to {Dsn('host=h password=secret')}: refused"
+    assert once == "cannot connect to host=h password=****: refused"
+    assert mask_dsn(once) == once
