@@ -37,7 +37,11 @@ def first_line(exc: BaseException) -> str:
     """The first meaningful line of a driver error, password-masked."""
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return mask_dsn(lines[-1] if lines and lines[0].startswith("connection failed") else lines[0])
+    line = lines[0]
+    if line.startswith("connection failed") and "failed: " in line[len("connection failed"):]:
+        # libpq: 'connection failed: connection to server at "h", port p failed: <why>'
+        line = line.rsplit("failed: ", 1)[1]
+    return mask_dsn(line)
 
 
 def connect_sync(
