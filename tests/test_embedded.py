@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgarchitect.embedded import PgServer, embedded_postgres
-from tests.conftest import PG_VERSIONS
+from pgarchitect.embedded import PgServer, embedded_postgres, standby_of
+from tests.conftest import PG_VERSIONS, wait_until
 
 
 def _uid_of(pid: int) -> int:
@@ -95,3 +95,27 @@ def test_two_servers_side_by_side_stop_only_themselves() -> None:
 def test_extra_settings_apply(tmp_path: Path) -> None:
     with embedded_postgres(18, settings={"work_mem": "7MB"}) as server:
         assert server.execute("SHOW work_mem") == [("7MB",)]
+
+
+@pytest.mark.parametrize("version", PG_VERSIONS)
+def test_standby_of_streams_from_its_primary_and_stops_first(version: int) -> None:
+    with embedded_postgres(version) as primary:
+        assert "pg_basebackup" in primary.run_tool("pg_basebackup", "--version")
+        primary.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        with standby_of(primary, application_name="s1") as standby:
+            assert standby.port != primary.port
+            assert standby.execute("SELECT pg_is_in_recovery()") == [(True,)]
+            assert standby.execute("SELECT x FROM t") == [(1,)]
+            wait_until(lambda: primary.execute(
+                "SELECT application_name FROM pg_stat_replication") == [("s1",)],
+                "the standby in the primary's pg_stat_replication")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                standby.execute("INSERT INTO t VALUES (2)")
+        assert not standby.is_running()
+        assert not standby.directory.exists()
+        assert primary.is_running()
+
+
+def test_run_tool_failure_names_the_tool(pg18: PgServer) -> None:
+    with pytest.raises(RuntimeError, match="pg_basebackup failed"):
+        pg18.run_tool("pg_basebackup", "--no-such-option")
