@@ -128,14 +128,19 @@ class PgServer:
         return _run([str(self.bin_dir / name), *args], _service_user(), self.directory)
 
     def is_running(self) -> bool:
-        """True while the postmaster process exists."""
+        """True while the postmaster process exists (an exited, unreaped one does not count)."""
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
-        return True
+        try:
+            stat_line = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return True  # no procfs: the signal check above is all we have
+        # Field 3, after the parenthesised command name: Z is a zombie (exited, not reaped).
+        return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _service_user() -> pwd.struct_passwd | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import psycopg
@@ -119,3 +121,14 @@ def test_standby_of_streams_from_its_primary_and_stops_first(version: int) -> No
 def test_run_tool_failure_names_the_tool(pg18: PgServer) -> None:
     with pytest.raises(RuntimeError, match="pg_basebackup failed"):
         pg18.run_tool("pg_basebackup", "--no-such-option")
+
+
+def test_is_running_is_false_once_the_server_exited_even_unreaped() -> None:
+    with embedded_postgres(18) as server:
+        os.kill(server.pid, signal.SIGINT)  # fast shutdown; the Popen is not waited on yet
+        deadline = time.monotonic() + 60
+        while server.is_running():
+            assert time.monotonic() < deadline, "the server did not stop after SIGINT"
+            time.sleep(0.1)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(server.dsn(), connect_timeout=2)
