@@ -116,6 +116,22 @@ class RegressionSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """How past recommendations weigh on new ones (docs/analyzer.md, Memory)."""
+
+    similar_limit: int = field(default=5, metadata=POSITIVE)
+    repeat_similarity: float = 0.9
+    rejected_penalty: float = 0.5
+
+
+@dataclass(frozen=True)
+class VerificationSettings:
+    """When an applied recommendation's effect counts as measured."""
+
+    min_calls: int = field(default=200, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
 class AnalyzerSettings:
     """Settings of `pgarchitect analyzer`, `snapshot` and `audit`."""
 
@@ -135,6 +151,9 @@ class AnalyzerSettings:
     plan_top_n: int = 20
     cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
+    embedder: str = "analyzer.memory.HashingEmbedder"
+    memory: MemorySettings = MemorySettings()
+    verification: VerificationSettings = VerificationSettings()
 
 
 @dataclass(frozen=True)
