@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import psycopg
 
 from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
+from analyzer.lifecycle import StoredRecommendation
 from analyzer.pipeline import run_audit
 from analyzer.report import render
 from analyzer.snapshots import repository
@@ -17,6 +19,7 @@ from pgarchitect.config import Settings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
 from pgarchitect.errors import ConfigError, UserError
+from pgarchitect.table import render_table
 
 
 class SnapshotFailed(UserError):
@@ -84,4 +87,73 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(render(result))
+    return 0
+
+
+def _store_dsn(settings: Settings) -> Dsn:
+    if settings.store.dsn is None:
+        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
+    return settings.store.dsn
+
+
+def _rec_id(text: str) -> int:
+    if not text.isdigit():
+        raise UserError(f"recommendation id must be a number, not {text!r}")
+    return int(text)
+
+
+def _outcome(rec: StoredRecommendation) -> str:
+    m = rec.measured_change or {}
+    ratio = m.get("ratio")
+    if ratio:
+        return f"{1 / ratio:.1f}x faster" if ratio < 1 else f"x{ratio:.2f}"
+    if m.get("note"):
+        return str(m.get("status", "pending"))
+    return "-"
+
+
+def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
+    """List recommendations (table or JSON), or record a person's decision (set-status)."""
+    from analyzer import lifecycle, memory
+
+    with memory.connect_store(_store_dsn(settings), settings.analyzer.connect_timeout) as store:
+        if getattr(args, "action", None) == "set-status":
+            rec_id = _rec_id(args.id)
+            change = lifecycle.set_status(store, rec_id, args.status, "cli", args.note)
+            print(f"recommendation {rec_id}: {change.from_status} -> {change.to_status}")
+            return 0
+        recs = lifecycle.list_recommendations(store, getattr(args, "target_name", None),
+                                              getattr(args, "status", None))
+        if getattr(args, "json", False):
+            full = [lifecycle.get(store, r.id).to_json() for r in recs]
+            print(json.dumps({"recommendations": full}, indent=2))
+            return 0
+    if not recs:
+        print("no recommendations")
+        return 0
+    print(render_table(
+        ["id", "target", "status", "kind", "table", "columns", "confidence", "seen",
+         "outcome", "last seen"],
+        [(r.id, r.target, r.status, r.recommendation.kind, r.recommendation.table,
+          ", ".join(r.recommendation.columns), round(r.recommendation.confidence, 2),
+          r.times_seen, _outcome(r), f"{r.last_seen_at:%Y-%m-%d %H:%M}") for r in recs],
+    ))
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the migration and pull-request description of one recommendation."""
+    from analyzer import lifecycle, memory
+    from analyzer.propose import propose
+
+    rec_id = _rec_id(args.id)
+    with memory.connect_store(_store_dsn(settings), settings.analyzer.connect_timeout) as store:
+        stored = lifecycle.get(store, rec_id)
+    git = Path(args.git) if getattr(args, "git", None) else None
+    result = propose(stored, Path(args.out), settings.analyzer, git)
+    for path in (result.migration, result.description):
+        if path is not None:
+            print(f"wrote {path}")
+    if result.commit:
+        print(f"committed {result.commit[:12]} on branch {result.branch}")
     return 0

@@ -36,8 +36,10 @@ from sklearn.preprocessing import normalize
 
 from analyzer import lifecycle
 from analyzer.recommendation import Recommendation
+from analyzer.snapshots import repository
 from analyzer.snapshots.repository import Conn
 from pgarchitect.config import AnalyzerSettings
+from pgarchitect.dsn import Dsn
 from pgarchitect.errors import ConfigError, UserError
 
 DIMENSIONS = 384
@@ -113,7 +115,7 @@ def load_embedder(path: str) -> Embedder:
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
         embedder = cls()
-    except (ImportError, AttributeError, ValueError) as exc:
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise ConfigError("analyzer.embedder", f"cannot load {path!r}: {exc}") from None
     if not isinstance(embedder, Embedder):
         raise ConfigError("analyzer.embedder", f"{path} has no dimensions and embed()")
@@ -382,3 +384,24 @@ def propose_revert(conn: Conn, target: str, of: lifecycle.StoredRecommendation,
     if pending is not None:
         return _merge(conn, int(pending[0]), str(pending[1]), rec, vector, similar, audit_id)
     return _insert(conn, target, rec, vector, similar, audit_id, reverts_id=of.id)
+
+
+# The store schema version the memory needs (migrations/0006_memory.sql).
+SCHEMA_VERSION = 6
+
+
+def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:
+    """A store session for the memory: migrated far enough, with pgvector's codecs."""
+    conn = repository.connect_store(dsn, connect_timeout)
+    row = conn.execute("/* pgarchitect */ SELECT max(version)"
+                       " FROM pgarchitect.schema_migrations").fetchone()
+    if row is None or row[0] is None or int(row[0]) < SCHEMA_VERSION:
+        conn.close()
+        raise UserError(f"the store {dsn.masked} is not migrated to version {SCHEMA_VERSION} "
+                        "(run `pgarchitect migrate --store DSN`)")
+    try:
+        register_vector(conn)
+    except UserError:
+        conn.close()
+        raise
+    return conn

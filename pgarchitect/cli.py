@@ -75,11 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--current", metavar="FROM..TO",
                    help="current window: snapshot ids or ISO times; TO defaults to the new one")
 
+    p = sub.add_parser("recommendations", help="list recommendations, or set-status ID STATUS")
+    _common(p)
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--target", dest="target_name", metavar="NAME", help="only this target's")
+    p.add_argument("--status", help="only those with this status")
+    p.add_argument("--json", action="store_true", help="print JSON (with evidence and history)")
+    rsub = p.add_subparsers(dest="action", metavar="ACTION")
+    q = rsub.add_parser("set-status", help="record a person's decision on a recommendation",
+                        argument_default=argparse.SUPPRESS)
+    q.add_argument("id", help="recommendation id")
+    q.add_argument("status", help="accepted, rejected, applied or reverted")
+    q.add_argument("--note", default=None, help="why (kept in the history)")
+    q.add_argument("--store", metavar="DSN", help="store database DSN")
+    q.add_argument("--config", metavar="FILE", help="YAML configuration file")
+
     p = sub.add_parser("propose", help="write a migration and PR text for a recommendation")
     _common(p)
     p.add_argument("id", help="recommendation id")
     p.add_argument("--store", metavar="DSN", help="store database DSN")
     p.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    p.add_argument("--git", metavar="REPO",
+                   help="commit the files on a new branch of this git repository (no push)")
 
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)
@@ -160,6 +177,20 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
+    """List recommendations or record a decision on one."""
+    from analyzer.commands import cmd_recommendations as run
+
+    return run(args, settings)
+
+
+def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the migration and pull-request text of a recommendation."""
+    from analyzer.commands import cmd_propose as run
+
+    return run(args, settings)
+
+
 def _handlers() -> dict[str, Handler]:
     handlers: dict[str, Handler] = {
         "exporter": cmd_exporter,
@@ -167,7 +198,8 @@ def _handlers() -> dict[str, Handler]:
         "migrate": cmd_migrate,
         "snapshot": cmd_snapshot,
         "audit": cmd_audit,
-        "propose": _not_built("propose"),
+        "recommendations": cmd_recommendations,
+        "propose": cmd_propose,
         "demo": cmd_demo,
     }
     return handlers
