@@ -131,7 +131,7 @@ def test_codecs_need_the_extension(pg18: PgServer) -> None:
     dsn = new_database(pg18, "novector")
     try:
         with psycopg.connect(dsn) as c, \
-                pytest.raises(UserError, match="no pgvector extension.*pgarchitect migrate"):
+                pytest.raises(UserError, match=r"no pgvector extension.*pgarchitect migrate"):
             memory.register_vector(c)
     finally:
         drop_database(pg18, dsn)
