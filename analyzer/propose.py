@@ -169,7 +169,7 @@ def description_text(stored: StoredRecommendation, settings: AnalyzerSettings) -
               _fmt(_pick(s, "total_ms", "total_exec_time_ms", "total_time_ms")),
               _fmt(_pick(s, "mean_ms", "mean_exec_time_ms"), 3),
               _fmt(_pick(s, "cost_before")), _fmt(_pick(s, "cost_after")),
-              "`" + _cell(_pick(s, "query") or "").replace("`", "'") + "`") for s in stmts])
+              "`" + str(_pick(s, "query") or "").replace("`", "'") + "`") for s in stmts])
     elif r.statements:
         for q in r.statements:
             out += _code(q, "sql")
@@ -210,11 +210,11 @@ def description_text(stored: StoredRecommendation, settings: AnalyzerSettings) -
     total = sum(float(_pick(s, "total_ms", "total_exec_time_ms", "total_time_ms") or 0.0)
                 for s in stmts)
     if r.estimated_improvement is not None and total:
-        out.append(f"About {r.estimated_improvement:.0%} of these statements' planner cost; "
+        out.append(f"About {r.estimated_improvement:.1%} of these statements' planner cost; "
                    f"they took {total / 1000.0:,.1f} s in the audited window, so up to "
                    f"{total * r.estimated_improvement / 1000.0:,.1f} s of it.")
     elif r.estimated_improvement is not None:
-        out.append(f"About {r.estimated_improvement:.0%} of these statements' planner cost.")
+        out.append(f"About {r.estimated_improvement:.1%} of these statements' planner cost.")
     else:
         out.append("Not estimated.")
     out.append("")

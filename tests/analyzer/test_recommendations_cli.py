@@ -201,7 +201,7 @@ def test_propose_writes_a_migration_psql_applies_with_hostile_names_intact(
     assert rec.ddl in md and rec.revert_ddl in md
     assert "4,000.00 -> 8.00 (99.8% less)" in md
     assert "up to 9.0 s" in md
-    assert "\\|" in md  # a pipe in a statement does not break the table
+    assert "`SELECT note FROM t WHERE 'x' \\| y = $1`" in md  # a pipe stays in its cell
 
 
 def test_propose_refuses_what_is_not_pending(
