@@ -125,7 +125,7 @@ def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
         recs = lifecycle.list_recommendations(store, getattr(args, "target_name", None),
                                               getattr(args, "status", None))
         if getattr(args, "json", False):
-            full = [lifecycle.get(store, r.id).to_json() for r in recs]
+            full = [r.to_json() for r in lifecycle.with_history(store, recs)]
             print(json.dumps({"recommendations": full}, indent=2))
             return 0
     if not recs:

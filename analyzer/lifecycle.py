@@ -15,7 +15,7 @@ measurements, so only the analyzer sets them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -170,8 +170,7 @@ def get(conn: Conn, rec_id: int, *, for_update: bool = False) -> StoredRecommend
     ).fetchone()
     if row is None:
         raise UnknownRecommendation(f"no recommendation with id {rec_id}")
-    stored = _row(row)
-    return StoredRecommendation(**{**stored.__dict__, "history": history(conn, rec_id)})
+    return replace(_row(row), history=history(conn, rec_id))
 
 
 def list_recommendations(conn: Conn, target: str | None = None,
@@ -186,6 +185,35 @@ def list_recommendations(conn: Conn, target: str | None = None,
         " ORDER BY id DESC".encode(), {"target": target, "status": status},
     ).fetchall()
     return [_row(r) for r in rows]
+
+
+def histories(conn: Conn, ids: Sequence[int]) -> dict[int, tuple[Change, ...]]:
+    """The histories of several recommendations at once."""
+    rows = conn.execute(
+        "/* pgarchitect */ SELECT recommendation_id, from_status, to_status, changed_at,"
+        " changed_by, note FROM pgarchitect.optimization_history"
+        " WHERE recommendation_id = ANY(%s) ORDER BY recommendation_id, changed_at, id",
+        (list(ids),),
+    ).fetchall()
+    out: dict[int, list[Change]] = {}
+    for r in rows:
+        out.setdefault(int(r[0]), []).append(Change(int(r[0]), r[1], r[2], r[3], r[4], r[5]))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def with_history(conn: Conn,
+                 recs: Sequence[StoredRecommendation]) -> list[StoredRecommendation]:
+    """The recommendations with their histories filled in (one query)."""
+    found = histories(conn, [r.id for r in recs])
+    return [replace(r, history=found.get(r.id, ())) for r in recs]
+
+
+def status_counts(conn: Conn) -> dict[tuple[str, str, str], int]:
+    """(target, kind, status) -> number of recommendations (for the service's gauge)."""
+    rows = conn.execute(
+        "/* pgarchitect */ SELECT target, kind, status, count(*)"
+        " FROM pgarchitect.optimization_log GROUP BY target, kind, status").fetchall()
+    return {(str(r[0]), str(r[1]), str(r[2])): int(r[3]) for r in rows}
 
 
 def record(conn: Conn, rec_id: int, from_status: str | None, to_status: str, by: str,

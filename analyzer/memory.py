@@ -205,8 +205,10 @@ def recall(conn: Conn, target: str, vector: np.ndarray, limit: int,
     be another target's, and the search goes on until `limit` of this one are found.
     """
     with conn.transaction():
+        # pgvector before 0.8 has no iterative scans (and rejects the unknown setting).
         conn.execute("/* pgarchitect */ SELECT set_config('hnsw.iterative_scan',"
-                     " 'strict_order', true)")
+                     " 'strict_order', true) FROM pg_extension WHERE extname = 'vector'"
+                     " AND string_to_array(extversion, '.')::int[] >= '{0,8}'")
         rows = conn.execute(RECALL, {"v": np.asarray(vector, dtype=np.float32),
                                      "target": target, "exclude": exclude or 0,
                                      "limit": limit}).fetchall()

@@ -193,6 +193,14 @@ def test_recall_uses_the_hnsw_index(conn: repository.Conn) -> None:
     found = memory.recall(conn, target, rng.random(384), 5)
     assert len(found) == 5
     assert [f.similarity for f in found] == sorted((f.similarity for f in found), reverse=True)
+    # A target with three recommendations far from the probe, in a store full of another
+    # target's near ones: all three are still found.
+    with conn.transaction():
+        for _ in range(3):
+            conn.execute("INSERT INTO pgarchitect.optimization_log (kind, target, rationale,"
+                         " confidence, embedding) VALUES ('vacuum', 'tiny', 'x', 0.9, %s)",
+                         (-rng.random(384).astype(np.float32),))
+    assert len(memory.recall(conn, "tiny", rng.random(384), 5)) == 3
 
 
 def test_a_repeat_of_a_pending_one_is_merged(conn: repository.Conn) -> None:

@@ -136,6 +136,9 @@ def test_list_and_set_status(store: str, capsys: pytest.CaptureFixture[str]) -> 
     with memory.connect_store(Dsn(store)) as conn:
         assert len(lifecycle.get(conn, rec_id).history) == 2
         assert len(lifecycle.get(conn, other).history) == 2
+        counts = lifecycle.status_counts(conn)
+    assert counts[("listing", "create_index", "accepted")] == 1
+    assert counts[("listing", "create_index", "rejected")] == 1
 
 
 def test_lifecycle_allows_only_the_documented_transitions() -> None:
