@@ -270,3 +270,36 @@ def test_propose_into_a_git_repository_makes_one_commit(
     code, _, err = cli(capsys, "propose", str(rec_id), "--store", store, "--out", "x",
                        "--git", str(tmp_path / "nowhere"))
     assert code == 2 and "git rev-parse" in err and "Traceback" not in err
+
+
+def _stored(rec: Recommendation, status: str = "proposed") -> lifecycle.StoredRecommendation:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    return lifecycle.StoredRecommendation(
+        id=7, target="app", status=status, recommendation=rec, audit_id=3, created_at=now,
+        last_seen_at=now, times_seen=2, status_changed_at=now)
+
+
+def test_a_recommendation_without_ddl_gets_only_a_description(tmp_path: Path) -> None:
+    from analyzer.propose import propose
+
+    rec = Recommendation(kind="n_plus_one", table="public.orders", columns=(), ddl="",
+                         revert_ddl="", rationale="400 calls per request, one row each.",
+                         confidence=0.85, queryids=("5",),
+                         statements=("SELECT * FROM orders WHERE id = $1",))
+    result = propose(_stored(rec), tmp_path, SETTINGS)
+    assert result.migration is None and list(tmp_path.iterdir()) == [result.description]
+    md = result.description.read_text()
+    assert "SELECT * FROM orders WHERE id = $1" in md and "No revert DDL." in md
+
+
+def test_a_migration_without_concurrently_says_nothing_about_transactions() -> None:
+    from analyzer.propose import migration_text
+
+    rec = Recommendation(kind="analyze", table="public.orders", columns=(),
+                         ddl='ANALYZE "public"."orders"', revert_ddl="",
+                         rationale="statistics are stale", confidence=0.9)
+    text = migration_text(_stored(rec, "accepted"))
+    assert text.endswith('\nANALYZE "public"."orders";\n')
+    assert "CONCURRENTLY" not in text and "revert" not in text

@@ -189,3 +189,20 @@ def test_applied_verified_ineffective_reverted(
         print(f"\nverified: {v.before_mean_ms:.3f} -> {v.after_mean_ms:.3f} ms per call "
               f"(p={v.p_value:.2g}); ineffective: {w.before_mean_ms:.3f} -> "
               f"{w.after_mean_ms:.3f} ms (p={w.p_value:.2g})")
+
+
+def test_verification_entries_have_the_report_fields() -> None:
+    from datetime import UTC, datetime
+
+    from analyzer.verify import Verification
+
+    v = Verification(3, "verified", datetime(2026, 1, 5, tzinfo=UTC), ("1", "-2"), 80, 90,
+                     8.1234567, 0.0812345, 0.01, 1.23456e-30, "8.1 ms -> 0.08 ms")
+    entry = v.to_json()
+    assert {"id", "status", "applied_at", "queryids", "calls_after", "before_mean_ms",
+            "after_mean_ms", "ratio", "p_value"} <= set(entry)
+    assert entry["id"] == "3" and entry["queryids"] == ["1", "-2"]
+    assert entry["applied_at"] == "2026-01-05T00:00:00+00:00"
+    assert (entry["before_mean_ms"], entry["after_mean_ms"], entry["p_value"]) == \
+        (8.1235, 0.0812, 1.23e-30)
+    json.dumps(entry)  # plain JSON
