@@ -28,7 +28,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pglast
+from pglast import ast
 from pglast.stream import RawStream
+from pglast.visitors import Visitor
 from pgvector.psycopg import register_vector as _register_vector
 from psycopg.types.json import Jsonb
 from sklearn.feature_extraction import FeatureHasher
@@ -146,10 +148,18 @@ def register_vector(conn: Conn) -> None:
     _register_vector(conn)
 
 
+class _ConstantCasts(Visitor):
+    """Drops casts of constants: pg_get_indexdef writes `'done'::text` where DDL has `'done'`."""
+
+    def visit_TypeCast(self, ancestors: object, node: ast.TypeCast) -> ast.Node | None:
+        return node.arg if isinstance(node.arg, ast.A_Const) else None
+
+
 def normalise_index_definition(sql: str) -> str | None:
     """A CREATE INDEX statement without its name, CONCURRENTLY and IF NOT EXISTS, its table
-    schema-qualified (public by default), deparsed by PostgreSQL's own grammar (pglast); None
-    for anything else. Two indexes with the same normalised definition index the same way."""
+    schema-qualified (public by default) and casts of constants left out, deparsed by
+    PostgreSQL's own grammar (pglast); None for anything else. Two indexes with the same
+    normalised definition index the same way."""
     try:
         stmts = pglast.parse_sql(sql)
     except pglast.parser.ParseError:
@@ -162,6 +172,7 @@ def normalise_index_definition(sql: str) -> str | None:
     node.if_not_exists = False
     if node.relation is not None and node.relation.schemaname is None:
         node.relation.schemaname = "public"
+    _ConstantCasts()(node)
     return str(RawStream()(node))
 
 
@@ -348,12 +359,14 @@ def _insert(conn: Conn, target: str, rec: Recommendation, vector: np.ndarray,
 def _merge(conn: Conn, rec_id: int, status: str, rec: Recommendation, vector: np.ndarray,
            similar: Sequence[SimilarPast], audit_id: int | None) -> MemoryOutcome:
     old = conn.execute(
-        "/* pgarchitect */ SELECT queryids, statements FROM pgarchitect.optimization_log"
-        " WHERE id = %s FOR UPDATE", (rec_id,),
+        "/* pgarchitect */ SELECT queryids, statements, ddl, revert_ddl"
+        " FROM pgarchitect.optimization_log WHERE id = %s FOR UPDATE", (rec_id,),
     ).fetchone()
     assert old is not None
+    # The DDL stays as it was proposed (and perhaps accepted): same index, same statement.
     merged = replace(rec, queryids=_union(old[0], rec.queryids),
-                     statements=_union(old[1], rec.statements))
+                     statements=_union(old[1], rec.statements),
+                     ddl=old[2] or rec.ddl, revert_ddl=old[3] or rec.revert_ddl)
     evidence = _evidence(merged, similar)
     conn.execute(
         "/* pgarchitect */ UPDATE pgarchitect.optimization_log SET"

@@ -100,6 +100,9 @@ def test_index_definitions_match_whatever_the_name() -> None:
     hostile = 'CREATE INDEX "i" ON "public"."Or""der; --" ("a b", (lower("E-mail")))'
     assert normalise_index_definition(hostile) == \
         'CREATE INDEX ON public."Or""der; --" ("a b", (lower("E-mail")))'
+    partial = "CREATE INDEX CONCURRENTLY \"i\" ON \"public\".\"o\" (\"s\") WHERE s = 'done'"
+    catalog = "CREATE INDEX i ON public.o USING btree (s) WHERE (s = 'done'::text)"
+    assert normalise_index_definition(partial) == normalise_index_definition(catalog)
     assert normalise_index_definition("DROP TABLE x") is None
     assert normalise_index_definition("not sql") is None
 
@@ -212,7 +215,7 @@ def test_a_repeat_of_a_pending_one_is_merged(conn: repository.Conn) -> None:
     assert a.action == "proposed" and a.id is not None
     lifecycle.set_status(conn, a.id, "accepted", "cli", "looks right")
     before = lifecycle.get(conn, a.id)
-    again = replace(first, queryids=("12",), confidence=0.97,
+    again = replace(first, queryids=("12",), confidence=0.97, ddl=first.ddl.replace("_idx", "_i"),
                     evidence={"statements": [{"queryid": "12", "calls": 900}]})
     audit2 = audit(conn, target)
     with conn.transaction():
@@ -228,6 +231,7 @@ def test_a_repeat_of_a_pending_one_is_merged(conn: repository.Conn) -> None:
     assert after.recommendation.confidence == 0.97
     assert after.recommendation.evidence["statements"] == [{"queryid": "12", "calls": 900}]
     assert after.status == "accepted" and after.audit_id != audit2
+    assert after.recommendation.ddl == first.ddl == b.recommendation.ddl  # as accepted
     assert b.to_json()["merged"] is True and b.to_json()["id"] == str(a.id)
 
 
