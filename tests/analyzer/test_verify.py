@@ -185,10 +185,7 @@ def test_applied_verified_ineffective_reverted(
         changes = observe_catalog(conn, "app", valid_indexes(app), at=s4.taken_at)
         assert sorted((c.recommendation_id, c.to_status) for c in changes) == \
             sorted([(good, "reverted"), (bad, "reverted"), (revert.id, "applied")])
-    with capsys.disabled():
-        print(f"\nverified: {v.before_mean_ms:.3f} -> {v.after_mean_ms:.3f} ms per call "
-              f"(p={v.p_value:.2g}); ineffective: {w.before_mean_ms:.3f} -> "
-              f"{w.after_mean_ms:.3f} ms (p={w.p_value:.2g})")
+
 
 
 def test_verification_entries_have_the_report_fields() -> None:
