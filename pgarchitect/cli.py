@@ -134,7 +134,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the embedded demo."""
-    from pgarchitect.demo import DemoOptions, run_demo
+    from pgarchitect.demo.story import DemoOptions, run_demo
 
     return run_demo(DemoOptions(seconds=args.seconds, plant_regression=not args.no_regression))
 
