@@ -22,6 +22,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PACKAGES) tests bench
 	$(VENV)/bin/mypy --strict $(PACKAGES)
+	$(VENV)/bin/lint-imports --no-logo
 
 test: $(STAMP) debian-packages lint
 	$(VENV)/bin/pytest -q
@@ -30,4 +31,4 @@ bench: $(STAMP) debian-packages
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
