@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from analyzer.snapshots.catalog import Catalog, diff, read_catalog
-from pgarchitect.embedded import PgServer
+from pgarchitect.demo.embedded import PgServer
 from tests.conftest import drop_database, new_database
 
 SCHEMA = """
