@@ -34,13 +34,15 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from pgarchitect.config import OrmOperation
-
 if TYPE_CHECKING:
+    # Types only: an application that embeds the SDK loads prometheus-client and nothing else
+    # (no settings, no YAML), plus the driver it hooks, lazily.
     import asyncpg
     import psycopg
     from sqlalchemy.engine import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from pgarchitect.config import OrmOperation
 
 HISTOGRAM = "pg_orm_query_duration_seconds"
 COUNTER = "pg_orm_queries_total"
@@ -77,7 +79,7 @@ class OperationMatcher:
         self._patterns = tuple(
             (normalize_statement(op.statement), op.name)
             for op in operations
-            if isinstance(op, OrmOperation) and op.statement.strip()
+            if not isinstance(op, str) and op.statement.strip()
         )
         self._by_text: dict[str, str] = {}
 

@@ -151,7 +151,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the embedded demo."""
-    from pgarchitect.demo import DemoOptions, run_demo
+    from pgarchitect.demo.story import DemoOptions, run_demo
 
     return run_demo(DemoOptions(seconds=args.seconds, plant_regression=not args.no_regression))
 
@@ -205,6 +205,13 @@ def _handlers() -> dict[str, Handler]:
     return handlers
 
 
+# The optional dependencies each subcommand needs beyond the base install (the exporter's);
+# see docs/architecture.md, "Extras".
+_EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
+           "audit": "analyzer", "propose": "analyzer", "demo": "demo"}
+_OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
 
@@ -225,6 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"pgarchitect: {mask_dsn(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get(args.command)
+        if extra is None or (exc.name or "").partition(".")[0] in _OWN_PACKAGES:
+            raise
+        print(f"pgarchitect: {args.command} needs the {extra} extra (no module named "
+              f"{exc.name!r}): pip install 'pgarchitect[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pgarchitect: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgarchitect.embedded import PgServer, embedded_postgres
+from pgarchitect.demo.embedded import PgServer, embedded_postgres
 from pgarchitect.errors import ServerUnavailable
 
 PG_VERSIONS = (18, 15)

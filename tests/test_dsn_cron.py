@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from pgarchitect.cron import CronError, parse_cron
 from pgarchitect.db import MARKER, is_own, mark
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn, mask_dsn
-from pgarchitect.embedded import PgServer
 from pgarchitect.log import event
 from tests.conftest import drop_database, new_database
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgarchitect.embedded import PgServer, embedded_postgres, standby_of
+from pgarchitect.demo.embedded import PgServer, embedded_postgres, standby_of
 from tests.conftest import PG_VERSIONS, wait_until
 
 

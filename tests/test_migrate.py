@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from pgarchitect.cli import main
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer
 from pgarchitect.errors import MigrationError
 from pgarchitect.migrate import default_directory, discover, migrate
 from tests.conftest import drop_database, new_database

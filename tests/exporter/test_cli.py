@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from pgarchitect.embedded import free_port
+from pgarchitect.demo.embedded import free_port
 
 
 def test_unreachable_target_at_start_is_one_line() -> None:

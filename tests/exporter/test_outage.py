@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pgarchitect.embedded import embedded_postgres, free_port
+from pgarchitect.demo.embedded import embedded_postgres, free_port
 from tests.conftest import PG_VERSIONS
 from tests.exporter.conftest import running_exporter, settings_for
 

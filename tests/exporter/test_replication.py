@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from exporter.model import COLLECTORS
-from pgarchitect.embedded import PgServer, embedded_postgres, standby_of
+from pgarchitect.demo.embedded import PgServer, embedded_postgres, standby_of
 from tests.conftest import PG_VERSIONS, WAIT, wait_until
 from tests.exporter.conftest import Samples, running_exporter, settings_for
 

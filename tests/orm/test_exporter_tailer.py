@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pgarchitect.embedded import PgServer
+from pgarchitect.demo.embedded import PgServer
 from tests.exporter.conftest import running_exporter, settings_for
 from tests.orm.conftest import log_dir
 from tests.orm.test_logtail import WAIT, dbname, run_statements

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from exporter import logtail
 from exporter.logtail import REASONS, LogTailer
 from pgarchitect.config import OrmOperation, OrmPathRule, OrmPathSettings
-from pgarchitect.embedded import PgServer
+from pgarchitect.demo.embedded import PgServer
 from tests.orm.conftest import log_dir
 from tests.orm.test_instrument import SPEC_BUCKETS, expected_buckets, sample
 
