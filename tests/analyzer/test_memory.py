@@ -19,8 +19,8 @@ from analyzer.memory import HashingEmbedder, normalise_index_definition, remembe
 from analyzer.recommendation import Recommendation
 from analyzer.snapshots import repository
 from pgarchitect.config import AnalyzerSettings, MemorySettings
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer
 from pgarchitect.errors import ConfigError, UserError
 from tests.conftest import drop_database, new_database
 

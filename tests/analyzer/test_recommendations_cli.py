@@ -17,8 +17,8 @@ from analyzer.memory import HashingEmbedder, remember
 from analyzer.recommendation import Recommendation
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer
 from pgarchitect.migrate import migrate
 from tests.conftest import drop_database, new_database
 

@@ -24,8 +24,8 @@ from analyzer.snapshots.take import take_snapshot
 from analyzer.verify import measure, observe_catalog, verify
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, VerificationSettings
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer
 from tests.analyzer import planted
 
 SETTINGS = replace(AnalyzerSettings(), verification=VerificationSettings(min_calls=30))
