@@ -208,7 +208,8 @@ def _handlers() -> dict[str, Handler]:
 # The optional dependencies each subcommand needs beyond the base install (the exporter's);
 # see docs/architecture.md, "Extras".
 _EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
-           "audit": "analyzer", "propose": "analyzer", "demo": "demo"}
+           "audit": "analyzer", "recommendations": "analyzer", "propose": "analyzer",
+           "demo": "demo"}
 _OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 
 
