@@ -1,4 +1,4 @@
-"""Regression detection (SPEC 5.1): baseline window against current window, per statement group.
+"""Regression detection: baseline window against current window, per statement group.
 
 A statement group is every pg_stat_statements entry with the same database, top-level flag and
 pglast fingerprint: an ORM binding its parameter as int2 one time and int8 the next makes two

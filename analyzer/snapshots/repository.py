@@ -231,17 +231,17 @@ def finish_audit(conn: Conn, audit_id: int, values: Mapping[str, Any]) -> None:
 
 
 def insert_regressions(conn: Conn, audit_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Batch-insert an audit's regressions."""
+    """Batch-insert an audit's regressions (as the report shows them: queryid as text)."""
     with conn.cursor() as cur:
         cur.executemany(
             "/* pgarchitect */ INSERT INTO pgarchitect.regression (audit_id, dbid, queryid,"
             " fingerprint, query, calls, baseline_mean_ms, current_mean_ms, ratio, p_value,"
             " cluster_id, queryids, toplevel, baseline_calls, baseline_stddev_ms,"
             " current_stddev_ms, changed_since, tables, plan) VALUES (%(audit_id)s, %(dbid)s,"
-            " %(queryid)s, %(fingerprint)s, %(query)s, %(calls)s, %(baseline_mean_ms)s,"
+            " %(queryid)s::bigint, %(fingerprint)s, %(query)s, %(calls)s, %(baseline_mean_ms)s,"
             " %(current_mean_ms)s, %(ratio)s, %(p_value)s, %(cluster_id)s, %(queryids)s,"
             " %(toplevel)s, %(baseline_calls)s, %(baseline_stddev_ms)s, %(current_stddev_ms)s,"
-            " %(changed_since)s, %(tables)s, %(plan)s)",
+            " %(changed_since)s::timestamptz, %(tables)s, %(plan)s)",
             [{**r, "audit_id": audit_id,
               "plan": None if r.get("plan") is None else Jsonb(r["plan"])} for r in rows],
         )
