@@ -2,7 +2,7 @@
 
 `run_audit` is the only place that wires the steps; it reads top to bottom as the workflow
 (docs/architecture.md, "Audit step pipeline"): snapshot → window statistics → regression
-detection → plan analysis → clustering and causes → recommendations → store (one
+detection → plan analysis → clustering → causes → recommendations → store (one
 transaction). Every step receives frozen values and returns a frozen value; none writes into
 a structure another step reads. A step reads the target or the store at its edges (first the
 I/O, then the pure analysis in `analyzer.analysis`), so adding a step is one new function and
@@ -17,6 +17,7 @@ failure never leaves partial results. Regressions and clusters are serialised on
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from analyzer.analysis.causes import Cause, ClusterFacts, attribute, catalog_changes
 from analyzer.analysis.clustering import ClusterInput, cluster
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
 from analyzer.analysis.features import (
@@ -37,16 +39,30 @@ from analyzer.analysis.features import (
     qualify,
     unindexed,
 )
-from analyzer.analysis.regression import GroupKey, GroupStat, Regression, detect, group
+from analyzer.analysis.regression import (
+    GroupKey,
+    GroupStat,
+    Regression,
+    detect,
+    group,
+    merge_groups,
+)
 from analyzer.analysis.summary import format_time, summarize
-from analyzer.analysis.windows import WindowRequest, Windows, choose_windows
+from analyzer.analysis.windows import (
+    WindowRequest,
+    Windows,
+    candidate_points,
+    change_points,
+    choose_windows,
+)
 from analyzer.plans import (
     column_selectivity,
     explain_generic,
     leading_index_columns,
     resolve_tables,
 )
-from analyzer.snapshots import repository
+from analyzer.snapshots import catalog_history, repository
+from analyzer.snapshots.catalog import Catalog
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
@@ -61,8 +77,8 @@ log = logging.getLogger("pgarchitect.analyzer.audit")
 StepHook = Callable[[str], None]
 # The step names `on_step` is called with, in order; "store.regressions" is half-way through
 # the result transaction (tests stop the store there).
-STEPS = ("snapshot", "windows", "regressions", "plans", "cluster", "recommend", "store",
-         "store.regressions")
+STEPS = ("snapshot", "windows", "regressions", "plans", "cluster", "causes", "recommend",
+         "store", "store.regressions")
 
 
 class AuditFailed(UserError):
@@ -91,6 +107,8 @@ class WindowStatistics:
     current: Mapping[GroupKey, GroupStat]
     texts: Mapping[TextKey, str]
     fingerprints: Mapping[TextKey, str]
+    # change_point mode: the snapshot each group's current window starts at
+    splits: Mapping[GroupKey, SnapshotMeta] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,7 @@ class Cluster:
     tables: tuple[str, ...]
     summary: str
     features: Mapping[str, Any] = field(default_factory=dict)
+    cause: Cause | None = None
 
 
 @dataclass(frozen=True)
@@ -129,9 +148,10 @@ class RecommendationInput:
     """What the recommendation step receives (all frozen)."""
 
     regressions: tuple[Regression, ...]
-    clusters: tuple[Cluster, ...]
-    statistics: WindowStatistics
+    clusters: tuple[Cluster, ...]  # with their causes (a dropped index's definition)
+    statistics: WindowStatistics  # per statement group, baseline and current; texts
     plans: PlanAnalysis
+    catalog: Catalog  # the target's catalog at this audit's snapshot
 
 
 @dataclass(frozen=True)
@@ -229,7 +249,7 @@ def regression_record(r: Regression) -> dict[str, Any]:
 def cluster_record(c: Cluster) -> dict[str, Any]:
     """One cluster, JSON-ready; the report shows it and the store's row is made from it."""
     return {"cluster_id": c.cluster_id, "queryids": list(c.queryids), "tables": list(c.tables),
-            "summary": c.summary}
+            "summary": c.summary, "cause": None if c.cause is None else c.cause.to_json()}
 
 
 def windows_record(w: Windows) -> dict[str, Any]:
@@ -241,7 +261,8 @@ def windows_record(w: Windows) -> dict[str, Any]:
         return {"from_snapshot": metas[0].id, "to_snapshot": metas[-1].id,
                 "from": metas[0].taken_at.isoformat(), "to": metas[-1].taken_at.isoformat()}
 
-    return {"baseline": span(w.baseline), "current": span(w.current)}
+    return {"mode": w.mode, "baseline": span(w.baseline), "current": span(w.current),
+            "note": w.note}
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,7 +292,9 @@ def window_statistics(
     """Choose the windows among the stored snapshots and sum each statement group's calls."""
     windows = choose_windows(repository.list_snapshots(store, target), settings, request)
     cache: dict[int, dict[StatementKey, StatementCounters]] = {}
-    base_window = window_stats(store, windows.baseline, cache)
+    if windows.mode == "change_point":
+        return _change_point_statistics(store, target, windows, settings, cache)
+    base_window = window_stats(store, windows.baseline, cache) if windows.baseline else {}
     cur_window = window_stats(store, windows.current, cache)
     keys = {(k[0], k[2]) for k in (*base_window, *cur_window)}
     stored = repository.load_texts(store, target, keys)
@@ -282,6 +305,32 @@ def window_statistics(
         current=group(cur_window, fingerprints),
         texts={k: t.query for k, t in stored.items()},
         fingerprints=fingerprints,
+    )
+
+
+def _change_point_statistics(
+    store: repository.Conn, target: str, windows: Windows, settings: RegressionSettings,
+    cache: dict[int, dict[StatementKey, StatementCounters]],
+) -> WindowStatistics:
+    """Each statement group split at its own change point (short history)."""
+    metas = windows.current
+    points = candidate_points(len(metas))
+    raw = [window_stats(store, metas[a: b + 1], cache) for a, b in itertools.pairwise(points)]
+    keys = {(k[0], k[2]) for part in raw for k in part}
+    stored = repository.load_texts(store, target, keys)
+    fingerprints = {k: t.fingerprint for k, t in stored.items()}
+    parts = [group(part, fingerprints) for part in raw]
+    splits = change_points(parts, settings.min_calls)
+    # A group with too few calls for any split is still analysed: its whole history is current.
+    whole = {gk: merge_groups([p[gk] for p in parts if gk in p])
+             for gk in {gk for p in parts for gk in p} - splits.keys()}
+    return WindowStatistics(
+        windows=windows,
+        baseline={gk: sp.baseline for gk, sp in splits.items()},
+        current={**whole, **{gk: sp.current for gk, sp in splits.items()}},
+        texts={k: t.query for k, t in stored.items()},
+        fingerprints=fingerprints,
+        splits={gk: metas[points[sp.boundary]] for gk, sp in splits.items()},
     )
 
 
@@ -298,6 +347,8 @@ def regression_onsets(
     """When each regressed group's per-call time first crossed the thresholds."""
     if not found:
         return {}
+    if stats.splits:  # change points: the current window starts where the change began
+        return {r.key: stats.splits[r.key].taken_at for r in found if r.key in stats.splits}
     metas = stats.windows.current
     queryids = {q for r in found for q in r.queryids}
     rows = [repository.load_counters(store, m.id, queryids) for m in metas]
@@ -387,16 +438,48 @@ def cluster_regressions(
     for cid in sorted(set(labels)):
         idx = [i for i, lab in enumerate(labels) if lab == cid]
         members = [labelled[i] for i in idx]
-        columns = {n: plans.shapes[m.key].columns for n, m in enumerate(members)}
-        clusters.append(Cluster(
+        c = Cluster(
             cluster_id=cid, members=tuple(idx),
             queryids=tuple(str(q) for m in members for q in m.queryids),
             tables=tuple(sorted({t for m in members for t in m.tables})),
-            summary=summarize(members, columns, plans.previous_plans,
-                              {n: items[i].tokens["unindexed"] for n, i in enumerate(idx)}),
-            features={"tokens": [dict(items[i].tokens) for i in idx]},
-        ))
+            summary="", features={"tokens": [dict(items[i].tokens) for i in idx]},
+        )
+        clusters.append(replace(c, summary=_summary(c, labelled, plans)))
     return Clustering(labelled, tuple(clusters))
+
+
+def _summary(c: Cluster, regressions: Sequence[Regression], plans: PlanAnalysis) -> str:
+    members = [regressions[i] for i in c.members]
+    tokens = c.features.get("tokens", [])
+    return summarize(members, {n: plans.shapes[m.key].columns for n, m in enumerate(members)},
+                     plans.previous_plans,
+                     {n: tokens[n].get("unindexed", ()) for n in range(len(tokens))},
+                     None if c.cause is None else c.cause.phrase())
+
+
+def attribute_causes(
+    store: repository.Conn, target: str, stats: WindowStatistics, clustering: Clustering,
+    plans: PlanAnalysis, catalog: Catalog,
+) -> Clustering:
+    """Each cluster's cause from the catalog changes near its onset, said in its summary."""
+    if not clustering.clusters:
+        return clustering
+    metas = sorted({*stats.windows.baseline, *stats.windows.current},
+                   key=lambda m: (m.taken_at, m.id))
+    history = catalog_history.history(store, target, metas[0].taken_at if metas else None)
+    facts = []
+    for c in clustering.clusters:
+        members = [clustering.regressions[i] for i in c.members]
+        onsets = [m.changed_since for m in members if m.changed_since is not None]
+        facts.append(ClusterFacts(
+            tables=c.tables,
+            columns=tuple(sorted({col for m in members for col in plans.shapes[m.key].columns})),
+            onset=min(onsets) if onsets else None, size=len(members)))
+    causes = attribute(facts, catalog_changes(history), [m.taken_at for m in metas], catalog)
+    clusters = tuple(replace(c, cause=cause) for c, cause in
+                     zip(clustering.clusters, causes, strict=True))
+    return replace(clustering, clusters=tuple(
+        replace(c, summary=_summary(c, clustering.regressions, plans)) for c in clusters))
 
 
 def recommend(
@@ -483,9 +566,14 @@ def run_audit(
         clustering = cluster_regressions(regressions, plans, stats.windows,
                                          settings.cluster_distance)
 
+        _step(on_step, "causes")
+        caused = attribute_causes(store, target.name, stats, clustering, plans, snap.catalog)
+
+        # Recommendations: candidates from the regressions, the clusters' causes (a dropped
+        # index proposed back) and the catalog, validated on the held target session.
         _step(on_step, "recommend")
         recommendations = recommend(recommender, tconn, RecommendationInput(
-            clustering.regressions, clustering.clusters, stats, plans))
+            caused.regressions, caused.clusters, stats, plans, snap.catalog))
 
         _step(on_step, "store")
         result = AuditResult(
@@ -493,8 +581,8 @@ def run_audit(
             server_version=snap.server_version, started_at=run.started_at,
             finished_at=datetime.now(UTC), duration_seconds=run.elapsed(),
             snapshot_id=snap.snapshot.id, snapshot_duration_seconds=snap.duration_seconds,
-            statements_analyzed=len(stats.current), regressions=clustering.regressions,
-            clusters=clustering.clusters, recommendations=recommendations.proposed,
+            statements_analyzed=len(stats.current), regressions=caused.regressions,
+            clusters=caused.clusters, recommendations=recommendations.proposed,
             not_proposed=recommendations.not_proposed, windows=windows_record(stats.windows),
         )
         store_audit(store, result, plans, on_step)

@@ -30,8 +30,8 @@ APPLICATION_NAME = "pgarchitect-analyzer"
 Conn = psycopg.Connection[Any]
 
 
-# The store schema version this code needs (migrations/0002_analyzer.sql).
-SCHEMA_VERSION = 2
+# The store schema version this code needs (migrations/0003_catalog.sql).
+SCHEMA_VERSION = 3
 
 
 def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:
@@ -252,9 +252,10 @@ def insert_clusters(conn: Conn, audit_id: int, rows: Sequence[Mapping[str, Any]]
     with conn.cursor() as cur:
         cur.executemany(
             "/* pgarchitect */ INSERT INTO pgarchitect.regression_cluster (audit_id, cluster_id,"
-            " queryids, tables, summary, features) VALUES (%s, %s, %s, %s, %s, %s)",
+            " queryids, tables, summary, features, cause) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             [(audit_id, r["cluster_id"], r["queryids"], r["tables"], r["summary"],
-              Jsonb(r.get("features") or {})) for r in rows],
+              Jsonb(r.get("features") or {}),
+              None if r.get("cause") is None else Jsonb(r["cause"])) for r in rows],
         )
 
 
