@@ -35,8 +35,8 @@ def render(result: AuditResult) -> str:
         lines.append(str(w.get("note") or "no baseline yet (take more snapshots with "
                                           "`pgarchitect snapshot`)"))
     elif w.get("mode") == "change_point":
-        lines.append(f"windows: snapshots {baseline['from_snapshot']}..{current['to_snapshot']} "
-                     f"split per statement group at its change point ({w.get('note')})")
+        lines.append(f"windows: snapshots {baseline['from_snapshot']}..{current['to_snapshot']}; "
+                     f"{w.get('note')}")
     else:
         lines.append(f"baseline: snapshots {baseline['from_snapshot']}..{baseline['to_snapshot']}"
                      f" ({baseline['from']} .. {baseline['to']})  current: snapshots "

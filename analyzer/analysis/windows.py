@@ -124,7 +124,8 @@ def choose_windows(
                        f"{len(ordered)} snapshots over {_duration(span)}, less than the "
                        f"configured {_duration(settings.baseline_window)} baseline + "
                        f"{_duration(settings.current_window)} current: each statement "
-                       "group compared before and after its change point (changed_since)")
+                       "group compared before and after its own change point "
+                       "(its changed_since)")
     windows = _pinned(ordered, settings, WindowRequest())
     return Windows(windows.baseline, windows.current, "configured",
                    f"the configured windows: {_duration(settings.baseline_window)} baseline, "

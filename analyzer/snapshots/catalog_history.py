@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from analyzer.snapshots.catalog import Catalog
 from analyzer.snapshots.model import SnapshotMeta
 
-Conn = Any  # psycopg.Connection; kept loose so this module needs no repository import
+Conn = psycopg.Connection[Any]
 
 
 def _latest_structure(conn: Conn, target: str) -> Mapping[str, Any] | None:

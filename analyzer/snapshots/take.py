@@ -68,5 +68,6 @@ def take_snapshot(
     )
     log.info(event("snapshot.taken", target=target, id=snap.id, statements=len(kept),
                    own_skipped=result.own_skipped, new_texts=len(new_texts), pruned=pruned,
+                   catalog_stored=catalog_stored,
                    seconds=round(result.duration_seconds, 3)))
     return result
