@@ -80,7 +80,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one audit now and print the report (text or SPEC 6 JSON)."""
+    """Run one audit now and print the report (text, or JSON as in docs/report.md)."""
     target, store_dsn = _target_and_store(settings)
     result = run_audit(settings.analyzer, target, store_dsn, window_request(args))
     if getattr(args, "json", False):

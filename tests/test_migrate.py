@@ -21,6 +21,7 @@ EXPECTED_TABLES = {
     "regression_cluster", "optimization_log", "schema_migrations",
     "statement_plan",  # 0002_analyzer
     "optimization_history",  # 0006_memory
+    "catalog_snapshot",  # 0003_catalog
 }
 
 

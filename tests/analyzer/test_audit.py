@@ -100,6 +100,9 @@ def test_planted_regressions_found_and_clustered_by_cause(
                          rf"Seq Scan .*no longer using {index}", summary), summary
         key = "customer_id" if table == "public.orders" else "session_id"
         assert f"no index leads with {table}.{key}" in cluster["summary"]
+        assert cluster["cause"]["kind"] == "index_dropped"
+        assert cluster["cause"]["object"] == f"public.{index}"
+        assert f"({key})" in cluster["cause"]["definition"]
     assert report["recommendations"] == []
     assert set(report) >= {"audit_id", "target", "server_version", "started_at", "finished_at",
                            "duration_seconds", "statements_analyzed"}
