@@ -7,8 +7,7 @@ A server that cannot be started is a test failure, never a skip: CI must prove b
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -74,14 +73,3 @@ def target_dsn(pg_server: PgServer) -> Iterator[str]:
     dsn = new_database(pg_server, "target", extensions=("pg_stat_statements",))
     yield dsn
     drop_database(pg_server, dsn)
-
-
-WAIT = 60.0  # a deadline for something to happen, not a performance bar
-
-
-def wait_until(done: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll `done` until it is true, or fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.2)

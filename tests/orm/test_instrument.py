@@ -26,6 +26,7 @@ from exporter.instrument import (
     instrument_sqlalchemy,
 )
 from pgarchitect.config import OrmOperation
+from tests.waiting import eventually_async
 
 SPEC_BUCKETS = [.001, .0025, .005, .01, .02, .03, .05, .075, .1, .15, .25, .5, 1, 2.5, 5, 10]
 OPS = (OrmOperation("numbers.find", "from generate_series"), "explicit.op")
@@ -177,10 +178,20 @@ async def test_asyncpg_hook(pg_server: Any, target_dsn: str) -> None:
         for _ in range(3):
             with pytest.raises(asyncpg.DivisionByZeroError):
                 await conn.fetchval("SELECT 1 / $1::int", 0)
-        await asyncio.sleep(0.05)  # query loggers are called with loop.call_soon
+        db = target_dsn.rsplit("/", 1)[1]
+
+        def seen() -> tuple[int, float]:
+            """Statements our logger captured, and statements the hook counted."""
+            counted = sum(sample(reg, "pg_orm_queries_total", orm_path="thin", operation=op,
+                                 datname=db, outcome=outcome)
+                          for op in elapsed for outcome in ("ok", "error"))
+            return sum(len(d) for d in elapsed.values()), counted
+
+        # Query loggers are called with loop.call_soon: wait for both to have run.
+        await eventually_async(seen, "the query loggers to run",
+                               until=lambda got: got[0] >= 11 and got[1] >= 14)
     finally:
         await conn.close()
-    db = target_dsn.rsplit("/", 1)[1]
     for op, durations in elapsed.items():
         labels = {"orm_path": "thin", "operation": op, "datname": db}
         assert buckets(reg, **labels) == expected_buckets(durations), op
