@@ -15,11 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter import logtail
+from exporter.instrument import BUCKETS
 from exporter.logtail import REASONS, LogTailer
 from pgarchitect.config import OrmOperation, OrmPathRule, OrmPathSettings
 from pgarchitect.demo.embedded import PgServer
 from tests.orm.conftest import log_dir
-from tests.orm.test_instrument import SPEC_BUCKETS, expected_buckets, sample
+from tests.orm.test_instrument import expected_buckets, sample
 from tests.waiting import eventually, eventually_async
 
 RULES = (
@@ -105,7 +106,7 @@ def test_counts_per_path_and_buckets(jsonlog_server: PgServer, jsonlog_db: str) 
     assert len(logged) == 7
     got = [sample(reg, "pg_orm_query_duration_seconds_bucket", orm_path="thin",
                   operation="numbers.sum", datname=db, le=str(float(le)))
-           for le in SPEC_BUCKETS]
+           for le in BUCKETS]
     assert got == expected_buckets(logged)[:-1]
     assert sample(reg, "pg_exporter_logtail_lines_total") > 0
     assert all(sample(reg, "pg_exporter_logtail_errors_total", reason=r) == 0 for r in REASONS)
