@@ -33,9 +33,7 @@ def _target_and_store(settings: Settings) -> tuple[Target, Dsn]:
         raise ConfigError("targets", "a target is required (give --target DSN)")
     if len(settings.targets) > 1:
         raise ConfigError("targets", "several targets are configured; give --target NAME=DSN")
-    if settings.store.dsn is None:
-        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
-    return settings.targets[0], settings.store.dsn
+    return settings.targets[0], settings.require_store()
 
 
 def _span(text: str | None) -> tuple[SnapshotRef | None, SnapshotRef | None]:

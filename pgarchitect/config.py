@@ -174,6 +174,17 @@ class Settings:
         known = ", ".join(t.name for t in self.targets) or "none"
         raise ConfigError("targets", f"no target named {name!r} (known: {known})")
 
+    def require_store(self) -> Dsn:
+        """The store's DSN, or the one error every command that needs a store gives."""
+        if self.store.dsn is None:
+            raise ConfigError("store.dsn", STORE_DSN_MISSING)
+        return self.store.dsn
+
+
+# Every command that needs the store says this when none is configured (Settings.require_store).
+STORE_DSN_MISSING = ("is required (give --store DSN, set PGARCHITECT_STORE_DSN, or set store.dsn"
+                     " in the config file)")
+
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
