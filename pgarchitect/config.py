@@ -14,13 +14,14 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from pgarchitect.cron import CronError, parse_cron
+from pgarchitect.cron import CronError, check_cron, next_run
 from pgarchitect.dsn import Dsn, Secret, parse_dsn
 from pgarchitect.errors import ConfigError
 
@@ -154,6 +155,10 @@ class AnalyzerSettings:
     embedder: str = "analyzer.memory.HashingEmbedder"
     memory: MemorySettings = MemorySettings()
     verification: VerificationSettings = VerificationSettings()
+
+    def next_audit(self, after: datetime) -> datetime:
+        """When `schedule` next fires after `after`, as a wall-clock time in `timezone`."""
+        return next_run(self.schedule, after, self.timezone)
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,7 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
 def _check_string_kind(kind: object, value: str, key: str) -> None:
     if kind == "cron":
         try:
-            parse_cron(value)
+            check_cron(value)
         except CronError as exc:
             raise ConfigError(key, f"invalid cron expression {value!r}: {exc}") from None
     elif kind == "listen":
