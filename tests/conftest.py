@@ -7,7 +7,10 @@ A server that cannot be started is a test failure, never a skip: CI must prove b
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -73,3 +76,16 @@ def target_dsn(pg_server: PgServer) -> Iterator[str]:
     dsn = new_database(pg_server, "target", extensions=("pg_stat_statements",))
     yield dsn
     drop_database(pg_server, dsn)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A directory for a server's files that outlives one start; removed after the test.
+
+    Not under tmp_path: every pytest session that starts (anyone's, on a shared machine)
+    resets pytest's base temporary directory to mode 0700, which locks the unprivileged user
+    the servers run as under root out of everything below it.
+    """
+    path = Path(tempfile.mkdtemp(prefix="pgarchitect-test"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -73,8 +73,8 @@ def test_stops_server_and_removes_tempdir_when_body_raises(version: int) -> None
 
 
 @pytest.mark.parametrize("version", PG_VERSIONS)
-def test_given_directory_is_kept_and_reused(tmp_path: Path, version: int) -> None:
-    directory = tmp_path / f"pg{version}"
+def test_given_directory_is_kept_and_reused(data_dir: Path, version: int) -> None:
+    directory = data_dir / f"pg{version}"
     with embedded_postgres(version, directory) as server:
         server.execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
         first_port = server.port
