@@ -73,7 +73,8 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["snapshot", "--target", "postgresql://a@h/d"],
-                                     ["audit", "--target", "postgresql://a@h/d"]])
+                                     ["audit", "--target", "postgresql://a@h/d"],
+                                     ["recommendations"], ["propose", "1", "--out", "x"]])
 def test_missing_store_is_the_same_line_for_every_command(
     command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
