@@ -212,8 +212,13 @@ def run_audit(
     request: WindowRequest | None = None,
     on_step: StepHook | None = None,
     recommender: Recommender | None = None,
+    audit_id: int | None = None,
+    requested_by: str = "cli",
 ) -> AuditResult:
-    """Run one audit of `target` and record it in the store; AuditFailed when it fails."""
+    """Run one audit of `target` and record it in the store; AuditFailed when it fails.
+
+    `audit_id` names an audit queued earlier (the analyzer service's requested audits).
+    """
     store = repository.connect_store(store_dsn, settings.connect_timeout)
     lock_key = zlib.crc32(target.name.encode()) - 2**31  # int4 range
     try:
@@ -226,7 +231,8 @@ def run_audit(
             # A mistyped snapshot id is the operator's error, not a failed audit.
             choose_windows(repository.list_snapshots(store, target.name),
                            settings.regression, request)
-        audit_id, started_at = repository.start_audit(store, target.name)
+        audit_id, started_at = repository.start_audit(store, target.name, audit_id,
+                                                      requested_by)
         started = time.perf_counter()
         log.info(event("audit.started", target=target.name, audit_id=audit_id))
         try:

@@ -135,6 +135,12 @@ class AnalyzerSettings:
     plan_top_n: int = 20
     cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
+    # The service (docs/analyzer.md, "Service"): notifications, links, job workers.
+    alertmanager_url: str | None = None
+    public_url: str | None = None
+    worker_concurrency: int = field(default=4, metadata=POSITIVE)
+    worker_stalled_timeout: float = field(default=30.0, metadata=DURATION)
+    shutdown_timeout: float = field(default=30.0, metadata=DURATION)
 
 
 @dataclass(frozen=True)
