@@ -34,6 +34,24 @@ from pgarchitect.log import event
 log = logging.getLogger("pgarchitect.analyzer.service")
 
 RESTART_DELAY = 2.0  # seconds before a job worker that died (store gone) is started again
+PURGE_EVERY = 60.0  # seconds between purges of finished jobs older than JOB_KEEP_HOURS
+JOB_KEEP_HOURS = 24
+EXPECTED = (UserError, psycopg.Error, OSError)
+
+
+class _ExpectedFailures(logging.Filter):
+    """A job that failed for a known reason (target down, store gone) is one log line: its
+    reason, not a traceback (procrastinate logs the exception with the job's end)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, EXPECTED):
+            reason = first_line(exc) if isinstance(exc, psycopg.Error) else str(exc)
+            record.msg = f"{record.getMessage()} ({reason})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def is_loopback(host: str) -> bool:
@@ -61,12 +79,12 @@ def admin_token(settings: Settings) -> str | None:
 
 def check(settings: Settings) -> str | None:
     """Start-up checks: a store that is reachable and migrated, targets, the token rule."""
+    token = admin_token(settings)
     if settings.store.dsn is None:
         raise ConfigError("store.dsn", "is required (give it in the config or "
                                        "PGARCHITECT_STORE_DSN)")
     if not settings.targets:
         raise ConfigError("targets", "at least one target is required")
-    token = admin_token(settings)
     repository.connect_store(settings.store.dsn, settings.analyzer.connect_timeout).close()
     return token
 
@@ -118,11 +136,17 @@ async def _maintain(app: procrastinate.App, service: jobs.Service,
     a = service.settings.analyzer
     tick = min(5.0, max(0.5, min(a.snapshot_interval, a.worker_stalled_timeout) / 2))
     failing = False
+    purged = 0.0
+    loop = asyncio.get_running_loop()
     while True:
         try:
             async with pool.connection(timeout=5.0) as conn:
                 await jobs.ensure_chains(app, service, conn)
             await jobs.retry_stalled(app, service)
+            if loop.time() - purged > PURGE_EVERY:
+                await app.job_manager.delete_old_jobs(nb_hours=JOB_KEEP_HOURS,
+                                                      include_failed=True)
+                purged = loop.time()
             if failing:
                 log.info(event("maintenance.recovered"))
             failing = False
@@ -159,6 +183,8 @@ async def _serve(settings: Settings, token: str | None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    quiet = _ExpectedFailures()
+    logging.getLogger("procrastinate.worker").addFilter(quiet)
     worker = _Worker(app, service)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -192,6 +218,7 @@ async def _serve(settings: Settings, token: str | None) -> int:
         if runner is not None:
             await runner.cleanup()
         await pool.close()
+        logging.getLogger("procrastinate.worker").removeFilter(quiet)
     if service.busy_threads:
         # A job outlived the graceful timeout: its thread cannot be stopped, so leave now;
         # the store sees the session end and the job is retried by another replica.

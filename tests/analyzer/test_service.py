@@ -1,0 +1,217 @@
+"""`pgarchitect analyzer` as a service, black box: real processes, a real store and targets,
+a real Alertmanager with a webhook receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pgarchitect.cli import main
+from pgarchitect.dsn import Dsn
+from pgarchitect.embedded import PgServer
+from pgarchitect.migrate import migrate
+from tests.analyzer.service import TOKEN, Analyzer, analyzer, rows, sample
+from tests.conftest import drop_database, new_database, wait_until
+from tests.monitoring.stack import (
+    WebhookSink,
+    alertmanager,
+    alertmanager_config_for_test,
+    free_port,
+    webhook_sink,
+)
+
+
+@dataclass
+class Stack:
+    store: str
+    target: str
+    service: Analyzer
+    sink: WebhookSink
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def stack(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One service over a migrated store: a live target `app` and a `down` one that never
+    answers, notifying a real Alertmanager."""
+    tmp = tmp_path_factory.mktemp("service")
+    store = new_database(pg18, "store")
+    target = new_database(pg18, "app", extensions=("pg_stat_statements",))
+    migrate(Dsn(store))
+    down = f"postgresql://nobody:s3cr3t-pw@127.0.0.1:{free_port()}/nothing"
+    try:
+        with webhook_sink() as sink, \
+                alertmanager(tmp, alertmanager_config_for_test(sink.url)) as am, \
+                analyzer(tmp, "service", store, {"app": target, "down": down},
+                         alertmanager_url=am.url) as service:
+            yield Stack(store, target, service, sink, tmp)
+    finally:
+        drop_database(pg18, store)
+        drop_database(pg18, target)
+
+
+def test_admin_api_refused_off_loopback_without_token(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["analyzer", "--listen", "0.0.0.0:9999", "--config", os.devnull])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "analyzer.admin_token" in err[0] and "0.0.0.0:9999" in err[0]
+
+
+def test_token_required_and_compared(stack: Stack) -> None:
+    s = stack.service
+    for token in (None, "wrong", TOKEN + "x"):
+        status, body = s.request("GET", "/admin/database/audits", token=token)
+        assert status == 401 and "token" in body["error"]
+    assert s.request("GET", "/admin/database/audits")[0] == 200
+    status, doc = s.request("GET", "/admin/openapi.json", token=None)  # documentation is public
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert "/admin/database/run-audit" in doc["paths"]
+
+
+def test_metrics_exported_from_the_start(stack: Stack) -> None:
+    m = stack.service.metrics()
+    for status in ("success", "failed"):
+        assert sample(m, "pgarchitect_audit_runs_total", status=status) is not None
+    assert sample(m, "pgarchitect_regressions", target="app") is not None
+    assert sample(m, "pgarchitect_regression_clusters", target="down") is not None
+    assert sample(m, "pgarchitect_store_up") == 1.0
+    assert "pgarchitect_audit_duration_seconds_count" in m
+    assert "pgarchitect_snapshot_duration_seconds_count" in m
+
+
+def test_snapshots_every_interval_and_a_down_target_is_recorded(stack: Stack) -> None:
+    def snapshots() -> int:
+        return int(rows(stack.store, "SELECT count(*) FROM pgarchitect.snapshot"
+                        " WHERE target = 'app'")[0][0])
+
+    first = snapshots()
+    wait_until(lambda: snapshots() >= first + 3, "three more snapshots of app")
+
+    def failed_snapshots() -> float:
+        return sample(stack.service.metrics(), "pgarchitect_snapshot_runs_total",
+                      target="down", status="failed") or 0.0
+
+    # The down target's snapshot jobs fail, and the chain keeps trying on every interval.
+    wait_until(lambda: failed_snapshots() >= 2, "two failed snapshots of the down target")
+    assert rows(stack.store, "SELECT count(*) FROM pgarchitect.snapshot"
+                " WHERE target = 'down'")[0][0] == 0
+
+
+def test_requested_audit_runs_and_its_report_is_served(stack: Stack) -> None:
+    s = stack.service
+    before = sample(s.metrics(), "pgarchitect_audit_runs_total", status="success") or 0.0
+    status, body = s.request("POST", "/admin/database/run-audit", {"target": "app"})
+    assert status == 202 and body["status"] == "queued"
+    audit_id = body["audit_id"]
+
+    def done() -> bool:
+        code, audit = s.request("GET", f"/admin/database/audits/{audit_id}")
+        return code == 200 and audit.get("audit_id") == audit_id and "windows" in audit
+
+    wait_until(done, f"audit {audit_id} to succeed")
+    _, report = s.request("GET", f"/admin/database/audits/{audit_id}")
+    assert report["target"] == "app" and isinstance(report["regressions"], list)
+    _, listed = s.request("GET", "/admin/database/audits?target=app&status=succeeded")
+    assert audit_id in [a["audit_id"] for a in listed]
+    m = s.metrics()
+    assert sample(m, "pgarchitect_audit_runs_total", status="success") == before + 1
+    last = sample(m, "pgarchitect_audit_last_success_timestamp_seconds")
+    assert last is not None and last > 0
+
+
+def test_failed_audit_is_recorded_and_notified_through_alertmanager(stack: Stack) -> None:
+    s = stack.service
+    status, body = s.request("POST", "/admin/database/run-audit", {"target": "down"})
+    assert status == 202
+
+    def failed() -> bool:
+        code, audit = s.request("GET", f"/admin/database/audits/{body['audit_id']}")
+        return code == 200 and audit["status"] == "failed"
+
+    wait_until(failed, "the audit of the down target to fail")
+    _, audit = s.request("GET", f"/admin/database/audits/{body['audit_id']}")
+    assert "down" in audit["error"] and "s3cr3t-pw" not in audit["error"]
+
+    def notified() -> list[dict[str, object]]:
+        return [a for n in stack.sink.notifications() for a in n.body.get("alerts", [])
+                if a["labels"].get("alertname") == "PgarchitectAuditRunFailed"]
+
+    wait_until(lambda: bool(notified()), "the failure notification at the webhook")
+    alert = notified()[0]
+    assert alert["labels"]["target"] == "down"  # type: ignore[index]
+    assert alert["labels"]["severity"] == "warning"  # type: ignore[index]
+    assert alert["labels"]["kind"] == "audit_failed"  # type: ignore[index]
+    assert f"/admin/database/audits/{body['audit_id']}" in str(alert["annotations"])
+    m = s.metrics()
+    assert (sample(m, "pgarchitect_audit_runs_total", status="failed") or 0) >= 1
+    assert (sample(m, "pgarchitect_notifications_total", kind="audit_failed",
+                   result="sent") or 0) >= 1
+
+
+def test_bad_requests_are_json_4xx(stack: Stack) -> None:
+    s = stack.service
+    cases = [
+        ("POST", "/admin/database/run-audit", {"target": "nope"}, None, 404),
+        ("POST", "/admin/database/run-audit", {}, None, 422),  # two targets: name one
+        ("POST", "/admin/database/run-audit", {"target": 3}, None, 422),
+        ("POST", "/admin/database/run-audit", {"target": "app", "x": 1}, None, 422),
+        ("POST", "/admin/database/run-audit", None, b"{not json", 400),
+        ("GET", "/admin/database/audits?limit=0", None, None, 422),
+        ("GET", "/admin/database/audits?status=bogus", None, None, 422),
+        ("GET", "/admin/database/audits/99999999", None, None, 404),
+        ("GET", "/admin/database/audits/abc", None, None, 404),
+        ("GET", "/admin/database/recommendations/12", None, None, 404),
+        ("POST", "/admin/database/recommendations/12/status", {"status": "maybe"}, None, 422),
+        ("DELETE", "/admin/database/audits", None, None, 405),
+        ("GET", "/admin/nothing", None, None, 404),
+    ]
+    for method, path, body, raw, expected in cases:
+        status, answer = s.request(method, path, body, raw=raw)
+        assert status == expected, (method, path, status, answer)
+        assert isinstance(answer, dict) and answer["error"], (method, path, answer)
+
+
+def test_recommendation_status_follows_the_lifecycle(stack: Stack) -> None:
+    (rec_id,) = rows(stack.store, (
+        "INSERT INTO pgarchitect.optimization_log (kind, target, table_name, columns, ddl,"
+        " rationale, confidence) VALUES ('create_index', 'app', 'public.t', '{a}',"
+        " 'CREATE INDEX CONCURRENTLY ON public.t (a)', 'test', 0.9) RETURNING id"))[0]
+    s = stack.service
+    status, rec = s.request("GET", f"/admin/database/recommendations/{rec_id}")
+    assert status == 200 and rec["status"] == "proposed" and rec["id"] == str(rec_id)
+    assert "embedding" not in rec and rec["history"] == []
+    status, rec = s.request("POST", f"/admin/database/recommendations/{rec_id}/status",
+                            {"status": "accepted", "note": "looks right"})
+    assert status == 200 and rec["status"] == "accepted"
+    status, err = s.request("POST", f"/admin/database/recommendations/{rec_id}/status",
+                            {"status": "rejected"})
+    assert status == 409 and "accepted to rejected" in err["error"]
+    _, listed = s.request("GET", "/admin/database/recommendations?status=accepted&target=app")
+    assert [r["id"] for r in listed] == [str(rec_id)]
+    m = s.metrics()
+    assert sample(m, "pgarchitect_recommendations", target="app", kind="create_index",
+                  status="accepted") == 1
+
+
+def test_sigterm_stops_cleanly(pg18: PgServer, tmp_path: Path) -> None:
+    store = new_database(pg18, "store")
+    try:
+        migrate(Dsn(store))
+        with analyzer(tmp_path, "term", store, {"gone": "postgresql://x@127.0.0.1:1/x"}) as s:
+            popen = s.process.popen
+            assert popen is not None
+            popen.send_signal(signal.SIGTERM)
+            assert popen.wait(timeout=60) == 143
+        assert "service.stopped" in s.log() and "Traceback" not in s.log()
+        # The worker unregistered itself: nothing of it is left running in the queue.
+        assert rows(store, "SELECT count(*) FROM procrastinate_workers")[0][0] == 0
+        assert rows(store, "SELECT count(*) FROM procrastinate_jobs"
+                    " WHERE status = 'doing'")[0][0] == 0
+    finally:
+        drop_database(pg18, store)
