@@ -119,7 +119,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_error(exc.status, exc.reason, **headers)
-    except psycopg.Error as exc:
+    except psycopg.DataError:  # a value PostgreSQL cannot take (a NUL character, …)
+        return json_error(422, "a value in the request cannot be stored or searched for")
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         log.warning(event("api.store_unavailable", path=request.path, error=first_line(exc)))
         return json_error(503, "the store is unavailable")
     except asyncio.CancelledError:
@@ -142,6 +144,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             return json_error(401, "missing or wrong bearer token",
                               **{"WWW-Authenticate": 'Bearer realm="pgarchitect"'})
     return await handler(request)
+
+
+def _text(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and "\x00" in value:
+        raise ApiError(422, f"{name} must not contain a NUL character")
+    return value
 
 
 def _limit(request: web.Request) -> int:
@@ -215,7 +224,7 @@ async def list_audits(request: web.Request) -> web.Response:
     limit = _limit(request)
     status = _choice(request, "status", AUDIT_STATUSES)
     async with state.pool.connection(timeout=STORE_TIMEOUT) as conn:
-        rows = await queries.list_audits(conn, request.query.get("target"), status, limit)
+        rows = await queries.list_audits(conn, _text(request, "target"), status, limit)
     return web.json_response(rows)
 
 
@@ -236,7 +245,7 @@ async def list_recommendations(request: web.Request) -> web.Response:
     limit = _limit(request)
     status = _choice(request, "status", RECOMMENDATION_STATUSES)
     async with state.pool.connection(timeout=STORE_TIMEOUT) as conn:
-        rows = await queries.list_recommendations(conn, request.query.get("target"), status,
+        rows = await queries.list_recommendations(conn, _text(request, "target"), status,
                                                   limit)
     return web.json_response(rows)
 

@@ -9,7 +9,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis
 import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from pgarchitect.cli import main
 from pgarchitect.dsn import Dsn
@@ -215,3 +224,23 @@ def test_sigterm_stops_cleanly(pg18: PgServer, tmp_path: Path) -> None:
                     " WHERE status = 'doing'")[0][0] == 0
     finally:
         drop_database(pg18, store)
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_api_fuzzed_against_its_openapi_document(stack: Stack, mode: GenerationMode) -> None:
+    """No generated request (valid or not) gets a 5xx, an undocumented status or an answer
+    off its schema; the document is the one the running service serves."""
+    schema = schemathesis.openapi.from_url(stack.service.url + "/admin/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 6
+    for operation in operations:
+
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis.settings(max_examples=25, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))
+        def call(case: schemathesis.Case) -> None:
+            case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=checks)
+
+        call()
