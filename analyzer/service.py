@@ -36,18 +36,28 @@ log = logging.getLogger("pgarchitect.analyzer.service")
 RESTART_DELAY = 2.0  # seconds before a job worker that died (store gone) is started again
 PURGE_EVERY = 60.0  # seconds between purges of finished jobs older than JOB_KEEP_HOURS
 JOB_KEEP_HOURS = 24
-EXPECTED = (UserError, psycopg.Error, OSError)
+EXPECTED = (UserError, psycopg.Error, OSError, procrastinate.exceptions.ConnectorException)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for an expected failure; the job engine's wraps the driver's error."""
+    if isinstance(exc, procrastinate.exceptions.ConnectorException) and exc.__cause__:
+        exc = exc.__cause__
+    if isinstance(exc, psycopg.Error):
+        return first_line(exc) or type(exc).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _ExpectedFailures(logging.Filter):
-    """A job that failed for a known reason (target down, store gone) is one log line: its
-    reason, not a traceback (procrastinate logs the exception with the job's end)."""
+    """A failure for a known reason (target down, store gone) is one log line with its reason,
+    not a traceback (procrastinate logs the exception with the job's end and its listener's
+    errors; asyncio the job task's)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, EXPECTED):
-            reason = first_line(exc) if isinstance(exc, psycopg.Error) else str(exc)
-            record.msg = f"{record.getMessage()} ({reason})"
+            first = record.getMessage().strip().splitlines()[0]
+            record.msg = f"{first} ({_reason(exc)})"
             record.args = None
             record.exc_info = None
             record.exc_text = None
@@ -122,8 +132,7 @@ class _Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = first_line(exc) if isinstance(exc, psycopg.Error) else str(exc)
-                log.error(event("worker.stopped", error=reason or type(exc).__name__,
+                log.error(event("worker.stopped", error=_reason(exc),
                                 restart_in=f"{RESTART_DELAY}s"))
             finally:
                 self.running = False
@@ -154,8 +163,7 @@ async def _maintain(app: procrastinate.App, service: jobs.Service,
             raise
         except Exception as exc:
             if not failing:
-                reason = first_line(exc) if isinstance(exc, psycopg.Error) else str(exc)
-                log.warning(event("maintenance.failed", error=reason or type(exc).__name__))
+                log.warning(event("maintenance.failed", error=_reason(exc)))
             failing = True
         await asyncio.sleep(tick)
 
@@ -183,8 +191,12 @@ async def _serve(settings: Settings, token: str | None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    # The pools retry by themselves and say so on every attempt; our own lines say it once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     quiet = _ExpectedFailures()
-    logging.getLogger("procrastinate.worker").addFilter(quiet)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:  # on the handlers: a logger's filter does not see its children's records
+        h.addFilter(quiet)
     worker = _Worker(app, service)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -218,7 +230,8 @@ async def _serve(settings: Settings, token: str | None) -> int:
         if runner is not None:
             await runner.cleanup()
         await pool.close()
-        logging.getLogger("procrastinate.worker").removeFilter(quiet)
+        for h in handlers:
+            h.removeFilter(quiet)
     if service.busy_threads:
         # A job outlived the graceful timeout: its thread cannot be stopped, so leave now;
         # the store sees the session end and the job is retried by another replica.

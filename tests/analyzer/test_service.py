@@ -3,6 +3,7 @@ a real Alertmanager with a webhook receiver."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 
 from pgarchitect.cli import main
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer
+from pgarchitect.embedded import PgServer, embedded_postgres
 from pgarchitect.migrate import migrate
 from tests.analyzer.service import TOKEN, Analyzer, analyzer, rows, sample
 from tests.conftest import drop_database, new_database, wait_until
@@ -244,3 +245,41 @@ def test_api_fuzzed_against_its_openapi_document(stack: Stack, mode: GenerationM
             case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=checks)
 
         call()
+
+
+def test_store_outage_keeps_the_process_and_recovers(pg18: PgServer, tmp_path: Path) -> None:
+    """The store stops under a running service and comes back on the same port."""
+    data = tmp_path / "store"
+    port = str(free_port())
+    target = new_database(pg18, "app", extensions=("pg_stat_statements",))
+    try:
+        with embedded_postgres(18, directory=data, settings={"port": port}) as server:
+            store = server.create_database("store")
+            migrate(Dsn(store))
+            service = contextlib.ExitStack()
+            s = service.enter_context(analyzer(tmp_path, "outage", store, {"app": target}))
+        with service:
+            wait_until(lambda: s.request("GET", "/readyz")[0] == 503, "/readyz to say not ready")
+            status, body = s.request("GET", "/admin/database/audits")
+            assert status == 503 and body["error"] == "the store is unavailable"
+            assert s.request("POST", "/admin/database/run-audit", {})[0] == 503
+            assert s.request("GET", "/healthz")[0] == 200
+            assert sample(s.metrics(), "pgarchitect_store_up") == 0.0
+            assert s.process.alive()
+            with embedded_postgres(18, directory=data, settings={"port": port}):
+                wait_until(lambda: s.request("GET", "/readyz")[0] == 200, "recovery by itself")
+                before = rows(store, "SELECT count(*) FROM pgarchitect.snapshot")[0][0]
+                wait_until(lambda: rows(store, "SELECT count(*) FROM pgarchitect.snapshot")[0][0]
+                           > before, "snapshots to resume")
+                status, body = s.request("POST", "/admin/database/run-audit", {})
+                assert status == 202
+
+                def done() -> bool:
+                    code, audit = s.request("GET", f"/admin/database/audits/{body['audit_id']}")
+                    return code == 200 and "windows" in audit
+
+                wait_until(done, "an audit after the outage")
+                assert sample(s.metrics(), "pgarchitect_store_up") == 1.0
+            assert "Traceback" not in s.log()
+    finally:
+        drop_database(pg18, target)
