@@ -177,7 +177,7 @@ async def _serve(settings: Settings, token: str | None) -> int:
                            public_url=(a.public_url or f"http://{a.listen}").rstrip("/"))
     app = jobs.make_app(service)
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-        settings.store.dsn.reveal(), min_size=1, max_size=8, open=False,
+        settings.store.dsn.reveal(), min_size=2, max_size=8, open=False,
         kwargs={"application_name": "pgarchitect-analyzer-api", "autocommit": True,
                 "connect_timeout": max(1, int(a.connect_timeout))},
         reconnect_timeout=0, name="pgarchitect-api")

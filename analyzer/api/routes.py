@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import procrastinate
 import psycopg
 from aiohttp import web
@@ -93,9 +94,18 @@ class ApiState:
 STATE = web.AppKey("state", ApiState)
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response (orjson: reports can be large, and reads are the hot path)."""
+    return web.json_response(value, status=status, headers=headers, dumps=_dumps)
+
+
 def json_error(status: int, message: str, **headers: str) -> web.Response:
     """A JSON error response."""
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+    return _json({"error": message}, status=status, headers=headers or None)
 
 
 class ApiError(Exception):
@@ -214,7 +224,7 @@ async def run_audit(request: web.Request) -> web.Response:
         except jobs.AlreadyQueued:
             raise ApiError(409, f"an audit of {name!r} is already queued or running") from None
     log.info(event("api.audit_requested", target=name, audit_id=audit_id))
-    return web.json_response({"audit_id": str(audit_id), "target": name, "status": "queued"},
+    return _json({"audit_id": str(audit_id), "target": name, "status": "queued"},
                              status=202)
 
 
@@ -225,7 +235,7 @@ async def list_audits(request: web.Request) -> web.Response:
     status = _choice(request, "status", AUDIT_STATUSES)
     async with state.pool.connection(timeout=STORE_TIMEOUT) as conn:
         rows = await queries.list_audits(conn, _text(request, "target"), status, limit)
-    return web.json_response(rows)
+    return _json(rows)
 
 
 async def get_audit(request: web.Request) -> web.Response:
@@ -236,7 +246,7 @@ async def get_audit(request: web.Request) -> web.Response:
         found = await queries.get_audit(conn, audit_id)
     if found is None:
         raise ApiError(404, f"no audit {audit_id}")
-    return web.json_response(found)
+    return _json(found)
 
 
 async def list_recommendations(request: web.Request) -> web.Response:
@@ -247,7 +257,7 @@ async def list_recommendations(request: web.Request) -> web.Response:
     async with state.pool.connection(timeout=STORE_TIMEOUT) as conn:
         rows = await queries.list_recommendations(conn, _text(request, "target"), status,
                                                   limit)
-    return web.json_response(rows)
+    return _json(rows)
 
 
 async def get_recommendation(request: web.Request) -> web.Response:
@@ -258,7 +268,7 @@ async def get_recommendation(request: web.Request) -> web.Response:
         found = await queries.get_recommendation(conn, rec_id)
     if found is None:
         raise ApiError(404, f"no recommendation {rec_id}")
-    return web.json_response(found)
+    return _json(found)
 
 
 async def set_status(request: web.Request) -> web.Response:
@@ -284,12 +294,12 @@ async def set_status(request: web.Request) -> web.Response:
             raise ApiError(404, f"no recommendation {rec_id}")
         rec = await queries.get_recommendation(conn, rec_id)
     log.info(event("api.status_changed", recommendation=rec_id, status=new))
-    return web.json_response(rec)
+    return _json(rec)
 
 
 async def openapi(request: web.Request) -> web.Response:
     """GET /admin/openapi.json."""
-    return web.json_response(document())
+    return _json(document())
 
 
 async def refresh_view(state: ApiState) -> None:
@@ -314,7 +324,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """GET /healthz: the process is alive."""
-    return web.json_response({"status": "ok"})
+    return _json({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -327,7 +337,7 @@ async def readyz(request: web.Request) -> web.Response:
         return json_error(503, f"the store is unavailable: {first_line(exc)}")
     if not state.worker_running():
         return json_error(503, "the job worker is not running")
-    return web.json_response({"status": "ready"})
+    return _json({"status": "ready"})
 
 
 def make_web_app(state: ApiState) -> web.Application:
