@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from tests.monitoring.stack import Process, free_port, http_ok, running
+from tests.monitoring.stack import Process, Prometheus, free_port, http_ok, running
 
 TOKEN = "test-token-1234"
 
@@ -107,3 +107,10 @@ def sample(metrics: Mapping[str, float], name: str, **labels: str) -> float | No
         if got == labels:
             return value
     return None
+
+
+def firing(prom: Prometheus, alertname: str, **labels: str) -> list[dict[str, Any]]:
+    """The alerts of that name (and labels) Prometheus has firing now."""
+    return [a for a in prom.alerts()
+            if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+            and all(a["labels"].get(k) == v for k, v in labels.items())]

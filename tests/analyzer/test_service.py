@@ -25,13 +25,17 @@ from pgarchitect.cli import main
 from pgarchitect.dsn import Dsn
 from pgarchitect.embedded import PgServer, embedded_postgres
 from pgarchitect.migrate import migrate
-from tests.analyzer.service import TOKEN, Analyzer, analyzer, rows, sample
+from tests.analyzer.service import TOKEN, Analyzer, analyzer, firing, rows, sample
 from tests.conftest import drop_database, new_database, wait_until
 from tests.monitoring.stack import (
+    Prometheus,
     WebhookSink,
     alertmanager,
     alertmanager_config_for_test,
     free_port,
+    prometheus,
+    rules_without_for,
+    wait_for,
     webhook_sink,
 )
 
@@ -43,6 +47,7 @@ class Stack:
     service: Analyzer
     sink: WebhookSink
     tmp: Path
+    prom: Prometheus
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,11 @@ def stack(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 alertmanager(tmp, alertmanager_config_for_test(sink.url)) as am, \
                 analyzer(tmp, "service", store, {"app": target, "down": down},
                          alertmanager_url=am.url) as service:
-            yield Stack(store, target, service, sink, tmp)
+            rule_dir = tmp / "rules"
+            rule_dir.mkdir()
+            with prometheus(tmp, {"pgarchitect-analyzer": [service.url.split("//")[1]]},
+                            rule_files=rules_without_for(rule_dir)) as prom:
+                yield Stack(store, target, service, sink, tmp, prom)
     finally:
         drop_database(pg18, store)
         drop_database(pg18, target)
@@ -137,6 +146,10 @@ def test_requested_audit_runs_and_its_report_is_served(stack: Stack) -> None:
 
 def test_failed_audit_is_recorded_and_notified_through_alertmanager(stack: Stack) -> None:
     s = stack.service
+    # Prometheus has seen the failed counter at 0 (exported from the start), so the alert can
+    # see the increase.
+    wait_for("Prometheus to scrape the failed counter at 0", lambda: stack.prom.query(
+        'pgarchitect_audit_runs_total{status="failed"} == 0'), timeout=60)
     status, body = s.request("POST", "/admin/database/run-audit", {"target": "down"})
     assert status == 202
 
@@ -162,6 +175,10 @@ def test_failed_audit_is_recorded_and_notified_through_alertmanager(stack: Stack
     assert (sample(m, "pgarchitect_audit_runs_total", status="failed") or 0) >= 1
     assert (sample(m, "pgarchitect_notifications_total", kind="audit_failed",
                    result="sent") or 0) >= 1
+    # The repository's alert rule fires on the real service's counter.
+    wait_for("PgarchitectAuditFailed firing in Prometheus",
+             lambda: firing(stack.prom, "PgarchitectAuditFailed"), timeout=60,
+             on_timeout=lambda: str(stack.prom.alerts()))
 
 
 def test_bad_requests_are_json_4xx(stack: Stack) -> None:

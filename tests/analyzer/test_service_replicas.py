@@ -16,8 +16,9 @@ from pgarchitect.dsn import Dsn
 from pgarchitect.embedded import PgServer
 from pgarchitect.migrate import migrate
 from tests.analyzer import planted
-from tests.analyzer.service import Analyzer, analyzer, rows, sample
+from tests.analyzer.service import Analyzer, analyzer, firing, rows, sample
 from tests.conftest import drop_database, new_database, wait_until
+from tests.monitoring.stack import prometheus, rules_without_for
 
 
 def snapshot_count(store: str) -> int:
@@ -79,6 +80,13 @@ def test_regression_detected_without_audit_and_sigkill_mid_audit_loses_nothing(
             return sample(a.metrics(), "pgarchitect_regressions", target="app") or 0.0
 
         wait_until(lambda: regressions() > 0, "pgarchitect_regressions{target=app} > 0")
+        rule_dir = tmp_path / "rules"
+        rule_dir.mkdir()
+        prom = stack.enter_context(prometheus(
+            tmp_path, {"pgarchitect-analyzer": [a.url.split("//")[1]]},
+            rule_files=rules_without_for(rule_dir)))
+        wait_until(lambda: bool(firing(prom, "PgarchitectRegressionDetected", target="app")),
+                   "PgarchitectRegressionDetected firing for app")
         m = b.metrics()  # every replica exports the same figures, from the store
         assert (sample(m, "pgarchitect_regressions", target="app") or 0) > 0
         assert (sample(m, "pgarchitect_regression_clusters", target="app") or 0) > 0
