@@ -8,11 +8,13 @@ import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hypothesis
 import pytest
 import schemathesis
+from prometheus_client import CollectorRegistry
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -21,7 +23,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from analyzer import jobs, notify
+from analyzer.pipeline import AuditResult
 from pgarchitect.cli import main
+from pgarchitect.config import load_settings
 from pgarchitect.dsn import Dsn
 from pgarchitect.embedded import PgServer, embedded_postgres
 from pgarchitect.migrate import migrate
@@ -48,6 +53,7 @@ class Stack:
     sink: WebhookSink
     tmp: Path
     prom: Prometheus
+    alertmanager_url: str
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def stack(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             rule_dir.mkdir()
             with prometheus(tmp, {"pgarchitect-analyzer": [service.url.split("//")[1]]},
                             rule_files=rules_without_for(rule_dir)) as prom:
-                yield Stack(store, target, service, sink, tmp, prom)
+                yield Stack(store, target, service, sink, tmp, prom, am.url)
     finally:
         drop_database(pg18, store)
         drop_database(pg18, target)
@@ -300,3 +306,34 @@ def test_store_outage_keeps_the_process_and_recovers(pg18: PgServer, tmp_path: P
             assert "Traceback" not in s.log()
     finally:
         drop_database(pg18, target)
+
+
+def test_new_proposals_notified_with_a_link(stack: Stack) -> None:
+    """A proposal at or above min_confidence reaches the webhook through Alertmanager; one
+    below it does not."""
+    settings = load_settings(flags={"analyzer": {"alertmanager_url": stack.alertmanager_url,
+                                                 "min_confidence": 0.8}})
+    service = jobs.Service(settings, jobs.JobMetrics(CollectorRegistry()),
+                           public_url="http://analyzer.example:9189")
+    now = datetime.now(UTC)
+    recs = ({"id": "77", "kind": "create_index", "status": "proposed", "confidence": 0.93,
+             "table": "public.orders", "rationale": "orders_by_customer scans orders"},
+            {"id": "78", "kind": "create_index", "status": "proposed", "confidence": 0.5,
+             "table": "public.events", "rationale": "weak"})
+    result = AuditResult(audit_id=1, target="app", status="succeeded", server_version="18",
+                         started_at=now, finished_at=now, duration_seconds=0.1, snapshot_id=1,
+                         snapshot_duration_seconds=0.0, statements_analyzed=1, regressions=(),
+                         clusters=(), recommendations=recs)
+    notify.new_proposals(service, result)
+
+    def proposed() -> list[dict[str, object]]:
+        return [a for n in stack.sink.notifications() for a in n.body.get("alerts", [])
+                if a["labels"].get("alertname") == "PgarchitectRecommendationProposed"]
+
+    wait_until(lambda: bool(proposed()), "the proposal notification at the webhook")
+    (alert,) = proposed()
+    assert alert["labels"] == {"alertname": "PgarchitectRecommendationProposed",  # type: ignore
+                               "target": "app", "severity": "info", "kind": "create_index"}
+    assert alert["annotations"]["link"] == (  # type: ignore[index]
+        "http://analyzer.example:9189/admin/database/recommendations/77")
+    assert service.metrics.notifications.labels("recommendation", "sent")._value.get() == 1
