@@ -302,15 +302,14 @@ def make_app(service: Service) -> procrastinate.App:
         if found is None:
             log.warning(event("audit.unknown_target", target=target))
             return "skipped"
-        if scheduled_for is not None and context.job.attempts == 0:
-            await defer_scheduled_audit(app, service, target,
-                                        datetime.fromisoformat(scheduled_for))
         started = time.perf_counter()
+        busy = False
         try:
             result: AuditResult = await service.in_thread(
                 run_audit, a, found, settings.store.dsn, None, None, service.recommender,
                 audit_id, "api" if audit_id is not None else "schedule")
         except AuditBusy:
+            busy = True
             log.info(event("audit.busy", target=target, retry_in="1s"))
             raise
         except (AuditFailed, UserError, psycopg.Error, OSError) as exc:
@@ -320,6 +319,12 @@ def make_app(service: Service) -> procrastinate.App:
             await service.in_thread(notify.audit_failed, service, target, audit_id,
                                     _reason(exc))
             raise
+        finally:
+            # The next scheduled audit is queued once this one is over (not while it may still
+            # be retried: a retried job and its successor would share the queueing lock).
+            if scheduled_for is not None and not busy:
+                await defer_scheduled_audit(app, service, target,
+                                            datetime.fromisoformat(scheduled_for))
         metrics.audit_runs.labels("success").inc()
         metrics.audit_duration.observe(result.duration_seconds)
         metrics.jobs.labels(AUDIT_TASK, "succeeded").inc()
@@ -374,24 +379,32 @@ async def request_audit(app: procrastinate.App, store: psycopg.AsyncConnection[A
     return audit_id
 
 
-OPEN_SNAPSHOT_JOBS = (
-    "/* pgarchitect */ SELECT args->>'target' FROM procrastinate_jobs WHERE task_name = %s"
-    " AND status IN ('todo', 'doing')"
+OPEN_JOBS = (
+    "/* pgarchitect */ SELECT task_name, args->>'target', queueing_lock, status"
+    " FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
 )
 
 
 async def ensure_chains(app: procrastinate.App, service: Service,
                         store: psycopg.AsyncConnection[Any]) -> None:
-    """Start the snapshot and scheduled-audit chains of targets that have none."""
-    rows = await (await store.execute(OPEN_SNAPSHOT_JOBS, (SNAPSHOT_TASK,))).fetchall()
-    chained = {r[0] for r in rows}
+    """Start the snapshot and scheduled-audit chains of targets that have none.
+
+    Looked up first, so that the queue's unique index is not hit (and PostgreSQL does not log
+    a duplicate-key error) on every tick of every replica.
+    """
+    rows = await (await store.execute(OPEN_JOBS)).fetchall()
+    snapshots = {r[1] for r in rows if r[0] == SNAPSHOT_TASK}
+    # A scheduled audit waiting or running keeps its chain: the running one queues the next.
+    scheduled = {r[1] for r in rows if r[0] == AUDIT_TASK
+                 and (r[2] == scheduled_audit_lock(str(r[1])) or r[3] == "doing")}
     now = datetime.now(UTC)
     for t in service.settings.targets:
-        if t.name not in chained:
+        if t.name not in snapshots:
             with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
                 await app.tasks[SNAPSHOT_TASK].configure(
                     queueing_lock=snapshot_lock(t.name)).defer_async(target=t.name)
-        await defer_scheduled_audit(app, service, t.name, now - timedelta(seconds=1))
+        if t.name not in scheduled:
+            await defer_scheduled_audit(app, service, t.name, now - timedelta(seconds=1))
 
 
 async def retry_stalled(app: procrastinate.App, service: Service) -> int:
@@ -400,7 +413,17 @@ async def retry_stalled(app: procrastinate.App, service: Service) -> int:
     jobs = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=timeout)
     count = 0
     for job in jobs:
-        await app.job_manager.retry_job(job)
+        assert job.id is not None
+        try:
+            if job.task_name == SNAPSHOT_TASK:
+                # Its successor is already queued (deferred when it started): the snapshot
+                # is given up rather than retried, and the chain goes on.
+                await app.job_manager.finish_job_by_id_async(
+                    job.id, procrastinate.jobs.Status.FAILED, delete_job=False)
+            else:
+                await app.job_manager.retry_job(job)
+        except procrastinate.exceptions.ConnectorException:
+            continue  # another replica took care of it first
         count += 1
         log.warning(event("job.stalled_retried", job_id=job.id, task=job.task_name,
                           target=job.task_kwargs.get("target")))
