@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgarchitect.analyzer.notify")
 
+RUNBOOKS = "https://github.com/pgarchitect/pgarchitect/blob/main/docs/runbooks/"
+# The pushed alerts share the runbooks of the rules that watch the same thing.
+RUNBOOK = {"PgarchitectRecommendationProposed": "PgarchitectRecommendationWaiting.md",
+           "PgarchitectAuditRunFailed": "PgarchitectAuditFailed.md"}
 ATTEMPTS = 3
 BACKOFF = 0.5  # seconds, doubled after each failed attempt
 TIMEOUT = 5.0
@@ -36,7 +40,8 @@ def alert(alertname: str, target: str, severity: str, kind: str, summary: str,
         "labels": {"alertname": alertname, "target": target, "severity": severity,
                    "kind": kind},
         "annotations": {"summary": summary, "description": description or summary,
-                        "link": link},
+                        "link": link,
+                        "runbook_url": RUNBOOKS + RUNBOOK.get(alertname, "README.md")},
         "generatorURL": link,
         "startsAt": datetime.now(UTC).isoformat(),
     }
