@@ -540,11 +540,17 @@ def run_audit(
     request: WindowRequest | None = None,
     on_step: StepHook | None = None,
     recommender: Recommender | None = None,
+    audit_id: int | None = None,
+    requested_by: str = "cli",
 ) -> AuditResult:
-    """Run one audit of `target` and record it in the store; AuditFailed when it fails."""
+    """Run one audit of `target` and record it in the store; AuditFailed when it fails.
+
+    `audit_id` names an audit queued earlier (the analyzer service's requested audits).
+    """
     rs = settings.regression
     with _store_session(store_dsn, settings) as store, \
-            _recorded_audit(store, store_dsn, target.name, settings, request) as run, \
+            _recorded_audit(store, store_dsn, target.name, settings, request,
+                            audit_id, requested_by) as run, \
             connect_target(target.dsn, f"target {target.name}", settings) as tconn:
         _step(on_step, "snapshot")
         snap = take_snapshot(StatementSource(tconn, settings.all_databases), store,
@@ -595,18 +601,24 @@ def run_audit(
 def run_quick_check(settings: AnalyzerSettings, target: Target, store_dsn: Dsn) -> QuickCheck:
     """Windows, detection and clustering over the stored snapshots: no snapshot, no plans,
     no validation, nothing stored (the analyzer service runs it after every snapshot)."""
-    rs = settings.regression
     with _store_session(store_dsn, settings) as store, \
             connect_target(target.dsn, f"target {target.name}", settings) as tconn:
-        stats = window_statistics(store, target.name, rs, None)
-        found = detect_regressions(stats, rs)
-        plans = analyze_plans(tconn, store, target.name, None, stats, found, settings, 0,
-                              explain=False)
-        onsets = regression_onsets(store, stats, found, rs)
-        regressions = describe_regressions(found, stats, plans, onsets)
-        clustering = cluster_regressions(regressions, plans, stats.windows,
-                                         settings.cluster_distance)
-    return QuickCheck(target=target.name, checked_at=datetime.now(UTC),
+        return quick_check(store, tconn, target.name, settings)
+
+
+def quick_check(store: repository.Conn, tconn: psycopg.Connection[Any], target: str,
+                settings: AnalyzerSettings) -> QuickCheck:
+    """`run_quick_check` on sessions the caller holds (the service holds the target lock)."""
+    rs = settings.regression
+    stats = window_statistics(store, target, rs, None)
+    found = detect_regressions(stats, rs)
+    plans = analyze_plans(tconn, store, target, None, stats, found, settings, 0,
+                          explain=False)
+    onsets = regression_onsets(store, stats, found, rs)
+    regressions = describe_regressions(found, stats, plans, onsets)
+    clustering = cluster_regressions(regressions, plans, stats.windows,
+                                     settings.cluster_distance)
+    return QuickCheck(target=target, checked_at=datetime.now(UTC),
                       statements_analyzed=len(stats.current),
                       regressions=len(clustering.regressions),
                       clusters=len(clustering.clusters), windows=windows_record(stats.windows))
@@ -625,7 +637,7 @@ def _store_session(store_dsn: Dsn, settings: AnalyzerSettings) -> Iterator[repos
 @contextlib.contextmanager
 def _recorded_audit(
     store: repository.Conn, store_dsn: Dsn, target: str, settings: AnalyzerSettings,
-    request: WindowRequest | None,
+    request: WindowRequest | None, queued_id: int | None = None, requested_by: str = "cli",
 ) -> Iterator[_Run]:
     """Hold the target's audit lock, record the audit as running, and as failed on error."""
     lock_key = zlib.crc32(target.encode()) - 2**31  # int4 range
@@ -637,7 +649,7 @@ def _recorded_audit(
     if request is not None:
         # A mistyped snapshot id is the operator's error, not a failed audit.
         choose_windows(repository.list_snapshots(store, target), settings.regression, request)
-    audit_id, started_at = repository.start_audit(store, target)
+    audit_id, started_at = repository.start_audit(store, target, queued_id, requested_by)
     run = _Run(audit_id, started_at, time.perf_counter())
     log.info(event("audit.started", target=target, audit_id=audit_id))
     try:

@@ -184,10 +184,17 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_analyzer(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the analyzer service."""
+    from analyzer.service import run
+
+    return run(settings)
+
+
 def _handlers() -> dict[str, Handler]:
     handlers: dict[str, Handler] = {
         "exporter": cmd_exporter,
-        "analyzer": _not_built("analyzer"),
+        "analyzer": cmd_analyzer,
         "migrate": cmd_migrate,
         "snapshot": cmd_snapshot,
         "audit": cmd_audit,

@@ -159,6 +159,12 @@ class AnalyzerSettings:
     def next_audit(self, after: datetime) -> datetime:
         """When `schedule` next fires after `after`, as a wall-clock time in `timezone`."""
         return next_run(self.schedule, after, self.timezone)
+    # The service (docs/analyzer.md, "Service"): notifications, links, job workers.
+    alertmanager_url: str | None = None
+    public_url: str | None = None
+    worker_concurrency: int = field(default=4, metadata=POSITIVE)
+    worker_stalled_timeout: float = field(default=30.0, metadata=DURATION)
+    shutdown_timeout: float = field(default=30.0, metadata=DURATION)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 Applied files are recorded in ``pgarchitect.schema_migrations`` with a SHA-256 checksum; a file
 that was edited after it was applied is refused. Two migrators at once serialize on the
 advisory lock, and the second finds nothing left to do.
+
+A migration may hold the line ``-- @include procrastinate-schema``: it is replaced by the job
+engine's schema as the installed procrastinate ships it (0005), applied in the same
+transaction and recorded like any other migration; the checksum covers the file only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ log = logging.getLogger("pgarchitect.migrate")
 # pg_advisory_lock key: the bytes "pgarchit" as a bigint, so unrelated locks do not collide.
 LOCK_KEY = int.from_bytes(b"pgarchit", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_INCLUDE_JOB_ENGINE = "-- @include procrastinate-schema"
 
 BOOKKEEPING = """
 CREATE SCHEMA IF NOT EXISTS pgarchitect;
@@ -119,11 +124,20 @@ def migrate(dsn: Dsn, directory: Path | None = None) -> list[str]:
     return applied_now
 
 
+def expand(sql: str) -> str:
+    """The migration's SQL with the job engine's schema put in place of its include line."""
+    if _INCLUDE_JOB_ENGINE not in sql:
+        return sql
+    from procrastinate.schema import SchemaManager
+
+    return sql.replace(_INCLUDE_JOB_ENGINE, SchemaManager.get_schema(), 1)
+
+
 def _apply(conn: psycopg.Connection[tuple[object, ...]], mig: Migration) -> None:
     started = time.perf_counter()
     try:
         with conn.transaction():
-            conn.execute(mig.sql.encode())
+            conn.execute(expand(mig.sql).encode())
             conn.execute(
                 "INSERT INTO pgarchitect.schema_migrations (version, name, checksum, duration_ms)"
                 " VALUES (%s, %s, %s, %s)",

@@ -22,6 +22,7 @@ EXPECTED_TABLES = {
     "statement_plan",  # 0002_analyzer
     "optimization_history",  # 0006_memory
     "catalog_snapshot",  # 0003_catalog
+    "regression_check",  # 0005_job_engine
 }
 
 
@@ -37,6 +38,9 @@ def test_migrate_creates_store_schema(store_dsn: str) -> None:
     applied = migrate(Dsn(store_dsn))
     assert applied == [m.name for m in discover(default_directory())]
     assert tables(store_dsn) == EXPECTED_TABLES
+    with psycopg.connect(store_dsn) as conn:  # the job engine's schema came with 0005
+        assert conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone() == (
+            "procrastinate_jobs",)
     with psycopg.connect(store_dsn) as conn:
         idx = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'optimization_log_embedding_idx'"

@@ -30,8 +30,8 @@ APPLICATION_NAME = "pgarchitect-analyzer"
 Conn = psycopg.Connection[Any]
 
 
-# The store schema version this code needs (migrations/0003_catalog.sql).
-SCHEMA_VERSION = 3
+# The store schema version this code needs (migrations/0006_memory.sql).
+SCHEMA_VERSION = 6
 
 
 def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:
@@ -188,14 +188,39 @@ def previous_plans(conn: Conn, target: str, fingerprints: Iterable[tuple[int, st
     return {(int(r[0]), str(r[1])): dict(r[2]) for r in rows}
 
 
-def start_audit(conn: Conn, target: str) -> tuple[int, datetime]:
-    """Record a running audit (committed at once, so a crash leaves a trace)."""
+def start_audit(conn: Conn, target: str, audit_id: int | None = None,
+                requested_by: str = "cli") -> tuple[int, datetime]:
+    """Record a running audit (committed at once, so a crash leaves a trace).
+
+    With `audit_id`, the queued audit of that id (see queue_audit) is claimed instead; a retry
+    after a crashed worker claims it again.
+    """
+    if audit_id is not None:
+        row = conn.execute(
+            "/* pgarchitect */ UPDATE pgarchitect.audit_run SET status = 'running',"
+            " started_at = clock_timestamp(), finished_at = NULL, error = NULL"
+            " WHERE id = %s AND target = %s AND status <> 'succeeded' RETURNING id, started_at",
+            (audit_id, target),
+        ).fetchone()
+        if row is None:
+            raise UserError(f"audit {audit_id} of {target} is not waiting to run")
+        return int(row[0]), row[1]
     row = conn.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, started_at)"
-        " VALUES (%s, clock_timestamp()) RETURNING id, started_at", (target,),
+        "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, started_at, requested_by)"
+        " VALUES (%s, clock_timestamp(), %s) RETURNING id, started_at", (target, requested_by),
     ).fetchone()
     assert row is not None
     return int(row[0]), row[1]
+
+
+def queue_audit(conn: Conn, target: str, requested_by: str = "api") -> int:
+    """Record an audit that is requested but not started yet; returns its id."""
+    row = conn.execute(
+        "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, status, requested_by)"
+        " VALUES (%s, 'queued', %s) RETURNING id", (target, requested_by),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def abandon_running(conn: Conn, target: str) -> int:

@@ -94,7 +94,7 @@ def analyzer_built(tmp: Path, config: Path) -> bool:
         _, err = probe.communicate(timeout=3)
     except subprocess.TimeoutExpired:
         probe.terminate()
-        probe.wait(30)
+        probe.communicate(timeout=30)  # reaps it and closes the pipe
         return True  # it is running: a real service
     return "not built yet" not in err
 

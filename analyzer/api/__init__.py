@@ -1,0 +1,1 @@
+"""The admin API: thin aiohttp handlers, their store queries and the OpenAPI document."""

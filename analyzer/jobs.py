@@ -1,0 +1,394 @@
+"""The analyzer service's jobs on procrastinate: snapshots, audits and their schedules.
+
+The queue is procrastinate's, in the store (its schema comes with migration 0005). What we add
+on top, and why (docs/analyzer.md, "Job engine"):
+
+- Chains instead of periodic tasks. Procrastinate's periodic tasks are cron-minute granular, and
+  snapshot intervals of a few seconds must work. Each snapshot job therefore first defers its
+  successor one `snapshot_interval` later, under the queueing lock ``snapshot:<target>``, so at
+  most one snapshot per target waits in the queue whatever the number of replicas. Scheduled
+  audits chain the same way on the cron schedule (croniter, in ``analyzer.timezone``), under
+  ``scheduled-audit:<target>``; requested audits use ``audit:<target>``.
+- The per-target lock is a PostgreSQL session advisory lock in the store, held by the running
+  job (the audit's is taken inside the pipeline), rather than procrastinate's ``lock``: a
+  waiting job with a ``lock`` holds back every later job with the same lock even while its
+  scheduled time is still in the future, so chains scheduled ahead would block each other for
+  a week. A session lock also goes away with a killed worker's connection.
+- Stalled jobs: procrastinate notices a worker whose heartbeat stopped but leaves the retry to
+  the application; every replica's maintenance loop retries them (:func:`retry_stalled`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import procrastinate
+import psycopg
+from croniter import croniter
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from analyzer import notify
+from analyzer.pipeline import (
+    AuditBusy,
+    AuditFailed,
+    AuditResult,
+    QuickCheck,
+    quick_check,
+    run_audit,
+)
+from analyzer.snapshots import repository
+from analyzer.snapshots.source import StatementSource, connect_target
+from analyzer.snapshots.take import take_snapshot
+from pgarchitect.config import Settings, Target
+from pgarchitect.db import first_line
+from pgarchitect.dsn import mask_dsn
+from pgarchitect.errors import UserError
+from pgarchitect.log import event
+
+log = logging.getLogger("pgarchitect.analyzer.jobs")
+T = TypeVar("T")
+
+SNAPSHOT_TASK = "snapshot"
+AUDIT_TASK = "audit"
+# The pipeline's advisory lock class for audits ("par"): snapshots take the same key, so no
+# target is snapshotted and audited at once. Keep in step with analyzer.pipeline.run_audit.
+TARGET_LOCK_CLASS = 0x70676172
+AUDIT_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+SNAPSHOT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def target_lock_key(name: str) -> int:
+    """The advisory lock key of a target (int4), as the pipeline computes it."""
+    return zlib.crc32(name.encode()) - 2**31
+
+
+def snapshot_lock(target: str) -> str:
+    """Queueing lock of a target's waiting snapshot."""
+    return f"snapshot:{target}"
+
+
+def requested_audit_lock(target: str) -> str:
+    """Queueing lock of a target's requested (API) audit."""
+    return f"audit:{target}"
+
+
+def scheduled_audit_lock(target: str) -> str:
+    """Queueing lock of a target's next scheduled audit."""
+    return f"scheduled-audit:{target}"
+
+
+def next_run(schedule: str, timezone: str, after: datetime) -> datetime:
+    """The first time strictly after `after` that the cron `schedule` fires in `timezone`."""
+    local = after.astimezone(ZoneInfo(timezone))
+    nxt: datetime = croniter(schedule, local).get_next(datetime)
+    return nxt.astimezone(UTC)
+
+
+class JobMetrics:
+    """The service's process-local counters and histograms (one registry per service)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.audit_duration = Histogram(
+            "pgarchitect_audit_duration_seconds", "Wall time of audits run by this process.",
+            registry=registry, buckets=AUDIT_BUCKETS)
+        self.audit_runs = Counter(
+            "pgarchitect_audit_runs_total", "Audits run by this process, by outcome.",
+            ["status"], registry=registry)
+        self.snapshot_duration = Histogram(
+            "pgarchitect_snapshot_duration_seconds",
+            "Wall time of snapshot jobs (snapshot and quick regression check).",
+            registry=registry, buckets=SNAPSHOT_BUCKETS)
+        self.snapshot_runs = Counter(
+            "pgarchitect_snapshot_runs_total", "Snapshot jobs run by this process, by outcome.",
+            ["target", "status"], registry=registry)
+        self.jobs = Counter(
+            "pgarchitect_jobs_total", "Jobs this process finished, by task and outcome.",
+            ["task", "outcome"], registry=registry)
+        self.stalled_retried = Counter(
+            "pgarchitect_jobs_stalled_retried_total",
+            "Jobs of workers that stopped sending heartbeats, put back in the queue.",
+            registry=registry)
+        self.notifications = Counter(
+            "pgarchitect_notifications_total",
+            "Alerts pushed to Alertmanager, by kind and result.",
+            ["kind", "result"], registry=registry)
+        self.notification_attempts_failed = Counter(
+            "pgarchitect_notification_attempts_failed_total",
+            "Failed attempts to reach Alertmanager (each is retried).", registry=registry)
+        for status in ("success", "failed"):
+            self.audit_runs.labels(status)
+        for task in (SNAPSHOT_TASK, AUDIT_TASK):
+            for outcome in ("succeeded", "failed", "skipped"):
+                self.jobs.labels(task, outcome)
+        for kind in ("recommendation", "audit_failed"):
+            for result in ("sent", "failed"):
+                self.notifications.labels(kind, result)
+
+
+def record_check(store: repository.Conn, target: str, snapshot_id: int | None,
+                 check: QuickCheck) -> None:
+    """Keep the latest quick check of a target (every replica's /metrics reads it)."""
+    store.execute(
+        "/* pgarchitect */ INSERT INTO pgarchitect.regression_check"
+        " (target, snapshot_id, checked_at, regressions, clusters, note)"
+        " VALUES (%s, %s, clock_timestamp(), %s, %s, %s) ON CONFLICT (target) DO UPDATE SET"
+        " snapshot_id = excluded.snapshot_id, checked_at = excluded.checked_at,"
+        " regressions = excluded.regressions, clusters = excluded.clusters,"
+        " note = excluded.note",
+        (target, snapshot_id, check.regressions, check.clusters,
+         check.windows.get("note") or None),
+    )
+
+
+def snapshot_and_check(settings: Settings, target: Target) -> tuple[str, float]:
+    """One snapshot job's work: snapshot under the target lock, then the quick check.
+
+    Returns ("succeeded" | "skipped", seconds); "skipped" when the target is locked by an
+    audit (which takes its own snapshot) or another snapshot.
+    """
+    assert settings.store.dsn is not None
+    a = settings.analyzer
+    started = time.perf_counter()
+    with repository.connect_store(settings.store.dsn, a.connect_timeout) as store:
+        row = store.execute("/* pgarchitect */ SELECT pg_try_advisory_lock(%s, %s)",
+                            (TARGET_LOCK_CLASS, target_lock_key(target.name))).fetchone()
+        if not row or not row[0]:
+            return "skipped", time.perf_counter() - started
+        try:
+            with connect_target(target.dsn, f"target {target.name}", a) as tconn:
+                snap = take_snapshot(StatementSource(tconn, a.all_databases), store,
+                                     target.name, a.retention)
+                check = quick_check(store, tconn, target.name, a)
+            record_check(store, target.name, snap.snapshot.id, check)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                store.execute("/* pgarchitect */ SELECT pg_advisory_unlock(%s, %s)",
+                              (TARGET_LOCK_CLASS, target_lock_key(target.name)))
+    log.info(event("snapshot.taken", target=target.name, snapshot_id=snap.snapshot.id,
+                   statements=snap.statements, regressions=check.regressions,
+                   clusters=check.clusters))
+    return "succeeded", time.perf_counter() - started
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error):
+        return first_line(exc) or type(exc).__name__
+    return mask_dsn(str(exc)) or type(exc).__name__
+
+
+@dataclass
+class Service:
+    """What the jobs need from the running service: settings, metrics, hooks."""
+
+    settings: Settings
+    metrics: JobMetrics
+    public_url: str
+    busy_threads: int = 0
+    # The recommendation step of the full audit, when one is wired in (None: none).
+    recommender: Callable[..., Any] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def target(self, name: str) -> Target | None:
+        """The configured target called `name`, or None."""
+        return next((t for t in self.settings.targets if t.name == name), None)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work off the event loop, counted (shutdown must know it is there)."""
+
+        def counted() -> T:
+            with self._lock:
+                self.busy_threads += 1
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self.busy_threads -= 1
+
+        return await asyncio.to_thread(counted)
+
+
+def make_app(service: Service) -> procrastinate.App:
+    """The procrastinate app over the store, with the snapshot and audit tasks."""
+    settings = service.settings
+    assert settings.store.dsn is not None
+    a = settings.analyzer
+    connector = procrastinate.PsycopgConnector(
+        conninfo=settings.store.dsn.reveal(),
+        kwargs={"application_name": "pgarchitect-analyzer-jobs"},
+        min_size=1, max_size=max(4, a.worker_concurrency + 2),
+        timeout=a.connect_timeout,
+    )
+    app = procrastinate.App(connector=connector)
+    metrics = service.metrics
+
+    @app.task(name=SNAPSHOT_TASK, pass_context=True)
+    async def snapshot(context: procrastinate.JobContext, target: str) -> str:
+        found = service.target(target)
+        if found is None:  # the target left the configuration: the chain ends here
+            log.warning(event("snapshot.unknown_target", target=target))
+            return "skipped"
+        with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
+            await snapshot.configure(
+                queueing_lock=snapshot_lock(target),
+                schedule_at=datetime.now(UTC) + timedelta(seconds=a.snapshot_interval),
+            ).defer_async(target=target)
+        try:
+            outcome, seconds = await service.in_thread(snapshot_and_check, settings, found)
+        except (psycopg.Error, UserError, OSError) as exc:
+            metrics.snapshot_runs.labels(target, "failed").inc()
+            metrics.jobs.labels(SNAPSHOT_TASK, "failed").inc()
+            log.error(event("snapshot.failed", target=target, error=_reason(exc)))
+            raise
+        metrics.jobs.labels(SNAPSHOT_TASK, outcome).inc()
+        if outcome == "succeeded":
+            metrics.snapshot_duration.observe(seconds)
+            metrics.snapshot_runs.labels(target, "success").inc()
+        return outcome
+
+    @app.task(name=AUDIT_TASK, pass_context=True,
+              retry=procrastinate.RetryStrategy(max_attempts=100_000, wait=1,
+                                                retry_exceptions={AuditBusy}))
+    async def audit(context: procrastinate.JobContext, target: str, audit_id: int | None = None,
+                    scheduled_for: str | None = None) -> str:
+        found = service.target(target)
+        if found is None:
+            log.warning(event("audit.unknown_target", target=target))
+            return "skipped"
+        started = time.perf_counter()
+        busy = False
+        try:
+            result: AuditResult = await service.in_thread(
+                run_audit, a, found, settings.store.dsn, None, None, service.recommender,
+                audit_id, "api" if audit_id is not None else "schedule")
+        except AuditBusy:
+            busy = True
+            log.info(event("audit.busy", target=target, retry_in="1s"))
+            raise
+        except (AuditFailed, UserError, psycopg.Error, OSError) as exc:
+            metrics.audit_runs.labels("failed").inc()
+            metrics.audit_duration.observe(time.perf_counter() - started)
+            metrics.jobs.labels(AUDIT_TASK, "failed").inc()
+            await service.in_thread(notify.audit_failed, service, target, audit_id,
+                                    _reason(exc))
+            raise
+        finally:
+            # The next scheduled audit is queued once this one is over (not while it may still
+            # be retried: a retried job and its successor would share the queueing lock).
+            if scheduled_for is not None and not busy:
+                await defer_scheduled_audit(app, service, target,
+                                            datetime.fromisoformat(scheduled_for))
+        metrics.audit_runs.labels("success").inc()
+        metrics.audit_duration.observe(result.duration_seconds)
+        metrics.jobs.labels(AUDIT_TASK, "succeeded").inc()
+        await service.in_thread(notify.new_proposals, service, result)
+        return "succeeded"
+
+    return app
+
+
+async def defer_scheduled_audit(app: procrastinate.App, service: Service, target: str,
+                                after: datetime) -> None:
+    """Queue the target's next scheduled audit (a no-op when one is already waiting)."""
+    a = service.settings.analyzer
+    at = next_run(a.schedule, a.timezone, after)
+    with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
+        await app.tasks[AUDIT_TASK].configure(
+            queueing_lock=scheduled_audit_lock(target), schedule_at=at,
+        ).defer_async(target=target, scheduled_for=at.isoformat())
+
+
+class AlreadyQueued(Exception):
+    """An audit of the target is queued or running."""
+
+
+OPEN_AUDIT_JOBS = (
+    "/* pgarchitect */ SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s"
+    " AND args->>'target' = %s AND (status = 'doing' OR (status = 'todo'"
+    " AND (scheduled_at IS NULL OR scheduled_at <= now())))"
+)
+
+
+async def request_audit(app: procrastinate.App, store: psycopg.AsyncConnection[Any],
+                        target: str) -> int:
+    """Queue an audit of `target` now and return its id; AlreadyQueued when one is open."""
+    row = await (await store.execute(OPEN_AUDIT_JOBS, (AUDIT_TASK, target))).fetchone()
+    if row and row[0]:
+        raise AlreadyQueued(target)
+    cur = await store.execute(
+        "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, status, requested_by)"
+        " VALUES (%s, 'queued', 'api') RETURNING id", (target,))
+    got = await cur.fetchone()
+    assert got is not None
+    audit_id = int(got[0])
+    try:
+        await app.tasks[AUDIT_TASK].configure(
+            queueing_lock=requested_audit_lock(target), priority=1,
+        ).defer_async(target=target, audit_id=audit_id)
+    except procrastinate.exceptions.AlreadyEnqueued:
+        await store.execute("/* pgarchitect */ DELETE FROM pgarchitect.audit_run WHERE id = %s",
+                            (audit_id,))
+        raise AlreadyQueued(target) from None
+    return audit_id
+
+
+OPEN_JOBS = (
+    "/* pgarchitect */ SELECT task_name, args->>'target', queueing_lock, status"
+    " FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+)
+
+
+async def ensure_chains(app: procrastinate.App, service: Service,
+                        store: psycopg.AsyncConnection[Any]) -> None:
+    """Start the snapshot and scheduled-audit chains of targets that have none.
+
+    Looked up first, so that the queue's unique index is not hit (and PostgreSQL does not log
+    a duplicate-key error) on every tick of every replica.
+    """
+    rows = await (await store.execute(OPEN_JOBS)).fetchall()
+    snapshots = {r[1] for r in rows if r[0] == SNAPSHOT_TASK}
+    # A scheduled audit waiting or running keeps its chain: the running one queues the next.
+    scheduled = {r[1] for r in rows if r[0] == AUDIT_TASK
+                 and (r[2] == scheduled_audit_lock(str(r[1])) or r[3] == "doing")}
+    now = datetime.now(UTC)
+    for t in service.settings.targets:
+        if t.name not in snapshots:
+            with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
+                await app.tasks[SNAPSHOT_TASK].configure(
+                    queueing_lock=snapshot_lock(t.name)).defer_async(target=t.name)
+        if t.name not in scheduled:
+            await defer_scheduled_audit(app, service, t.name, now - timedelta(seconds=1))
+
+
+async def retry_stalled(app: procrastinate.App, service: Service) -> int:
+    """Put the jobs of workers whose heartbeat stopped back in the queue; return how many."""
+    timeout = service.settings.analyzer.worker_stalled_timeout
+    jobs = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=timeout)
+    count = 0
+    for job in jobs:
+        assert job.id is not None
+        try:
+            if job.task_name == SNAPSHOT_TASK:
+                # Its successor is already queued (deferred when it started): the snapshot
+                # is given up rather than retried, and the chain goes on.
+                await app.job_manager.finish_job_by_id_async(
+                    job.id, procrastinate.jobs.Status.FAILED, delete_job=False)
+            else:
+                await app.job_manager.retry_job(job)
+        except procrastinate.exceptions.ConnectorException:
+            continue  # another replica took care of it first
+        count += 1
+        log.warning(event("job.stalled_retried", job_id=job.id, task=job.task_name,
+                          target=job.task_kwargs.get("target")))
+    if count:
+        service.metrics.stalled_retried.inc(count)
+    return count
