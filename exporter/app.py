@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import db
+from exporter import collectors, db
 from exporter.exposition import LabelStrings, encode
 from exporter.families import build
 from exporter.model import ScrapeResult
@@ -226,6 +226,7 @@ async def check_targets(settings: Settings) -> None:
 def run(settings: Settings) -> int:
     """Serve until interrupted (the `pgarchitect exporter` command)."""
     host, port = parse_listen(settings.exporter.listen, "exporter.listen")
+    collectors.enabled(settings.exporter.disabled_collectors)  # ConfigError on a bad name
     asyncio.run(check_targets(settings))
     names = ",".join(t.name for t in settings.targets)
     log.info(event("exporter.listening", url=f"http://{host}:{port}/metrics", targets=names))

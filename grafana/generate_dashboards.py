@@ -966,6 +966,46 @@ def postgresql_health() -> Json:
             ],
         ),
         timeseries(
+            "Checkpoints",
+            "Checkpoints per interval: timed (checkpoint_timeout) and requested (max_wal_size "
+            "reached, or CHECKPOINT). Requested checkpoints outnumbering timed ones mean "
+            "max_wal_size is too small for the write load.",
+            "short",
+            [
+                q(
+                    f"sum by (target) ({incr('pg_stat_bgwriter_checkpoints_timed_total', HT)})",
+                    "{{target}} timed",
+                ),
+                q(
+                    f"sum by (target) ({incr('pg_stat_bgwriter_checkpoints_req_total', HT)})",
+                    "{{target}} requested",
+                ),
+            ],
+            bars=True,
+        ),
+        timeseries(
+            "Buffers written",
+            "Shared buffers written per second by the checkpointer, the background writer and "
+            "the backends themselves; backends writing most of them means the background "
+            "writer cannot keep up (or shared_buffers is too small).",
+            "ops",
+            [
+                q(
+                    f"sum by (target) ({rate('pg_stat_bgwriter_buffers_checkpoint_total', HT)})",
+                    "{{target}} checkpointer",
+                ),
+                q(
+                    f"sum by (target) ({rate('pg_stat_bgwriter_buffers_clean_total', HT)})",
+                    "{{target}} background writer",
+                ),
+                q(
+                    f"sum by (target) ({rate('pg_stat_bgwriter_buffers_backend_total', HT)})",
+                    "{{target}} backends",
+                ),
+            ],
+            stack=True,
+        ),
+        timeseries(
             "Replication lag",
             "Replay lag of each replica in seconds; empty on a server without replication. "
             "The alert fires above 60 s.",
@@ -1036,8 +1076,8 @@ def postgresql_health() -> Json:
         "pgarchitect-postgresql-health",
         "pgarchitect / PostgreSQL health",
         "Health of the monitored PostgreSQL targets: availability, connections, cache hit "
-        "ratio, transactions, locks, long transactions, temp files, replication, tables and "
-        "the exporter's own collectors.",
+        "ratio, transactions, locks, long transactions, temp files, checkpoints, replication, "
+        "tables and the exporter's own collectors.",
         [
             query_var("target", "Target", "label_values(pg_up, target)"),
             query_var(

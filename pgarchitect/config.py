@@ -100,6 +100,8 @@ class ExporterSettings:
     # work_mem of the exporter's own sessions: the pg_stat_statements() result is materialized
     # and must not spill to a temp file (SPEC 3.1: a scrape writes zero temp blocks).
     work_mem: str = "64MB"
+    # Collectors turned off by name (docs/metrics.md lists them; the probe `server` stays).
+    disabled_collectors: tuple[str, ...] = ()
     orm_paths: OrmPathSettings = OrmPathSettings()
 
 

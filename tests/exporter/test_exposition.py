@@ -14,6 +14,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter.app import Rendered, accepts_gzip
+from exporter.collectors.statements import StatementRow, Statements, StatementsInfo
+from exporter.collectors.tables import TableRow
 from exporter.exposition import (
     OPENMETRICS,
     TEXT,
@@ -24,14 +26,7 @@ from exporter.exposition import (
     render,
 )
 from exporter.families import Family, build, to_metrics
-from exporter.model import (
-    ScrapeResult,
-    ServerInfo,
-    StatementRow,
-    Statements,
-    StatementsInfo,
-    TableRow,
-)
+from exporter.model import ScrapeResult, ServerInfo
 
 NASTY = ['say "hi"', "back\\slash", "two\nlines", "ünïcødé ✓ 日本", 'all \\ "of\n them"', ""]
 
@@ -54,9 +49,9 @@ def result(target: str) -> ScrapeResult:
     info = ServerInfo(180006, "18.0 (Debian \"x\")", False, 100, "app", "1.12", "public", True)
     return ScrapeResult(
         target=target, up=True, finished_at=1_700_000_000.123, server=info,
-        statements=Statements(rows=tuple(rows), texts=texts,
-                              info=StatementsInfo(dealloc=0, stats_reset=None)),
-        tables=[TableRow("app", "public", name, 0, 1, 2, -1) for name in NASTY],
+        data={"statements": Statements(rows=tuple(rows), texts=texts,
+                                       info=StatementsInfo(dealloc=0, stats_reset=None)),
+              "tables": [TableRow("app", "public", name, 0, 1, 2, -1) for name in NASTY]},
         durations={"server": 0.000123, "statements": 1e-7},
         errors_total={("statements", "timeout"): 2}, rounds_total=3)
 

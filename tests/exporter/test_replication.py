@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from exporter.model import COLLECTORS
+from exporter.collectors import NAMES as COLLECTORS
 from pgarchitect.embedded import PgServer, embedded_postgres, standby_of
 from tests.conftest import PG_VERSIONS, WAIT, wait_until
 from tests.exporter.conftest import Samples, running_exporter, settings_for
