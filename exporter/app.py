@@ -65,14 +65,16 @@ class RenderCache:
     so they share its bytes (and their gzip) too instead of each rendering thousands of
     samples again."""
 
-    def __init__(self) -> None:
+    def __init__(self, compat: bool = True) -> None:
         self._last: dict[tuple[str, str], Rendered] = {}
         self._labels = LabelStrings()
+        self._compat = compat
 
     def render(self, key: str, accept: str | None, results: Sequence[ScrapeResult],
                registry: CollectorRegistry | None) -> Rendered:
         """The app registry's metrics, then the targets' families (rendered once per round)."""
-        encoder, content_type = choose_encoder(accept or "")
+        accept = negotiate(accept, self._compat)
+        encoder, content_type = choose_encoder(accept)
         own = b"" if registry is None else encoder(registry)
         if own.endswith(_EOF):  # OpenMetrics: one EOF marker, at the very end
             own = own[: -len(_EOF)]
@@ -80,13 +82,26 @@ class RenderCache:
         if hit is not None and hit.own == own and len(hit.results) == len(results) and all(
                 a is b for a, b in zip(hit.results, results, strict=True)):
             return hit
-        body, content_type, _ = encode(build(results), accept or "", self._labels)
+        body, content_type, _ = encode(build(results, self._compat), accept, self._labels)
         rendered = Rendered(tuple(results), own, own + body, content_type)
         self._last[(key, content_type)] = rendered
         return rendered
 
 
 RENDERED = web.AppKey("rendered", RenderCache)
+TEXT_FORMAT = "text/plain; version=0.0.4"
+
+
+def negotiate(accept: str | None, compat: bool) -> str:
+    """The Accept header to encode for. With the postgres_exporter compatibility set on, the
+    text format whenever the client takes it (Prometheus does, after OpenMetrics): its
+    counters without `_total` share family names with ours, which OpenMetrics cannot carry,
+    and postgres_exporter itself serves only the text format."""
+    accept = accept or ""
+    if compat and "application/openmetrics-text" in accept and (
+            "text/plain" in accept or "*/*" in accept):
+        return TEXT_FORMAT
+    return accept
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -196,7 +211,7 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[REGISTRY] = CollectorRegistry(auto_describe=True)
-    app[RENDERED] = RenderCache()
+    app[RENDERED] = RenderCache(settings.exporter.postgres_exporter_compat)
     app.cleanup_ctx.append(_scrapers_ctx)
     app.cleanup_ctx.append(_background_tasks_ctx)
     app.router.add_get("/", index)

@@ -12,14 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
 
 from exporter import collectors
-from exporter.collectors.base import TARGET, Labels, Out, Spec
+from exporter.collectors.base import TARGET, Labels, Out, Spec, compat
 from exporter.errors import Reason
 from exporter.model import ScrapeResult
 
-__all__ = ["SPECS", "Family", "Labels", "Spec", "build", "to_metrics"]
+__all__ = ["COMPAT", "SPECS", "Family", "Labels", "Spec", "build", "to_metrics"]
 
 SELF_SPECS: dict[str, Spec] = {
     "pg_exporter_collector_up": Spec(
@@ -34,6 +39,10 @@ SELF_SPECS: dict[str, Spec] = {
         "gauge", TARGET, "When the last database round of the target finished."),
     "pg_exporter_scrapes_total": Spec(
         "counter", TARGET, "Database rounds (concurrent and too frequent scrapes share one)."),
+    "pg_exporter_last_scrape_error": compat(
+        "gauge", TARGET,
+        "1 when the last database round of the target had an error: the target was down or "
+        "a collector failed (postgres_exporter)."),
 }
 
 # Every family the exporter can emit, in exposition order.
@@ -57,12 +66,21 @@ class Family:
     samples: list[tuple[Labels, float]]
 
 
-def build(results: Sequence[ScrapeResult]) -> list[Family]:
-    """The metric families of several targets' results (one family per name)."""
-    out = Out()
+# The postgres_exporter compatibility set (exporter.postgres_exporter_compat).
+COMPAT = frozenset(name for name, spec in SPECS.items() if spec.compat)
+
+
+def build(results: Sequence[ScrapeResult], compat: bool = True) -> list[Family]:
+    """The metric families of several targets' results (one family per name), with the
+    postgres_exporter compatibility set or without it."""
+    out = Out(compat)
     for result in results:
         _target(out, result)
     return [Family(n, SPECS[n], s) for n in SPECS if (s := out.by_name.get(n))]
+
+
+_KINDS = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily,
+          "untyped": UnknownMetricFamily}
 
 
 def to_metrics(families: Sequence[Family]) -> list[Metric]:
@@ -70,8 +88,8 @@ def to_metrics(families: Sequence[Family]) -> list[Metric]:
     out: list[Metric] = []
     for family in families:
         spec = family.spec
-        metric = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
-            family.name, spec.help, labels=spec.labels)
+        kind = _KINDS[spec.kind]
+        metric = kind(family.name, spec.help, labels=spec.labels)
         for labels, value in family.samples:
             metric.add_metric(list(labels), value)
         out.append(metric)
@@ -105,3 +123,5 @@ def _self(out: Out, r: ScrapeResult) -> None:
     if r.finished_at:
         out.add("pg_exporter_last_scrape_timestamp_seconds", (t,), r.finished_at)
     out.add("pg_exporter_scrapes_total", (t,), r.rounds_total)
+    if out.compat:
+        out.add("pg_exporter_last_scrape_error", (t,), 0 if r.up and not r.failures else 1)

@@ -23,6 +23,8 @@ class ServerInfo:
     pgss_version: str | None
     pgss_schema: str | None
     read_all_stats: bool
+    # (name, setting, unit, vartype) of the settings the compatibility set exports
+    settings: tuple[tuple[str, str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)

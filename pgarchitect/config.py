@@ -102,6 +102,9 @@ class ExporterSettings:
     work_mem: str = "64MB"
     # Collectors turned off by name (docs/metrics.md lists them; the probe `server` stays).
     disabled_collectors: tuple[str, ...] = ()
+    # postgres_exporter's names for what the postgres-mixin reads
+    # (docs/migrating-from-postgres_exporter.md).
+    postgres_exporter_compat: bool = True
     orm_paths: OrmPathSettings = OrmPathSettings()
 
 

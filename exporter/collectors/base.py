@@ -27,17 +27,34 @@ TABLE = ("target", "datname", "schemaname", "relname")
 
 @dataclass(frozen=True)
 class Spec:
-    """One metric family: type, labels and meaning."""
+    """One metric family: type, labels and meaning.
 
-    kind: str  # "counter" | "gauge"
+    `compat`: part of the postgres_exporter compatibility set (postgres_exporter's name,
+    labels and meaning; exported while `exporter.postgres_exporter_compat` is on). A name
+    postgres_exporter gives a counter without `_total`, or a gauge ending in `_count`, is
+    "untyped": promtool's lint rejects those as counter or gauge, PromQL does not care.
+    """
+
+    kind: str  # "counter" | "gauge" | "untyped"
     labels: tuple[str, ...]
     help: str
+    compat: bool = False
+
+
+def compat(kind: str, labels: tuple[str, ...], help: str) -> Spec:
+    """A family of the postgres_exporter compatibility set."""
+    return Spec(kind, labels, help, compat=True)
 
 
 class Out:
-    """The samples of one exposition, per family name, in the order families first appear."""
+    """The samples of one exposition, per family name, in the order families first appear.
 
-    def __init__(self) -> None:
+    `compat`: whether the postgres_exporter compatibility families are wanted (emitters skip
+    them otherwise).
+    """
+
+    def __init__(self, compat: bool = True) -> None:
+        self.compat = compat
         self.by_name: dict[str, list[tuple[Labels, float]]] = {}
 
     def samples(self, name: str) -> list[tuple[Labels, float]]:
