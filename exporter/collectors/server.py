@@ -10,15 +10,17 @@ from pgarchitect.db import mark
 
 # The settings exported as postgres_exporter's pg_settings_<name>[_seconds|_bytes]: those the
 # postgres-mixin reads and a bounded list of others that capacity dashboards use
-# (max_connections is one of ours already, pg_settings_max_connections).
+# (max_connections is one of ours already, pg_settings_max_connections). As the exporter's
+# session sees them; work_mem, statement_timeout and lock_timeout are the exporter's own
+# session's (set at connect), so they are not in the list.
 SETTINGS = (
     "superuser_reserved_connections", "max_locks_per_transaction",
     "max_pred_locks_per_transaction", "autovacuum_vacuum_threshold",
     "autovacuum_vacuum_scale_factor", "autovacuum_analyze_threshold",
     "autovacuum_analyze_scale_factor", "autovacuum_max_workers", "autovacuum_freeze_max_age",
     "max_wal_senders", "max_replication_slots", "max_worker_processes", "max_parallel_workers",
-    "max_prepared_transactions", "shared_buffers", "work_mem", "maintenance_work_mem",
-    "effective_cache_size", "max_wal_size", "checkpoint_timeout", "statement_timeout",
+    "max_prepared_transactions", "shared_buffers", "maintenance_work_mem",
+    "effective_cache_size", "max_wal_size", "checkpoint_timeout",
     "idle_in_transaction_session_timeout",
 )
 
@@ -45,9 +47,9 @@ _BYTES = {"B": 1, "kB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40, "1kB": 2**
           "2kB": 2**11, "4kB": 2**12, "8kB": 2**13, "16kB": 2**14, "32kB": 2**15,
           "64kB": 2**16, "16MB": 2**24, "32MB": 2**25, "64MB": 2**26}
 # The unit of each exported setting (the same on PostgreSQL 13 to 18).
-_UNITS = {"shared_buffers": "8kB", "work_mem": "kB", "maintenance_work_mem": "kB",
-          "effective_cache_size": "8kB", "max_wal_size": "MB", "checkpoint_timeout": "s",
-          "statement_timeout": "ms", "idle_in_transaction_session_timeout": "ms"}
+_UNITS = {"shared_buffers": "8kB", "maintenance_work_mem": "kB", "effective_cache_size": "8kB",
+          "max_wal_size": "MB", "checkpoint_timeout": "s",
+          "idle_in_transaction_session_timeout": "ms"}
 
 
 def setting_name(name: str, unit: str) -> str:
