@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -132,10 +133,40 @@ async def _respond(request: web.Request, key: str, results: Sequence[ScrapeResul
     return web.Response(body=rendered.body, headers=headers)
 
 
+# Prometheus sends its scrape timeout; a round ends this much earlier, so the answer (with
+# pg_up 0 for a hung target) arrives before Prometheus gives up (blackbox_exporter's
+# --timeout-offset default).
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+SCRAPE_TIMEOUT_MARGIN = 0.5
+
+
+def scrape_budget(header: str | None, scrape_timeout: float) -> float:
+    """Seconds a database round may take: Prometheus's scrape timeout minus the margin (half
+    of it when it is shorter than twice the margin), never more than `scrape_timeout`; the
+    configured `scrape_timeout` without a usable header."""
+    try:
+        offered = float(header) if header is not None else math.nan
+    except ValueError:
+        offered = math.nan
+    if not (math.isfinite(offered) and offered > 0):
+        return scrape_timeout
+    if offered > 2 * SCRAPE_TIMEOUT_MARGIN:
+        offered -= SCRAPE_TIMEOUT_MARGIN
+    else:
+        offered /= 2
+    return min(offered, scrape_timeout)
+
+
+def _budget(request: web.Request) -> float:
+    return scrape_budget(request.headers.get(SCRAPE_TIMEOUT_HEADER),
+                         request.app[SETTINGS].exporter.scrape_timeout)
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Every target, then the app registry's own metrics."""
     scrapers = request.app[SCRAPERS].values()
-    results = await asyncio.gather(*(s.collect() for s in scrapers))
+    budget = _budget(request)
+    results = await asyncio.gather(*(s.collect(budget) for s in scrapers))
     return await _respond(request, "metrics", results, request.app[REGISTRY])
 
 
@@ -149,7 +180,8 @@ async def probe(request: web.Request) -> web.Response:
     if scraper is None:
         known = ", ".join(scrapers.keys()) or "none"
         raise web.HTTPNotFound(text=f"unknown target {name!r} (known: {known})\n")
-    return await _respond(request, f"probe:{name}", [await scraper.collect()], None)
+    return await _respond(request, f"probe:{name}", [await scraper.collect(_budget(request))],
+                          None)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ is reused for `min_refresh_interval` seconds. A failing collector never fails th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -50,6 +51,7 @@ class TargetScraper:
         self._disabled = frozenset(collectors.NAMES).difference(self._names)
         self._memory = {c.name: c.new_memory(settings) for c in views if c.new_memory}
         self.rounds = 0
+        self._abandoned: set[asyncio.Future[None]] = set()
         self._pool: asyncpg.Pool | None = None
         self._errors: Counter[tuple[str, str]] = Counter()
         self._last: ScrapeResult | None = None
@@ -66,10 +68,20 @@ class TargetScraper:
         """The target's name (the `target` label)."""
         return self.target.name
 
+    def _abandon(self, work: asyncio.Future[None]) -> None:
+        """Keep a cancelled round until it has unwound; drop the pool it was using."""
+        self._abandoned.add(work)
+        work.add_done_callback(self._abandoned.discard)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.terminate()
+
     async def close(self) -> None:
         """Wait for a running round, then close the pool."""
         if self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
+        if self._abandoned:
+            await asyncio.wait(self._abandoned, timeout=self.settings.connect_timeout)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -77,13 +89,15 @@ class TargetScraper:
             except (TimeoutError, OSError, asyncpg.PostgresError):
                 pool.terminate()
 
-    async def collect(self) -> ScrapeResult:
-        """The latest result: fresh enough, in flight (shared), or a new round."""
+    async def collect(self, budget: float | None = None) -> ScrapeResult:
+        """The latest result: fresh enough, in flight (shared), or a new round that takes at
+        most `budget` seconds (default: the configured scrape_timeout)."""
         if self._last is not None and (
                 time.monotonic() - self._last_at < self.settings.min_refresh_interval):
             return self._last
         if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._round())
+            seconds = self.settings.scrape_timeout if budget is None else budget
+            self._inflight = asyncio.ensure_future(self._round(seconds))
             self._inflight.add_done_callback(self._finished)
         # Shielded: a client that goes away must not cancel the round the others wait for.
         return await asyncio.shield(self._inflight)
@@ -109,14 +123,23 @@ class TargetScraper:
             self._pool = await db.create_pool(self.target.dsn, self.settings)
         return self._pool
 
-    async def _round(self) -> ScrapeResult:
+    async def _round(self, budget: float) -> ScrapeResult:
         self.rounds += 1
         result = ScrapeResult(target=self.name, up=False, disabled=self._disabled)
-        try:
-            async with asyncio.timeout(self.settings.scrape_timeout):
-                await self._collect_all(result)
-        except TimeoutError:
-            self._server = None  # the next round probes first again
+        work = asyncio.ensure_future(self._collect_all(result))
+        await asyncio.wait({work}, timeout=budget)
+        if work.done():
+            work.result()
+        else:
+            # Over budget: answer now. The round is cancelled but not waited for (against a
+            # hung server, unwinding its queries would wait on the server too); the pool is
+            # dropped so its sockets close, and the next round connects and probes afresh.
+            work.cancel()
+            self._abandon(work)
+            result = dataclasses.replace(result, data=dict(result.data),
+                                         durations=dict(result.durations),
+                                         failures=dict(result.failures))
+            self._server = None
             self._fail_rest(result, Classified(Reason.TIMEOUT, True, "scrape timeout"), log_it=True)
         result.finished_at = time.time()
         result.errors_total = dict(self._errors)
