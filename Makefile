@@ -2,26 +2,38 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# One stamp per install of the project with an extra (docs/architecture.md, "Extras"):
+# .[dev] for the tests and lint (it includes .[demo]), .[demo] for the demo (it includes
+# .[analyzer]).
+STAMP      := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 PACKAGES := pgarchitect exporter analyzer
 
 .PHONY: demo test lint typecheck unit bench debian-packages clean
 
-$(STAMP): pyproject.toml
+define install
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[$(1)]'
 	@touch $@
+endef
+
+$(STAMP): pyproject.toml
+	$(call install,dev)
+
+$(DEMO_STAMP): pyproject.toml
+	$(call install,demo)
 
 debian-packages:
 	@scripts/ensure-debian-packages.sh
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/pgarchitect demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PACKAGES) tests bench
 	$(VENV)/bin/mypy --strict $(PACKAGES)
+	$(VENV)/bin/lint-imports --no-logo
 
 test: $(STAMP) debian-packages lint
 	$(VENV)/bin/pytest -q
@@ -30,4 +42,4 @@ bench: $(STAMP) debian-packages
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

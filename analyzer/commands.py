@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import psycopg
 
 from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
+from analyzer.lifecycle import StoredRecommendation
 from analyzer.pipeline import run_audit
 from analyzer.report import render
 from analyzer.snapshots import repository
@@ -17,6 +19,7 @@ from pgarchitect.config import Settings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
 from pgarchitect.errors import ConfigError, UserError
+from pgarchitect.table import render_table
 
 
 class SnapshotFailed(UserError):
@@ -30,9 +33,7 @@ def _target_and_store(settings: Settings) -> tuple[Target, Dsn]:
         raise ConfigError("targets", "a target is required (give --target DSN)")
     if len(settings.targets) > 1:
         raise ConfigError("targets", "several targets are configured; give --target NAME=DSN")
-    if settings.store.dsn is None:
-        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
-    return settings.targets[0], settings.store.dsn
+    return settings.targets[0], settings.require_store()
 
 
 def _span(text: str | None) -> tuple[SnapshotRef | None, SnapshotRef | None]:
@@ -77,11 +78,74 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one audit now and print the report (text or SPEC 6 JSON)."""
+    """Run one audit now and print the report (text, or JSON as in docs/report.md)."""
     target, store_dsn = _target_and_store(settings)
     result = run_audit(settings.analyzer, target, store_dsn, window_request(args))
     if getattr(args, "json", False):
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(render(result))
+    return 0
+
+
+def _rec_id(text: str) -> int:
+    if not text.isdigit():
+        raise UserError(f"recommendation id must be a number, not {text!r}")
+    return int(text)
+
+
+def _outcome(rec: StoredRecommendation) -> str:
+    m = rec.measured_change or {}
+    ratio = m.get("ratio")
+    if ratio:
+        return f"{1 / ratio:.1f}x faster" if ratio < 1 else f"x{ratio:.2f}"
+    if m.get("note"):
+        return str(m.get("status", "pending"))
+    return "-"
+
+
+def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
+    """List recommendations (table or JSON), or record a person's decision (set-status)."""
+    from analyzer import lifecycle, memory
+
+    with memory.connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
+        if getattr(args, "action", None) == "set-status":
+            rec_id = _rec_id(args.id)
+            change = lifecycle.set_status(store, rec_id, args.status, "cli", args.note)
+            print(f"recommendation {rec_id}: {change.from_status} -> {change.to_status}")
+            return 0
+        recs = lifecycle.list_recommendations(store, getattr(args, "target_name", None),
+                                              getattr(args, "status", None))
+        if getattr(args, "json", False):
+            full = [r.to_json() for r in lifecycle.with_history(store, recs)]
+            print(json.dumps({"recommendations": full}, indent=2))
+            return 0
+    if not recs:
+        print("no recommendations")
+        return 0
+    print(render_table(
+        ["id", "target", "status", "kind", "table", "columns", "confidence", "seen",
+         "outcome", "last seen"],
+        [(r.id, r.target, r.status, r.recommendation.kind, r.recommendation.table,
+          ", ".join(r.recommendation.columns), round(r.recommendation.confidence, 2),
+          r.times_seen, _outcome(r), f"{r.last_seen_at:%Y-%m-%d %H:%M}") for r in recs],
+    ))
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the migration and pull-request description of one recommendation."""
+    from analyzer import lifecycle, memory
+    from analyzer.propose import propose
+
+    rec_id = _rec_id(args.id)
+    with memory.connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
+        stored = lifecycle.get(store, rec_id)
+    git = Path(args.git) if getattr(args, "git", None) else None
+    result = propose(stored, Path(args.out), settings.analyzer, git)
+    for path in (result.migration, result.description):
+        if path is not None:
+            print(f"wrote {path}")
+    if result.commit:
+        print(f"committed {result.commit[:12]} on branch {result.branch}")
     return 0

@@ -1,26 +1,35 @@
-"""One audit, step by step (SPEC 5.4): snapshot, window statistics, regression detection,
-features and plans, clustering, then everything stored in one transaction.
+"""One audit as a sequence of steps, each taking values and returning values.
+
+`run_audit` is the only place that wires the steps; it reads top to bottom as the workflow
+(docs/architecture.md, "Audit step pipeline"): snapshot → window statistics → regression
+detection → plan analysis → clustering → causes → recommendations → store (one
+transaction). Every step receives frozen values and returns a frozen value; none writes into
+a structure another step reads. A step reads the target or the store at its edges (first the
+I/O, then the pure analysis in `analyzer.analysis`), so adding a step is one new function and
+one line in `run_audit`.
 
 The audit is recorded as 'running' first (so a crash leaves a trace) and ends either
-'succeeded' with all its regressions and clusters written at once, or 'failed' with the error;
-a failure never leaves partial results. The recommendation step (a later issue) plugs in
-between clustering and storing: it receives the AuditContext and returns recommendation dicts.
+'succeeded' with all its results written in one transaction, or 'failed' with the error; a
+failure never leaves partial results. Regressions and clusters are serialised once, by
+`regression_record` and `cluster_record`, for both the report and the store rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
+from analyzer.analysis.causes import Cause, ClusterFacts, attribute, catalog_changes
 from analyzer.analysis.clustering import ClusterInput, cluster
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
 from analyzer.analysis.features import (
@@ -30,20 +39,34 @@ from analyzer.analysis.features import (
     qualify,
     unindexed,
 )
-from analyzer.analysis.regression import GroupKey, GroupStat, Regression, detect, group
+from analyzer.analysis.regression import (
+    GroupKey,
+    GroupStat,
+    Regression,
+    detect,
+    group,
+    merge_groups,
+)
 from analyzer.analysis.summary import format_time, summarize
-from analyzer.analysis.windows import WindowRequest, Windows, choose_windows
+from analyzer.analysis.windows import (
+    WindowRequest,
+    Windows,
+    candidate_points,
+    change_points,
+    choose_windows,
+)
 from analyzer.plans import (
     column_selectivity,
     explain_generic,
     leading_index_columns,
     resolve_tables,
 )
-from analyzer.snapshots import repository
+from analyzer.snapshots import catalog_history, repository
+from analyzer.snapshots.catalog import Catalog
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
 from analyzer.snapshots.source import StatementSource, connect_target
-from analyzer.snapshots.take import SnapshotResult, take_snapshot
-from pgarchitect.config import AnalyzerSettings, Target
+from analyzer.snapshots.take import take_snapshot
+from pgarchitect.config import AnalyzerSettings, RegressionSettings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn, mask_dsn
 from pgarchitect.errors import UserError
@@ -52,9 +75,10 @@ from pgarchitect.log import event
 log = logging.getLogger("pgarchitect.analyzer.audit")
 
 StepHook = Callable[[str], None]
-Recommender = Callable[["AuditContext"], list[dict[str, Any]]]
-STEPS = ("snapshot", "windows", "statistics", "regressions", "features", "cluster",
-         "recommend", "store", "store.regressions")
+# The step names `on_step` is called with, in order; "store.regressions" is half-way through
+# the result transaction (tests stop the store there).
+STEPS = ("snapshot", "windows", "regressions", "plans", "cluster", "causes", "recommend",
+         "store", "store.regressions")
 
 
 class AuditFailed(UserError):
@@ -67,42 +91,80 @@ class AuditBusy(UserError):
     """Another audit of the same target is running."""
 
 
+# ---------------------------------------------------------------------------------------
+# The values the steps hand on
+# ---------------------------------------------------------------------------------------
+
+TextKey = tuple[int, int]  # (dbid, queryid)
+
+
+@dataclass(frozen=True)
+class WindowStatistics:
+    """Per statement group, its activity in the baseline and the current window."""
+
+    windows: Windows
+    baseline: Mapping[GroupKey, GroupStat]
+    current: Mapping[GroupKey, GroupStat]
+    texts: Mapping[TextKey, str]
+    fingerprints: Mapping[TextKey, str]
+    # change_point mode: the snapshot each group's current window starts at
+    splits: Mapping[GroupKey, SnapshotMeta] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanAnalysis:
+    """What the target says about the statements worth a closer look."""
+
+    shapes: Mapping[GroupKey, StatementShape]
+    plans: Mapping[GroupKey, Mapping[str, Any]]
+    previous_plans: Mapping[tuple[int, str], Mapping[str, Any]]
+    indexed: frozenset[str]  # "schema.table.column" leading a valid index
+    selective: Mapping[str, bool]  # column -> has enough distinct values to be worth an index
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Regressions with a common cause."""
 
     cluster_id: int
-    members: tuple[int, ...]  # positions in AuditResult.regressions
+    members: tuple[int, ...]  # positions in Clustering.regressions
     queryids: tuple[str, ...]
     tables: tuple[str, ...]
     summary: str
     features: Mapping[str, Any] = field(default_factory=dict)
+    cause: Cause | None = None
 
 
-@dataclass
-class AuditContext:
-    """What the steps hand to each other (and to the recommendation step)."""
+@dataclass(frozen=True)
+class Clustering:
+    """The regressions with their cluster ids, and the clusters."""
 
-    settings: AnalyzerSettings
-    target: str
-    audit_id: int
-    target_conn: psycopg.Connection[Any]
-    store: repository.Conn
-    snapshot: SnapshotResult | None = None
-    windows: Windows | None = None
-    baseline: dict[GroupKey, GroupStat] = field(default_factory=dict)
-    current: dict[GroupKey, GroupStat] = field(default_factory=dict)
-    texts: dict[tuple[int, int], str] = field(default_factory=dict)
-    fingerprints: dict[tuple[int, int], str] = field(default_factory=dict)
-    regressions: list[Regression] = field(default_factory=list)
-    shapes: dict[GroupKey, StatementShape] = field(default_factory=dict)
-    plans: dict[GroupKey, dict[str, Any]] = field(default_factory=dict)
-    previous_plans: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
-    indexed: set[str] = field(default_factory=set)  # "schema.table.column" leading an index
-    selective: dict[str, bool] = field(default_factory=dict)  # column -> worth an index
-    clusters: list[Cluster] = field(default_factory=list)
-    recommendations: list[dict[str, Any]] = field(default_factory=list)
-    on_step: StepHook | None = None
+    regressions: tuple[Regression, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecommendationInput:
+    """What the recommendation step receives (all frozen)."""
+
+    regressions: tuple[Regression, ...]
+    clusters: tuple[Cluster, ...]  # with their causes (a dropped index's definition)
+    statistics: WindowStatistics  # per statement group, baseline and current; texts
+    plans: PlanAnalysis
+    catalog: Catalog  # the target's catalog at this audit's snapshot
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """What the recommendation step returns: proposed for review, and considered but not."""
+
+    proposed: tuple[Mapping[str, Any], ...] = ()
+    not_proposed: tuple[Mapping[str, Any], ...] = ()
+
+
+# The recommendation step: reads the target through the held connection (validation), gets
+# everything else as frozen values. The recommend package plugs in here.
+Recommender = Callable[[psycopg.Connection[Any], RecommendationInput], Recommendations]
 
 
 @dataclass(frozen=True)
@@ -121,11 +183,12 @@ class AuditResult:
     statements_analyzed: int
     regressions: tuple[Regression, ...]
     clusters: tuple[Cluster, ...]
-    recommendations: tuple[dict[str, Any], ...] = ()
+    recommendations: tuple[Mapping[str, Any], ...] = ()
+    not_proposed: tuple[Mapping[str, Any], ...] = ()
     windows: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The report of SPEC section 6 (queryids as strings)."""
+        """The audit report (docs/report.md); queryids are strings."""
         return {
             "audit_id": str(self.audit_id),
             "target": self.target,
@@ -135,18 +198,32 @@ class AuditResult:
             "duration_seconds": round(self.duration_seconds, 3),
             "statements_analyzed": self.statements_analyzed,
             "windows": dict(self.windows),
-            "regressions": [regression_json(r) for r in self.regressions],
-            "clusters": [
-                {"cluster_id": c.cluster_id, "queryids": list(c.queryids),
-                 "tables": list(c.tables), "summary": c.summary}
-                for c in self.clusters
-            ],
-            "recommendations": list(self.recommendations),
+            "regressions": [regression_record(r) for r in self.regressions],
+            "clusters": [cluster_record(c) for c in self.clusters],
+            "recommendations": [dict(r) for r in self.recommendations],
+            "not_proposed": [dict(r) for r in self.not_proposed],
         }
 
 
-def regression_json(r: Regression) -> dict[str, Any]:
-    """One regression as in SPEC section 6, plus the group's other queryids and timing."""
+@dataclass(frozen=True)
+class QuickCheck:
+    """The outcome of a quick regression check (no plans, no validation, nothing stored)."""
+
+    target: str
+    checked_at: datetime
+    statements_analyzed: int
+    regressions: int
+    clusters: int
+    windows: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# Serialisation: once, for the report and for the store
+# ---------------------------------------------------------------------------------------
+
+
+def regression_record(r: Regression) -> dict[str, Any]:
+    """One regression, JSON-ready; the report shows it and the store's row is made from it."""
     return {
         "queryid": str(r.queryid),
         "queryids": [str(q) for q in r.queryids],
@@ -155,12 +232,289 @@ def regression_json(r: Regression) -> dict[str, Any]:
         "baseline_calls": r.baseline.calls,
         "baseline_mean_ms": round(r.baseline.moments.mean, 4),
         "current_mean_ms": round(r.current.moments.mean, 4),
+        "baseline_stddev_ms": round(math.sqrt(r.baseline.moments.variance), 4),
+        "current_stddev_ms": round(math.sqrt(r.current.moments.variance), 4),
         "ratio": round(r.ratio, 3),
         "p_value": float(f"{r.p_value:.3g}"),
+        "changed_since": format_time(r.changed_since),
         "cluster_id": r.cluster_id,
         "tables": list(r.tables),
-        "changed_since": format_time(r.changed_since),
+        "dbid": r.dbid,
+        "fingerprint": r.fingerprint,
+        "toplevel": r.key[2],
+        "plan": None if r.plan is None else dict(r.plan),
     }
+
+
+def cluster_record(c: Cluster) -> dict[str, Any]:
+    """One cluster, JSON-ready; the report shows it and the store's row is made from it."""
+    return {"cluster_id": c.cluster_id, "queryids": list(c.queryids), "tables": list(c.tables),
+            "summary": c.summary, "cause": None if c.cause is None else c.cause.to_json()}
+
+
+def windows_record(w: Windows) -> dict[str, Any]:
+    """Which snapshots the audit compared."""
+
+    def span(metas: Sequence[SnapshotMeta]) -> dict[str, Any] | None:
+        if len(metas) < 2:
+            return None
+        return {"from_snapshot": metas[0].id, "to_snapshot": metas[-1].id,
+                "from": metas[0].taken_at.isoformat(), "to": metas[-1].taken_at.isoformat()}
+
+    return {"mode": w.mode, "baseline": span(w.baseline), "current": span(w.current),
+            "note": w.note}
+
+
+# ---------------------------------------------------------------------------------------
+# The steps
+# ---------------------------------------------------------------------------------------
+
+
+def window_stats(
+    store: repository.Conn, metas: Sequence[SnapshotMeta],
+    cache: dict[int, dict[StatementKey, StatementCounters]] | None = None,
+) -> dict[StatementKey, WindowStat]:
+    """Per-statement activity over a window of snapshots (exact across resets and evictions)."""
+    loaded = {} if cache is None else cache
+    parts = []
+    for a, b in segments(metas):
+        for m in (a, b):
+            if m.id not in loaded:
+                loaded[m.id] = repository.load_counters(store, m.id)
+        parts.append(pair_delta(loaded[a.id], loaded[b.id], was_reset(a, b)))
+    return merge_windows(parts)
+
+
+def window_statistics(
+    store: repository.Conn, target: str, settings: RegressionSettings,
+    request: WindowRequest | None,
+) -> WindowStatistics:
+    """Choose the windows among the stored snapshots and sum each statement group's calls."""
+    windows = choose_windows(repository.list_snapshots(store, target), settings, request)
+    cache: dict[int, dict[StatementKey, StatementCounters]] = {}
+    if windows.mode == "change_point":
+        return _change_point_statistics(store, target, windows, settings, cache)
+    base_window = window_stats(store, windows.baseline, cache) if windows.baseline else {}
+    cur_window = window_stats(store, windows.current, cache)
+    keys = {(k[0], k[2]) for k in (*base_window, *cur_window)}
+    stored = repository.load_texts(store, target, keys)
+    fingerprints = {k: t.fingerprint for k, t in stored.items()}
+    return WindowStatistics(
+        windows=windows,
+        baseline=group(base_window, fingerprints),
+        current=group(cur_window, fingerprints),
+        texts={k: t.query for k, t in stored.items()},
+        fingerprints=fingerprints,
+    )
+
+
+def _change_point_statistics(
+    store: repository.Conn, target: str, windows: Windows, settings: RegressionSettings,
+    cache: dict[int, dict[StatementKey, StatementCounters]],
+) -> WindowStatistics:
+    """Each statement group split at its own change point (short history)."""
+    metas = windows.current
+    points = candidate_points(len(metas))
+    raw = [window_stats(store, metas[a: b + 1], cache) for a, b in itertools.pairwise(points)]
+    keys = {(k[0], k[2]) for part in raw for k in part}
+    stored = repository.load_texts(store, target, keys)
+    fingerprints = {k: t.fingerprint for k, t in stored.items()}
+    parts = [group(part, fingerprints) for part in raw]
+    splits = change_points(parts, settings.min_calls)
+    # A group with too few calls for any split is still analysed: its whole history is current.
+    whole = {gk: merge_groups([p[gk] for p in parts if gk in p])
+             for gk in {gk for p in parts for gk in p} - splits.keys()}
+    return WindowStatistics(
+        windows=windows,
+        baseline={gk: sp.baseline for gk, sp in splits.items()},
+        current={**whole, **{gk: sp.current for gk, sp in splits.items()}},
+        texts={k: t.query for k, t in stored.items()},
+        fingerprints=fingerprints,
+        splits={gk: metas[points[sp.boundary]] for gk, sp in splits.items()},
+    )
+
+
+def detect_regressions(stats: WindowStatistics, settings: RegressionSettings
+                       ) -> tuple[Regression, ...]:
+    """The statement groups that got significantly slower (pure)."""
+    return tuple(detect(stats.baseline, stats.current, settings))
+
+
+def regression_onsets(
+    store: repository.Conn, stats: WindowStatistics, found: Sequence[Regression],
+    settings: RegressionSettings,
+) -> dict[GroupKey, datetime]:
+    """When each regressed group's per-call time first crossed the thresholds."""
+    if not found:
+        return {}
+    if stats.splits:  # change points: the current window starts where the change began
+        return {r.key: stats.splits[r.key].taken_at for r in found if r.key in stats.splits}
+    metas = stats.windows.current
+    queryids = {q for r in found for q in r.queryids}
+    rows = [repository.load_counters(store, m.id, queryids) for m in metas]
+    baseline = {r.key: r.baseline.moments.mean for r in found}
+    onsets: dict[GroupKey, datetime] = {}
+    for i in range(len(metas) - 1):
+        part = pair_delta(rows[i], rows[i + 1], was_reset(metas[i], metas[i + 1]))
+        for gk, stat in group(part, stats.fingerprints).items():
+            if gk in onsets or gk not in baseline:
+                continue
+            mean = stat.stat.moments.mean
+            if (mean >= baseline[gk] * settings.min_ratio
+                    and mean - baseline[gk] >= settings.min_delta_ms):
+                onsets[gk] = metas[i].taken_at
+    return onsets
+
+
+def analyze_plans(
+    conn: psycopg.Connection[Any], store: repository.Conn, target: str, audit_id: int | None,
+    stats: WindowStatistics, found: Sequence[Regression], settings: AnalyzerSettings,
+    server_version_num: int, explain: bool = True,
+) -> PlanAnalysis:
+    """Parse the regressed and the costliest statements; ask the target about their tables and,
+    when `explain`, for their generic plans; fetch the plans earlier audits stored."""
+    top = sorted(stats.current.values(), key=lambda g: -g.stat.moments.total)
+    wanted: dict[GroupKey, int] = {r.key: r.queryid for r in found}
+    for g in top[: settings.plan_top_n] if explain else ():
+        wanted.setdefault(g.key, g.queryids[0])
+    raw = {gk: parse_statement(stats.texts.get((gk[0], q), "")) for gk, q in wanted.items()}
+    resolved = resolve_tables(conn, sorted({t for s in raw.values() for t in s.tables}))
+    tables = sorted(set(resolved.values()))
+    shapes = {gk: qualify(s, resolved) for gk, s in raw.items()}
+    plans: dict[GroupKey, Mapping[str, Any]] = {}
+    for gk, q in list(wanted.items())[: settings.max_explain] if explain else ():
+        text = stats.texts.get((gk[0], q))
+        plan = None if not text else explain_generic(
+            conn, text, shapes[gk], server_version_num, settings.statement_timeout,
+            settings.lock_timeout)
+        if plan is not None:
+            plans[gk] = plan
+    previous = {} if audit_id is None or not plans else repository.previous_plans(
+        store, target, [(gk[0], gk[1]) for gk in plans], audit_id)
+    return PlanAnalysis(shapes=shapes, plans=plans, previous_plans=previous,
+                        indexed=frozenset(leading_index_columns(conn, tables)),
+                        selective=column_selectivity(conn, tables))
+
+
+def describe_regressions(
+    found: Sequence[Regression], stats: WindowStatistics, plans: PlanAnalysis,
+    onsets: Mapping[GroupKey, datetime],
+) -> tuple[Regression, ...]:
+    """The regressions with their text, tables, current plan and onset (pure)."""
+    return tuple(
+        replace(r, query=stats.texts.get((r.dbid, r.queryid), ""),
+                tables=plans.shapes[r.key].tables, plan=plans.plans.get(r.key),
+                changed_since=onsets.get(r.key))
+        for r in found
+    )
+
+
+def cluster_regressions(
+    regressions: Sequence[Regression], plans: PlanAnalysis, windows: Windows, distance: float,
+) -> Clustering:
+    """Group the regressions by cause and write each cluster's summary (pure)."""
+    if not regressions:
+        return Clustering()
+    span = windows.current_span
+    items = []
+    for r in regressions:
+        onset = 1.0
+        if span is not None and r.changed_since is not None:
+            width = (span[1] - span[0]).total_seconds()
+            onset = (r.changed_since - span[0]).total_seconds() / width if width > 0 else 0.0
+        shape = plans.shapes[r.key]
+        items.append(ClusterInput(
+            key=f"{r.dbid}:{r.fingerprint}:{int(r.key[2])}",
+            tokens=feature_tokens(shape.tables, shape.columns, r.plan,
+                                  unindexed(shape.columns, shape.tables, set(plans.indexed),
+                                            plans.selective)),
+            onset=onset,
+            ratio=r.ratio if math.isfinite(r.ratio) else 1e6,
+        ))
+    labels = cluster(items, distance)
+    labelled = tuple(replace(r, cluster_id=lab)
+                     for r, lab in zip(regressions, labels, strict=True))
+    clusters = []
+    for cid in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == cid]
+        members = [labelled[i] for i in idx]
+        c = Cluster(
+            cluster_id=cid, members=tuple(idx),
+            queryids=tuple(str(q) for m in members for q in m.queryids),
+            tables=tuple(sorted({t for m in members for t in m.tables})),
+            summary="", features={"tokens": [dict(items[i].tokens) for i in idx]},
+        )
+        clusters.append(replace(c, summary=_summary(c, labelled, plans)))
+    return Clustering(labelled, tuple(clusters))
+
+
+def _summary(c: Cluster, regressions: Sequence[Regression], plans: PlanAnalysis) -> str:
+    members = [regressions[i] for i in c.members]
+    tokens = c.features.get("tokens", [])
+    return summarize(members, {n: plans.shapes[m.key].columns for n, m in enumerate(members)},
+                     plans.previous_plans,
+                     {n: tokens[n].get("unindexed", ()) for n in range(len(tokens))},
+                     None if c.cause is None else c.cause.phrase())
+
+
+def attribute_causes(
+    store: repository.Conn, target: str, stats: WindowStatistics, clustering: Clustering,
+    plans: PlanAnalysis, catalog: Catalog,
+) -> Clustering:
+    """Each cluster's cause from the catalog changes near its onset, said in its summary."""
+    if not clustering.clusters:
+        return clustering
+    metas = sorted({*stats.windows.baseline, *stats.windows.current},
+                   key=lambda m: (m.taken_at, m.id))
+    history = catalog_history.history(store, target, metas[0].taken_at if metas else None)
+    facts = []
+    for c in clustering.clusters:
+        members = [clustering.regressions[i] for i in c.members]
+        onsets = [m.changed_since for m in members if m.changed_since is not None]
+        facts.append(ClusterFacts(
+            tables=c.tables,
+            columns=tuple(sorted({col for m in members for col in plans.shapes[m.key].columns})),
+            onset=min(onsets) if onsets else None, size=len(members)))
+    causes = attribute(facts, catalog_changes(history), [m.taken_at for m in metas], catalog)
+    clusters = tuple(replace(c, cause=cause) for c, cause in
+                     zip(clustering.clusters, causes, strict=True))
+    return replace(clustering, clusters=tuple(
+        replace(c, summary=_summary(c, clustering.regressions, plans)) for c in clusters))
+
+
+def recommend(
+    recommender: Recommender | None, conn: psycopg.Connection[Any], inputs: RecommendationInput,
+) -> Recommendations:
+    """Candidate generation and validation; nothing until a recommender is plugged in."""
+    return Recommendations() if recommender is None else recommender(conn, inputs)
+
+
+def store_audit(
+    store: repository.Conn, result: AuditResult, plans: PlanAnalysis,
+    on_step: StepHook | None = None,
+) -> None:
+    """Everything the audit found, in one transaction."""
+    report = result.to_json()
+    with store.transaction():
+        repository.insert_regressions(store, result.audit_id, report["regressions"])
+        _step(on_step, "store.regressions")  # half-way through the one transaction
+        repository.insert_clusters(store, result.audit_id, [
+            {**record, "features": dict(c.features)}
+            for c, record in zip(result.clusters, report["clusters"], strict=True)])
+        repository.insert_plans(store, result.target, result.audit_id,
+                                {(gk[0], gk[1]): p for gk, p in plans.plans.items()})
+        repository.finish_audit(store, result.audit_id, {
+            "finished_at": result.finished_at, "duration": result.duration_seconds,
+            "server_version": result.server_version, "snapshot_id": result.snapshot_id,
+            "statements_analyzed": result.statements_analyzed,
+            "regressions": len(result.regressions), "clusters": len(result.clusters),
+            "recommendations": len(result.recommendations), "report": report,
+        })
+
+
+# ---------------------------------------------------------------------------------------
+# The workflows
+# ---------------------------------------------------------------------------------------
 
 
 def _step(hook: StepHook | None, name: str) -> None:
@@ -169,40 +523,14 @@ def _step(hook: StepHook | None, name: str) -> None:
         hook(name)
 
 
-def window_stats(
-    store: repository.Conn, metas: Sequence[SnapshotMeta],
-    cache: dict[int, dict[StatementKey, StatementCounters]],
-) -> dict[StatementKey, WindowStat]:
-    """Per-statement activity over a window of snapshots (exact across resets and evictions)."""
-    parts = []
-    for a, b in segments(metas):
-        for m in (a, b):
-            if m.id not in cache:
-                cache[m.id] = repository.load_counters(store, m.id)
-        parts.append(pair_delta(cache[a.id], cache[b.id], was_reset(a, b)))
-    return merge_windows(parts)
+@dataclass(frozen=True)
+class _Run:
+    audit_id: int
+    started_at: datetime
+    started: float  # perf_counter at the start
 
-
-def _onsets(
-    ctx: AuditContext, members: Mapping[GroupKey, set[int]]
-) -> dict[GroupKey, datetime]:
-    """When each regressed group's per-call time first crossed the thresholds."""
-    assert ctx.windows is not None
-    rs = ctx.settings.regression
-    metas = ctx.windows.current
-    queryids = {q for qs in members.values() for q in qs}
-    rows = [repository.load_counters(ctx.store, m.id, queryids) for m in metas]
-    baseline = {r.key: r.baseline.moments.mean for r in ctx.regressions}
-    found: dict[GroupKey, datetime] = {}
-    for i in range(len(metas) - 1):
-        part = pair_delta(rows[i], rows[i + 1], was_reset(metas[i], metas[i + 1]))
-        for gk, stat in group(part, ctx.fingerprints).items():
-            if gk in found or gk not in baseline:
-                continue
-            mean = stat.stat.moments.mean
-            if mean >= baseline[gk] * rs.min_ratio and mean - baseline[gk] >= rs.min_delta_ms:
-                found[gk] = metas[i].taken_at
-    return found
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
 
 def run_audit(
@@ -214,39 +542,112 @@ def run_audit(
     recommender: Recommender | None = None,
 ) -> AuditResult:
     """Run one audit of `target` and record it in the store; AuditFailed when it fails."""
+    rs = settings.regression
+    with _store_session(store_dsn, settings) as store, \
+            _recorded_audit(store, store_dsn, target.name, settings, request) as run, \
+            connect_target(target.dsn, f"target {target.name}", settings) as tconn:
+        _step(on_step, "snapshot")
+        snap = take_snapshot(StatementSource(tconn, settings.all_databases), store,
+                             target.name, settings.retention)
+
+        _step(on_step, "windows")
+        stats = window_statistics(store, target.name, rs, request)
+
+        _step(on_step, "regressions")
+        found = detect_regressions(stats, rs)
+
+        _step(on_step, "plans")
+        plans = analyze_plans(tconn, store, target.name, run.audit_id, stats, found, settings,
+                              snap.server_version_num)
+        onsets = regression_onsets(store, stats, found, rs)
+        regressions = describe_regressions(found, stats, plans, onsets)
+
+        _step(on_step, "cluster")
+        clustering = cluster_regressions(regressions, plans, stats.windows,
+                                         settings.cluster_distance)
+
+        _step(on_step, "causes")
+        caused = attribute_causes(store, target.name, stats, clustering, plans, snap.catalog)
+
+        # Recommendations: candidates from the regressions, the clusters' causes (a dropped
+        # index proposed back) and the catalog, validated on the held target session.
+        _step(on_step, "recommend")
+        recommendations = recommend(recommender, tconn, RecommendationInput(
+            caused.regressions, caused.clusters, stats, plans, snap.catalog))
+
+        _step(on_step, "store")
+        result = AuditResult(
+            audit_id=run.audit_id, target=target.name, status="succeeded",
+            server_version=snap.server_version, started_at=run.started_at,
+            finished_at=datetime.now(UTC), duration_seconds=run.elapsed(),
+            snapshot_id=snap.snapshot.id, snapshot_duration_seconds=snap.duration_seconds,
+            statements_analyzed=len(stats.current), regressions=caused.regressions,
+            clusters=caused.clusters, recommendations=recommendations.proposed,
+            not_proposed=recommendations.not_proposed, windows=windows_record(stats.windows),
+        )
+        store_audit(store, result, plans, on_step)
+    log.info(event("audit.finished", target=target.name, audit_id=result.audit_id,
+                   regressions=len(result.regressions), clusters=len(result.clusters),
+                   seconds=round(result.duration_seconds, 2)))
+    return result
+
+
+def run_quick_check(settings: AnalyzerSettings, target: Target, store_dsn: Dsn) -> QuickCheck:
+    """Windows, detection and clustering over the stored snapshots: no snapshot, no plans,
+    no validation, nothing stored (the analyzer service runs it after every snapshot)."""
+    rs = settings.regression
+    with _store_session(store_dsn, settings) as store, \
+            connect_target(target.dsn, f"target {target.name}", settings) as tconn:
+        stats = window_statistics(store, target.name, rs, None)
+        found = detect_regressions(stats, rs)
+        plans = analyze_plans(tconn, store, target.name, None, stats, found, settings, 0,
+                              explain=False)
+        onsets = regression_onsets(store, stats, found, rs)
+        regressions = describe_regressions(found, stats, plans, onsets)
+        clustering = cluster_regressions(regressions, plans, stats.windows,
+                                         settings.cluster_distance)
+    return QuickCheck(target=target.name, checked_at=datetime.now(UTC),
+                      statements_analyzed=len(stats.current),
+                      regressions=len(clustering.regressions),
+                      clusters=len(clustering.clusters), windows=windows_record(stats.windows))
+
+
+@contextlib.contextmanager
+def _store_session(store_dsn: Dsn, settings: AnalyzerSettings) -> Iterator[repository.Conn]:
     store = repository.connect_store(store_dsn, settings.connect_timeout)
-    lock_key = zlib.crc32(target.name.encode()) - 2**31  # int4 range
     try:
-        row = store.execute("/* pgarchitect */ SELECT pg_try_advisory_lock(%s, %s)",
-                            (0x70676172, lock_key)).fetchone()
-        if not row or not row[0]:
-            raise AuditBusy(f"an audit of target {target.name!r} is already running")
-        repository.abandon_running(store, target.name)
-        if request is not None:
-            # A mistyped snapshot id is the operator's error, not a failed audit.
-            choose_windows(repository.list_snapshots(store, target.name),
-                           settings.regression, request)
-        audit_id, started_at = repository.start_audit(store, target.name)
-        started = time.perf_counter()
-        log.info(event("audit.started", target=target.name, audit_id=audit_id))
-        try:
-            result = _run_steps(settings, target, store, audit_id, started_at, started,
-                                request, on_step, recommender)
-        except Exception as exc:
-            duration = time.perf_counter() - started
-            reason = first_line(exc) if isinstance(exc, psycopg.Error) else mask_dsn(str(exc))
-            reason = reason or type(exc).__name__
-            _record_failure(store, store_dsn, audit_id, reason, duration, settings)
-            log.error(event("audit.failed", target=target.name, audit_id=audit_id,
-                            error=reason))
-            raise AuditFailed(f"audit {audit_id} of {target.name} failed: {reason}") from exc
-        log.info(event("audit.finished", target=target.name, audit_id=audit_id,
-                       regressions=len(result.regressions), clusters=len(result.clusters),
-                       seconds=round(result.duration_seconds, 2)))
-        return result
+        yield store
     finally:
         with contextlib.suppress(psycopg.Error):
             store.close()
+
+
+@contextlib.contextmanager
+def _recorded_audit(
+    store: repository.Conn, store_dsn: Dsn, target: str, settings: AnalyzerSettings,
+    request: WindowRequest | None,
+) -> Iterator[_Run]:
+    """Hold the target's audit lock, record the audit as running, and as failed on error."""
+    lock_key = zlib.crc32(target.encode()) - 2**31  # int4 range
+    row = store.execute("/* pgarchitect */ SELECT pg_try_advisory_lock(%s, %s)",
+                        (0x70676172, lock_key)).fetchone()
+    if not row or not row[0]:
+        raise AuditBusy(f"an audit of target {target!r} is already running")
+    repository.abandon_running(store, target)
+    if request is not None:
+        # A mistyped snapshot id is the operator's error, not a failed audit.
+        choose_windows(repository.list_snapshots(store, target), settings.regression, request)
+    audit_id, started_at = repository.start_audit(store, target)
+    run = _Run(audit_id, started_at, time.perf_counter())
+    log.info(event("audit.started", target=target, audit_id=audit_id))
+    try:
+        yield run
+    except Exception as exc:
+        reason = first_line(exc) if isinstance(exc, psycopg.Error) else mask_dsn(str(exc))
+        reason = reason or type(exc).__name__
+        _record_failure(store, store_dsn, audit_id, reason, run.elapsed(), settings)
+        log.error(event("audit.failed", target=target, audit_id=audit_id, error=reason))
+        raise AuditFailed(f"audit {audit_id} of {target} failed: {reason}") from exc
 
 
 def _record_failure(store: repository.Conn, store_dsn: Dsn, audit_id: int, reason: str,
@@ -265,184 +666,3 @@ def _record_failure(store: repository.Conn, store_dsn: Dsn, audit_id: int, reaso
         except (psycopg.Error, UserError) as exc:
             log.warning(event("audit.record_failure_failed", audit_id=audit_id,
                               attempt=attempt + 1, error=first_line(exc)))
-
-
-def _run_steps(
-    settings: AnalyzerSettings, target: Target, store: repository.Conn, audit_id: int,
-    started_at: datetime, started: float, request: WindowRequest | None,
-    on_step: StepHook | None, recommender: Recommender | None,
-) -> AuditResult:
-    rs = settings.regression
-    with connect_target(target.dsn, f"target {target.name}", settings) as tconn:
-        ctx = AuditContext(settings, target.name, audit_id, tconn, store, on_step=on_step)
-        source = StatementSource(tconn, settings.all_databases)
-
-        _step(on_step, "snapshot")
-        ctx.snapshot = snap = take_snapshot(source, store, target.name, settings.retention)
-
-        _step(on_step, "windows")
-        ctx.windows = windows = choose_windows(repository.list_snapshots(store, target.name),
-                                               rs, request)
-
-        _step(on_step, "statistics")
-        cache: dict[int, dict[StatementKey, StatementCounters]] = {}
-        base_window = window_stats(store, windows.baseline, cache)
-        cur_window = window_stats(store, windows.current, cache)
-        keys = {(k[0], k[2]) for k in (*base_window, *cur_window)}
-        stored = repository.load_texts(store, target.name, keys)
-        ctx.fingerprints = {k: t.fingerprint for k, t in stored.items()}
-        ctx.texts = {k: t.query for k, t in stored.items()}
-        ctx.baseline = group(base_window, ctx.fingerprints)
-        ctx.current = group(cur_window, ctx.fingerprints)
-
-        _step(on_step, "regressions")
-        ctx.regressions = detect(ctx.baseline, ctx.current, rs)
-
-        _step(on_step, "features")
-        _features(ctx, snap.server_version_num)
-
-        _step(on_step, "cluster")
-        _cluster(ctx)
-
-        _step(on_step, "recommend")
-        if recommender is not None:
-            ctx.recommendations = recommender(ctx)
-
-        _step(on_step, "store")
-        finished_at = datetime.now(UTC)
-        span = windows.current_span
-        base_span = (windows.baseline[0], windows.baseline[-1]) if len(
-            windows.baseline) > 1 else None
-        result = AuditResult(
-            audit_id=audit_id, target=target.name, status="succeeded",
-            server_version=snap.server_version, started_at=started_at,
-            finished_at=finished_at, duration_seconds=time.perf_counter() - started,
-            snapshot_id=snap.snapshot.id, snapshot_duration_seconds=snap.duration_seconds,
-            statements_analyzed=len(ctx.current), regressions=tuple(ctx.regressions),
-            clusters=tuple(ctx.clusters), recommendations=tuple(ctx.recommendations),
-            windows={
-                "baseline": None if base_span is None else {
-                    "from_snapshot": base_span[0].id, "to_snapshot": base_span[1].id,
-                    "from": base_span[0].taken_at.isoformat(),
-                    "to": base_span[1].taken_at.isoformat()},
-                "current": None if span is None else {
-                    "from_snapshot": windows.current[0].id,
-                    "to_snapshot": windows.current[-1].id,
-                    "from": span[0].isoformat(), "to": span[1].isoformat()},
-            },
-        )
-        _store(ctx, result)
-        return result
-
-
-def _features(ctx: AuditContext, server_version_num: int) -> None:
-    """Parse regressed (and top) statements, resolve their tables, explain them."""
-    a = ctx.settings
-    top = sorted(ctx.current.values(), key=lambda g: -g.stat.moments.total)[: a.plan_top_n]
-    wanted: dict[GroupKey, int] = {r.key: r.queryid for r in ctx.regressions}
-    for g in top:
-        wanted.setdefault(g.key, g.queryids[0])
-    raw = {gk: parse_statement(ctx.texts.get((gk[0], q), "")) for gk, q in wanted.items()}
-    resolved = resolve_tables(ctx.target_conn, sorted({t for s in raw.values()
-                                                       for t in s.tables}))
-    ctx.shapes = {gk: qualify(s, resolved) for gk, s in raw.items()}
-    ctx.indexed = leading_index_columns(ctx.target_conn, sorted(set(resolved.values())))
-    ctx.selective = column_selectivity(ctx.target_conn, sorted(set(resolved.values())))
-    explained = 0
-    for gk, q in wanted.items():
-        if explained >= a.max_explain:
-            break
-        text = ctx.texts.get((gk[0], q))
-        if not text:
-            continue
-        plan = explain_generic(ctx.target_conn, text, ctx.shapes[gk], server_version_num,
-                               a.statement_timeout, a.lock_timeout)
-        explained += 1
-        if plan is not None:
-            ctx.plans[gk] = plan
-    ctx.previous_plans = repository.previous_plans(
-        ctx.store, ctx.target, [(gk[0], gk[1]) for gk in ctx.plans], ctx.audit_id)
-    members = {r.key: set(r.queryids) for r in ctx.regressions}
-    onsets = _onsets(ctx, members) if members and ctx.windows else {}
-    ctx.regressions = [
-        replace(r, query=ctx.texts.get((r.dbid, r.queryid), ""),
-                tables=ctx.shapes[r.key].tables, plan=ctx.plans.get(r.key),
-                changed_since=onsets.get(r.key))
-        for r in ctx.regressions
-    ]
-
-
-def _cluster(ctx: AuditContext) -> None:
-    """Group the regressions by cause and write each cluster's summary."""
-    if not ctx.regressions:
-        return
-    span = ctx.windows.current_span if ctx.windows else None
-    items = []
-    for r in ctx.regressions:
-        onset = 1.0
-        if span is not None and r.changed_since is not None:
-            width = (span[1] - span[0]).total_seconds()
-            onset = (r.changed_since - span[0]).total_seconds() / width if width > 0 else 0.0
-        shape = ctx.shapes[r.key]
-        items.append(ClusterInput(
-            key=f"{r.dbid}:{r.fingerprint}:{int(r.key[2])}",
-            tokens=feature_tokens(shape.tables, shape.columns, r.plan,
-                                  unindexed(shape.columns, shape.tables, ctx.indexed,
-                                            ctx.selective)),
-            onset=onset,
-            ratio=r.ratio if math.isfinite(r.ratio) else 1e6,
-        ))
-    labels = cluster(items, ctx.settings.cluster_distance)
-    ctx.regressions = [replace(r, cluster_id=lab) for r, lab in zip(ctx.regressions, labels,
-                                                                    strict=True)]
-    clusters = []
-    for cid in sorted(set(labels)):
-        idx = [i for i, lab in enumerate(labels) if lab == cid]
-        members = [ctx.regressions[i] for i in idx]
-        columns = {n: ctx.shapes[m.key].columns for n, m in enumerate(members)}
-        tables = tuple(sorted({t for m in members for t in m.tables}))
-        clusters.append(Cluster(
-            cluster_id=cid, members=tuple(idx),
-            queryids=tuple(str(q) for m in members for q in m.queryids),
-            tables=tables,
-            summary=summarize(members, columns, ctx.previous_plans,
-                              {n: items[i].tokens["unindexed"] for n, i in enumerate(idx)}),
-            features={"tokens": [dict(items[i].tokens) for i in idx]},
-        ))
-    ctx.clusters = clusters
-
-
-def _store(ctx: AuditContext, result: AuditResult) -> None:
-    """Everything the audit found, in one transaction."""
-    rows = []
-    for r in result.regressions:
-        rows.append({
-            "dbid": r.dbid, "queryid": r.queryid, "fingerprint": r.fingerprint,
-            "query": r.query, "calls": r.current.calls,
-            "baseline_mean_ms": r.baseline.moments.mean,
-            "current_mean_ms": r.current.moments.mean, "ratio": r.ratio,
-            "p_value": r.p_value, "cluster_id": r.cluster_id,
-            "queryids": [str(q) for q in r.queryids], "toplevel": r.key[2],
-            "baseline_calls": r.baseline.calls,
-            "baseline_stddev_ms": math.sqrt(r.baseline.moments.variance),
-            "current_stddev_ms": math.sqrt(r.current.moments.variance),
-            "changed_since": r.changed_since, "tables": list(r.tables),
-            "plan": None if r.plan is None else dict(r.plan),
-        })
-    report = result.to_json()
-    with ctx.store.transaction():
-        repository.insert_regressions(ctx.store, ctx.audit_id, rows)
-        _step(ctx.on_step, "store.regressions")  # half-way through the one transaction
-        repository.insert_clusters(ctx.store, ctx.audit_id, [
-            {"cluster_id": c.cluster_id, "queryids": list(c.queryids),
-             "tables": list(c.tables), "summary": c.summary, "features": dict(c.features)}
-            for c in result.clusters])
-        repository.insert_plans(ctx.store, ctx.target, ctx.audit_id,
-                                {(gk[0], gk[1]): p for gk, p in ctx.plans.items()})
-        repository.finish_audit(ctx.store, ctx.audit_id, {
-            "finished_at": result.finished_at, "duration": result.duration_seconds,
-            "server_version": result.server_version, "snapshot_id": result.snapshot_id,
-            "statements_analyzed": result.statements_analyzed,
-            "regressions": len(result.regressions), "clusters": len(result.clusters),
-            "recommendations": len(result.recommendations), "report": report,
-        })

@@ -1,6 +1,8 @@
-"""The audit report for terminals: regressions and clusters as plain-text tables."""
+"""The audit report for terminals: windows, regressions and clusters with their causes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from analyzer.pipeline import AuditResult
 from pgarchitect.table import render_table
@@ -11,6 +13,15 @@ def _short(text: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _cause(cause: dict[str, Any]) -> str:
+    text = f"{cause['kind']} {cause['object']} at {cause['at']}"
+    if cause.get("definition"):
+        text += f" ({cause['definition']})"
+    if cause["kind"] == "setting_changed":
+        text += f": {cause.get('from')} → {cause.get('to')}"
+    return text
+
+
 def render(result: AuditResult) -> str:
     """A readable report of one audit."""
     lines = [
@@ -18,14 +29,19 @@ def render(result: AuditResult) -> str:
         f"{result.statements_analyzed} statements analysed, {len(result.regressions)} "
         f"regressions in {len(result.clusters)} clusters, {result.duration_seconds:.1f}s",
     ]
-    current = result.windows.get("current")
-    baseline = result.windows.get("baseline")
-    if current and baseline:
-        lines.append(f"baseline: snapshots {baseline['from_snapshot']}..{baseline['to_snapshot']}"
-                     f"  current: snapshots {current['from_snapshot']}..{current['to_snapshot']}")
+    w = result.windows
+    current, baseline = w.get("current"), w.get("baseline")
+    if w.get("mode") == "no_baseline" or not current or not baseline:
+        lines.append(str(w.get("note") or "no baseline yet (take more snapshots with "
+                                          "`pgarchitect snapshot`)"))
+    elif w.get("mode") == "change_point":
+        lines.append(f"windows: snapshots {baseline['from_snapshot']}..{current['to_snapshot']}; "
+                     f"{w.get('note')}")
     else:
-        lines.append("not enough snapshots for a baseline and a current window yet "
-                     "(take more with `pgarchitect snapshot`)")
+        lines.append(f"baseline: snapshots {baseline['from_snapshot']}..{baseline['to_snapshot']}"
+                     f" ({baseline['from']} .. {baseline['to']})  current: snapshots "
+                     f"{current['from_snapshot']}..{current['to_snapshot']} "
+                     f"({current['from']} .. {current['to']})")
     if result.regressions:
         lines += ["", "Regressions:", render_table(
             ["cluster", "queryid", "calls", "before ms", "now ms", "ratio", "p", "query"],
@@ -36,7 +52,10 @@ def render(result: AuditResult) -> str:
         )]
     if result.clusters:
         lines += ["", "Clusters:"]
-        lines += [f"  [{c.cluster_id}] {c.summary}" for c in result.clusters]
+        for c in result.clusters:
+            lines.append(f"  [{c.cluster_id}] {c.summary}")
+            if c.cause is not None:
+                lines.append(f"      cause: {_cause(c.cause.to_json())}")
     if not result.regressions:
         lines += ["", "No regressions."]
     return "\n".join(lines)

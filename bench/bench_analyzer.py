@@ -20,8 +20,8 @@ from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
 from bench.report import write_section
 from pgarchitect.config import AnalyzerSettings, RegressionSettings, Target
+from pgarchitect.demo.embedded import embedded_postgres
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import embedded_postgres
 from pgarchitect.migrate import migrate
 
 BARE = "/* pgarchitect */ SELECT * FROM pg_stat_statements(showtext => false)"

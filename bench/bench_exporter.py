@@ -36,7 +36,7 @@ from bench.report import write_section
 from exporter.collectors.statements import select_statements
 from exporter.db import session_settings
 from pgarchitect.config import ExporterSettings
-from pgarchitect.embedded import PgServer, embedded_postgres, free_port
+from pgarchitect.demo.embedded import PgServer, embedded_postgres, free_port
 
 SIZES = (1000, 5000, 20000)
 RUNS = 31

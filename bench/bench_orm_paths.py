@@ -30,8 +30,9 @@ from prometheus_client import CollectorRegistry
 
 from bench.report import write_section
 from exporter.instrument import OrmMetrics
-from exporter.refapp.app import logs_body
-from exporter.refapp.service import (
+from pgarchitect.demo.embedded import embedded_postgres
+from pgarchitect.demo.refapp.app import logs_body
+from pgarchitect.demo.refapp.service import (
     INSERT_COLUMNS,
     OPERATIONS,
     PATH_NAMES,
@@ -39,8 +40,7 @@ from exporter.refapp.service import (
     DatabaseService,
     NewLog,
 )
-from pgarchitect.embedded import embedded_postgres
-from pgarchitect.workload import create_schema
+from pgarchitect.demo.workload import create_schema
 
 ROWS = 1000
 USERS = 60
@@ -207,8 +207,8 @@ def report(reads: dict[str, Timings], writes: dict[str, Timings], sdk: dict[str,
         "## ORM paths (loopback, PostgreSQL 18)",
         "",
         f"Read the latest {ROWS:,} behavior logs of a user, and batch-insert {ROWS:,} logs, "
-        "through each path of the reference app (`exporter/refapp`, `DatabaseService`), after "
-        f"{WARMUP} warm-up rounds, the cases in a new random order every round, inputs made "
+        "through each path of the reference app (`pgarchitect/demo/refapp`, `DatabaseService`), "
+        f"after {WARMUP} warm-up rounds, the cases in a new random order every round, inputs made "
         "before the clock starts, `gc.collect()` (untimed) before each call and `gc.freeze()` "
         "after setup; GC runs inside the timed calls are counted below. Baselines in the same "
         "run: the bare asyncpg fetch of the same SQL and columns, and the bare asyncpg COPY of "

@@ -1,1 +1,2 @@
-"""Shared pieces of pgarchitect: CLI, configuration, embedded PostgreSQL, store migrations."""
+"""Shared pieces of pgarchitect: CLI, configuration, DSNs, logging, store migrations; the demo
+and its tooling live in `pgarchitect.demo`."""

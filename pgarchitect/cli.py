@@ -16,7 +16,7 @@ from typing import Any
 
 from pgarchitect.config import Settings, describe, load_settings, target_from_dsn
 from pgarchitect.dsn import mask_dsn
-from pgarchitect.errors import ConfigError, UserError
+from pgarchitect.errors import UserError
 from pgarchitect.log import setup_logging
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -75,11 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--current", metavar="FROM..TO",
                    help="current window: snapshot ids or ISO times; TO defaults to the new one")
 
+    p = sub.add_parser("recommendations", help="list recommendations, or set-status ID STATUS")
+    _common(p)
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--target", dest="target_name", metavar="NAME", help="only this target's")
+    p.add_argument("--status", help="only those with this status")
+    p.add_argument("--json", action="store_true", help="print JSON (with evidence and history)")
+    rsub = p.add_subparsers(dest="action", metavar="ACTION")
+    q = rsub.add_parser("set-status", help="record a person's decision on a recommendation",
+                        argument_default=argparse.SUPPRESS)
+    q.add_argument("id", help="recommendation id")
+    q.add_argument("status", help="accepted, rejected, applied or reverted")
+    q.add_argument("--note", default=None, help="why (kept in the history)")
+    q.add_argument("--store", metavar="DSN", help="store database DSN")
+    q.add_argument("--config", metavar="FILE", help="YAML configuration file")
+
     p = sub.add_parser("propose", help="write a migration and PR text for a recommendation")
     _common(p)
     p.add_argument("id", help="recommendation id")
     p.add_argument("--store", metavar="DSN", help="store database DSN")
     p.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    p.add_argument("--git", metavar="REPO",
+                   help="commit the files on a new branch of this git repository (no push)")
 
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)
@@ -116,25 +133,18 @@ def _not_built(name: str) -> Handler:
     return handler
 
 
-def _require_store(settings: Settings) -> None:
-    if settings.store.dsn is None:
-        raise ConfigError("store.dsn", "is required (give --store DSN or set it in the config)")
-
-
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Apply pending store migrations."""
     from pgarchitect.migrate import migrate
 
-    _require_store(settings)
-    assert settings.store.dsn is not None
-    applied = migrate(settings.store.dsn)
+    applied = migrate(settings.require_store())
     print(f"migrations applied: {', '.join(applied)}" if applied else "store is up to date")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the embedded demo."""
-    from pgarchitect.demo import DemoOptions, run_demo
+    from pgarchitect.demo.story import DemoOptions, run_demo
 
     return run_demo(DemoOptions(seconds=args.seconds, plant_regression=not args.no_regression))
 
@@ -160,6 +170,20 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
+    """List recommendations or record a decision on one."""
+    from analyzer.commands import cmd_recommendations as run
+
+    return run(args, settings)
+
+
+def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the migration and pull-request text of a recommendation."""
+    from analyzer.commands import cmd_propose as run
+
+    return run(args, settings)
+
+
 def _handlers() -> dict[str, Handler]:
     handlers: dict[str, Handler] = {
         "exporter": cmd_exporter,
@@ -167,10 +191,19 @@ def _handlers() -> dict[str, Handler]:
         "migrate": cmd_migrate,
         "snapshot": cmd_snapshot,
         "audit": cmd_audit,
-        "propose": _not_built("propose"),
+        "recommendations": cmd_recommendations,
+        "propose": cmd_propose,
         "demo": cmd_demo,
     }
     return handlers
+
+
+# The optional dependencies each subcommand needs beyond the base install (the exporter's);
+# see docs/architecture.md, "Extras".
+_EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
+           "audit": "analyzer", "recommendations": "analyzer", "propose": "analyzer",
+           "demo": "demo"}
+_OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -193,6 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"pgarchitect: {mask_dsn(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get(args.command)
+        if extra is None or (exc.name or "").partition(".")[0] in _OWN_PACKAGES:
+            raise
+        print(f"pgarchitect: {args.command} needs the {extra} extra (no module named "
+              f"{exc.name!r}): pip install 'pgarchitect[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pgarchitect: interrupted", file=sys.stderr)
         return 130

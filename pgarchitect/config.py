@@ -14,13 +14,14 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from pgarchitect.cron import CronError, parse_cron
+from pgarchitect.cron import CronError, check_cron, next_run
 from pgarchitect.dsn import Dsn, Secret, parse_dsn
 from pgarchitect.errors import ConfigError
 
@@ -121,6 +122,22 @@ class RegressionSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """How past recommendations weigh on new ones (docs/analyzer.md, Memory)."""
+
+    similar_limit: int = field(default=5, metadata=POSITIVE)
+    repeat_similarity: float = 0.9
+    rejected_penalty: float = 0.5
+
+
+@dataclass(frozen=True)
+class VerificationSettings:
+    """When an applied recommendation's effect counts as measured."""
+
+    min_calls: int = field(default=200, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
 class AnalyzerSettings:
     """Settings of `pgarchitect analyzer`, `snapshot` and `audit`."""
 
@@ -140,6 +157,13 @@ class AnalyzerSettings:
     plan_top_n: int = 20
     cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
+    embedder: str = "analyzer.memory.HashingEmbedder"
+    memory: MemorySettings = MemorySettings()
+    verification: VerificationSettings = VerificationSettings()
+
+    def next_audit(self, after: datetime) -> datetime:
+        """When `schedule` next fires after `after`, as a wall-clock time in `timezone`."""
+        return next_run(self.schedule, after, self.timezone)
 
 
 @dataclass(frozen=True)
@@ -159,6 +183,17 @@ class Settings:
                 return t
         known = ", ".join(t.name for t in self.targets) or "none"
         raise ConfigError("targets", f"no target named {name!r} (known: {known})")
+
+    def require_store(self) -> Dsn:
+        """The store's DSN, or the one error every command that needs a store gives."""
+        if self.store.dsn is None:
+            raise ConfigError("store.dsn", STORE_DSN_MISSING)
+        return self.store.dsn
+
+
+# Every command that needs the store says this when none is configured (Settings.require_store).
+STORE_DSN_MISSING = ("is required (give --store DSN, set PGARCHITECT_STORE_DSN, or set store.dsn"
+                     " in the config file)")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -300,7 +335,7 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
 def _check_string_kind(kind: object, value: str, key: str) -> None:
     if kind == "cron":
         try:
-            parse_cron(value)
+            check_cron(value)
         except CronError as exc:
             raise ConfigError(key, f"invalid cron expression {value!r}: {exc}") from None
     elif kind == "listen":

@@ -1,143 +1,83 @@
-"""Five-field cron expressions: parse, match and find the next run."""
+"""Cron schedules (`analyzer.schedule`): validation and the next run, through croniter.
+
+croniter does the parsing and the calendar; this module adds what pgarchitect promises on
+top of it: five fields or an @alias only (croniter also takes seconds and year columns), an
+error that names the bad field, and runs computed as wall-clock times in the configured time
+zone with Vixie cron's behaviour across a DST change (docs/configuration.md): a time skipped
+in spring runs when the clock jumps, and a time that happens twice in autumn runs once unless
+the hour field is `*`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-_FIELDS = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 7),
-)
-_NAMES = {
-    3: {m: i for i, m in enumerate(
-        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-        start=1)},
-    4: {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
-}
-_ALIASES = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
+from croniter import CroniterBadDateError, CroniterError, croniter
+
+FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
+ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
 class CronError(ValueError):
-    """The cron expression is malformed; the message says which field and why."""
+    """The cron expression is malformed or never fires; the message says why, in one line."""
 
 
-def _value(text: str, index: int) -> int:
-    name, lo, hi = _FIELDS[index]
-    names = _NAMES.get(index, {})
-    if text.lower() in names:
-        return names[text.lower()]
-    if not text.isdigit():
-        raise CronError(f"{name} field: {text!r} is not a number")
-    number = int(text)
-    if not lo <= number <= hi:
-        raise CronError(f"{name} field: {number} is outside {lo}-{hi}")
-    return number
+def _reason(exc: CroniterError, expression: str) -> str:
+    # croniter says "[expression] is not acceptable, out of range" or "[expression] step '0'
+    # in field 0 is not acceptable"; our message names the expression and the field itself.
+    text = re.sub(r" in field \d+", "", str(exc).replace(f"[{expression}] ", "")).strip()
+    return text.removeprefix("is not acceptable, ").removeprefix("is ") or "not acceptable"
 
 
-def _parse_field(text: str, index: int) -> frozenset[int]:
-    name, lo, hi = _FIELDS[index]
-    values: set[int] = set()
-    for part in text.split(","):
-        if not part:
-            raise CronError(f"{name} field: empty list item in {text!r}")
-        base, _, step_text = part.partition("/")
-        step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise CronError(f"{name} field: step {step_text!r} must be a positive number")
-            step = int(step_text)
-        if base == "*":
-            start, end = lo, hi
-        elif "-" in base:
-            a, _, b = base.partition("-")
-            start, end = _value(a, index), _value(b, index)
-            if start > end:
-                raise CronError(f"{name} field: range {base!r} runs backwards")
-        else:
-            start = _value(base, index)
-            end = hi if step_text else start
-        values.update(range(start, end + 1, step))
-    if index == 4 and 7 in values:
-        values.discard(7)
-        values.add(0)
-    return frozenset(values)
-
-
-@dataclass(frozen=True)
-class Cron:
-    """A parsed cron schedule (minute hour day-of-month month day-of-week)."""
-
-    expression: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]
-    days_any: bool
-    weekdays_any: bool
-
-    def matches(self, when: datetime) -> bool:
-        """True when the schedule fires in the minute of `when` (its own time zone)."""
-        if when.minute not in self.minutes or when.hour not in self.hours:
-            return False
-        if when.month not in self.months:
-            return False
-        return self._day_matches(when)
-
-    def next_after(self, when: datetime) -> datetime:
-        """The first firing strictly after `when`, in `when`'s time zone."""
-        candidate = when.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        limit = candidate + timedelta(days=366 * 5)
-        while candidate < limit:
-            if candidate.month not in self.months:
-                year = candidate.year + (candidate.month // 12)
-                month = candidate.month % 12 + 1
-                candidate = candidate.replace(year=year, month=month, day=1, hour=0, minute=0)
-            elif not self._day_matches(candidate):
-                candidate = (candidate + timedelta(days=1)).replace(hour=0, minute=0)
-            elif candidate.hour not in self.hours:
-                candidate = (candidate + timedelta(hours=1)).replace(minute=0)
-            elif candidate.minute not in self.minutes:
-                candidate += timedelta(minutes=1)
-            else:
-                return candidate
-        raise CronError(f"{self.expression!r} never fires")
-
-    def _day_matches(self, when: datetime) -> bool:
-        # Vixie cron: when both day fields are restricted, either one may match.
-        dom = when.day in self.days
-        dow = (when.isoweekday() % 7) in self.weekdays
-        if self.days_any or self.weekdays_any:
-            return dom and dow
-        return dom or dow
-
-
-def parse_cron(expression: str) -> Cron:
-    """Parse a five-field cron expression or an @alias; raise CronError naming the bad field."""
-    text = _ALIASES.get(expression.strip().lower(), expression.strip())
+def check_cron(expression: str) -> str:
+    """The expression, stripped, when croniter accepts it and it fires at all; else CronError."""
+    text = expression.strip()
     fields = text.split()
-    if len(fields) != 5:
-        raise CronError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
-    parsed = [_parse_field(f, i) for i, f in enumerate(fields)]
-    return Cron(
-        expression=expression,
-        minutes=parsed[0],
-        hours=parsed[1],
-        days=parsed[2],
-        months=parsed[3],
-        weekdays=parsed[4],
-        days_any=fields[2] == "*",
-        weekdays_any=fields[4] == "*",
-    )
+    if not (len(fields) == 1 and text.lower() in ALIASES) and len(fields) != len(FIELDS):
+        raise CronError(f"expected {len(FIELDS)} fields ({' '.join(FIELDS)}) or one of "
+                        f"{', '.join(ALIASES)}")
+    try:
+        it = croniter(text, datetime(2000, 1, 1, tzinfo=UTC))
+    except CroniterError as exc:
+        raise CronError(_field_error(fields) or _reason(exc, text)) from None
+    try:
+        it.get_next(datetime)
+    except CroniterBadDateError:
+        raise CronError("it never fires (no such date)") from None
+    return text
+
+
+def _field_error(fields: list[str]) -> str | None:
+    """'hour field: 25 (out of range)', found by checking one field at a time."""
+    if len(fields) != len(FIELDS):
+        return None
+    for i, name in enumerate(FIELDS):
+        alone = " ".join(f if j == i else "*" for j, f in enumerate(fields))
+        try:
+            croniter(alone)
+        except CroniterError as exc:
+            return f"{name} field: {fields[i]} ({_reason(exc, alone)})"
+    return None
+
+
+def next_run(expression: str, after: datetime, timezone: str | ZoneInfo) -> datetime:
+    """The first run strictly after `after` (aware), as a wall-clock time in `timezone`."""
+    if after.tzinfo is None:
+        raise ValueError("`after` must be an aware datetime")
+    tz = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
+    text = check_cron(expression)
+    fields = text.split()
+    every_hour = text.lower() == "@hourly" or (len(fields) == len(FIELDS) and fields[1] == "*")
+    it = croniter(text, after.astimezone(tz))
+    while True:
+        candidate: datetime = it.get_next(datetime)
+        if every_hour or not _repeated(candidate, tz):
+            return candidate
+
+
+def _repeated(moment: datetime, tz: ZoneInfo) -> bool:
+    """True for the second occurrence of a wall-clock time the autumn change repeats."""
+    first = moment.replace(tzinfo=None).replace(tzinfo=tz, fold=0)
+    return moment.astimezone(UTC) > first.astimezone(UTC)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from pgarchitect.dsn import Dsn, mask_dsn
 from pgarchitect.errors import ConnectError
+
+if TYPE_CHECKING:
+    import psycopg
 
 MARKER = "/* pgarchitect */"
 _FIRST_WORD = re.compile(r"^\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", re.S)
@@ -52,6 +54,9 @@ def connect_sync(
     statement_timeout: float | None = None,
 ) -> psycopg.Connection[tuple[object, ...]]:
     """Open a psycopg connection or raise ConnectError naming `label` and the masked DSN."""
+    # psycopg comes with the analyzer extra: the exporter imports this module without it.
+    import psycopg
+
     options = None
     if statement_timeout is not None:
         options = f"-c statement_timeout={int(statement_timeout * 1000)}"

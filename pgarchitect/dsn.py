@@ -97,7 +97,10 @@ def parse_dsn(raw: str, key: str) -> Dsn:
         )
     try:
         from psycopg.conninfo import conninfo_to_dict
-
+    except ImportError:  # the base install (exporter only) has no libpq binding
+        raise ConfigError(key, "a key=value DSN needs psycopg (pip install "
+                          "'pgarchitect[analyzer]'); write it as a postgresql:// URI") from None
+    try:
         conninfo_to_dict(text)
     except Exception as exc:  # psycopg raises ProgrammingError with libpq's message
         raise ConfigError(key, f"invalid DSN: {mask_dsn(str(exc)).strip()}") from None

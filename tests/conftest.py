@@ -7,14 +7,16 @@ A server that cannot be started is a test failure, never a skip: CI must prove b
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from pgarchitect.embedded import PgServer, embedded_postgres
+from pgarchitect.demo.embedded import PgServer, embedded_postgres
 from pgarchitect.errors import ServerUnavailable
 
 PG_VERSIONS = (18, 15)
@@ -76,12 +78,14 @@ def target_dsn(pg_server: PgServer) -> Iterator[str]:
     drop_database(pg_server, dsn)
 
 
-WAIT = 60.0  # a deadline for something to happen, not a performance bar
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A directory for a server's files that outlives one start; removed after the test.
 
-
-def wait_until(done: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll `done` until it is true, or fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.2)
+    Not under tmp_path: every pytest session that starts (anyone's, on a shared machine)
+    resets pytest's base temporary directory to mode 0700, which locks the unprivileged user
+    the servers run as under root out of everything below it.
+    """
+    path = Path(tempfile.mkdtemp(prefix="pgarchitect-test"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pgarchitect.cli import main
-from pgarchitect.config import load_settings, parse_duration
-from pgarchitect.embedded import free_port
+from pgarchitect.config import STORE_DSN_MISSING, load_settings, parse_duration
+from pgarchitect.demo.embedded import free_port
 from pgarchitect.errors import ConfigError
 
 
@@ -70,6 +70,18 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     code, _, err = run_cli(["migrate", "--config", str(tmp_path / "nope.yml")], capsys)
     assert code == 2
     assert "cannot read config file" in err
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["snapshot", "--target", "postgresql://a@h/d"],
+                                     ["audit", "--target", "postgresql://a@h/d"],
+                                     ["recommendations"], ["propose", "1", "--out", "x"]])
+def test_missing_store_is_the_same_line_for_every_command(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGARCHITECT_STORE_DSN", raising=False)
+    code, out, err = run_cli(command, capsys)
+    assert (code, out) == (2, "")
+    assert err == f"pgarchitect: config: store.dsn: {STORE_DSN_MISSING}\n"
 
 
 def test_unreachable_dsn_is_one_line_without_password(capsys: pytest.CaptureFixture[str]) -> None:

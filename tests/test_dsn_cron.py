@@ -1,8 +1,10 @@
-"""DSN masking and cron parsing (pure)."""
+"""DSN masking, the statement marker, and our use of croniter for `analyzer.schedule`."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -10,10 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgarchitect.cron import CronError, parse_cron
+from pgarchitect.cli import main
+from pgarchitect.config import AnalyzerSettings, load_settings
+from pgarchitect.cron import CronError, check_cron, next_run
 from pgarchitect.db import MARKER, is_own, mark
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn, mask_dsn
-from pgarchitect.embedded import PgServer
 from pgarchitect.log import event
 from tests.conftest import drop_database, new_database
 
@@ -50,12 +54,30 @@ def test_dsn_object_hides_password() -> None:
     assert d.reveal().endswith("topsecret@h/db")
 
 
-def test_weekly_default_schedule() -> None:
-    cron = parse_cron("0 2 * * 0")
-    now = datetime(2026, 11, 24, 3, 0, tzinfo=ZoneInfo("Europe/Berlin"))
-    nxt = cron.next_after(now)
-    assert nxt == datetime(2026, 11, 29, 2, 0, tzinfo=ZoneInfo("Europe/Berlin"))
-    assert nxt.weekday() == 6
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def berlin(*args: int, fold: int = 0) -> datetime:
+    return datetime(*args, tzinfo=BERLIN, fold=fold)  # type: ignore[misc]
+
+
+def runs(expression: str, after: datetime, n: int, tz: str = "Europe/Berlin") -> list[str]:
+    """The next `n` runs, as ISO strings (they show the UTC offset, so the DST side)."""
+    out = []
+    for _ in range(n):
+        after = next_run(expression, after, tz)
+        out.append(after.isoformat())
+    return out
+
+
+def test_weekly_default_schedule_in_the_configured_zone() -> None:
+    settings = load_settings(None, {"analyzer": {"timezone": "Europe/Berlin"}}, {})
+    nxt = settings.analyzer.next_audit(datetime(2026, 11, 24, 2, 0, tzinfo=UTC))
+    assert nxt == berlin(2026, 11, 29, 2, 0) and nxt.tzinfo == BERLIN
+    assert nxt.weekday() == 6  # the default "0 2 * * 0": Sunday 02:00 local time
+    # The same schedule in UTC is an hour later in absolute time (Berlin is UTC+1 in winter).
+    utc = AnalyzerSettings().next_audit(datetime(2026, 11, 24, 2, 0, tzinfo=UTC))
+    assert utc - nxt == timedelta(hours=1)
 
 
 @pytest.mark.parametrize(("expr", "after", "expected"), [
@@ -63,18 +85,81 @@ def test_weekly_default_schedule() -> None:
     ("0 9-17 * * mon-fri", datetime(2026, 11, 28, 12, 0), datetime(2026, 11, 30, 9, 0)),
     ("30 4 1,15 * *", datetime(2026, 2, 16, 0, 0), datetime(2026, 3, 1, 4, 30)),
     ("0 0 29 2 *", datetime(2026, 3, 1, 0, 0), datetime(2028, 2, 29, 0, 0)),
+    ("0 0 1 * mon", datetime(2026, 6, 1, 0, 0), datetime(2026, 6, 8, 0, 0)),  # either day field
     ("@daily", datetime(2026, 1, 1, 0, 0), datetime(2026, 1, 2, 0, 0)),
 ])
-def test_next_after(expr: str, after: datetime, expected: datetime) -> None:
-    assert parse_cron(expr).next_after(after) == expected
+def test_next_run(expr: str, after: datetime, expected: datetime) -> None:
+    got = next_run(expr, after.replace(tzinfo=UTC), "UTC")
+    assert got == expected.replace(tzinfo=UTC)
 
 
-@pytest.mark.parametrize(
-    "expr", ["* * * *", "60 * * * *", "* * 0 * *", "5-1 * * * *", "*/0 * * * *", "x * * * *"]
-)
-def test_bad_cron(expr: str) -> None:
-    with pytest.raises(CronError):
-        parse_cron(expr)
+def test_next_run_across_the_spring_change_in_berlin() -> None:
+    # 2026-03-29: 02:00 CET jumps to 03:00 CEST. A daily 02:30 runs when the clock jumps.
+    assert runs("30 2 * * *", berlin(2026, 3, 28, 12, 0), 3) == [
+        "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"]
+    # The weekly default: that Sunday's run is at 03:00 CEST, which is 01:00 UTC like the week
+    # before's 02:00 CET: exactly seven days of real time apart.
+    week = runs("0 2 * * 0", berlin(2026, 3, 21, 12, 0), 3)
+    assert week == ["2026-03-22T02:00:00+01:00", "2026-03-29T03:00:00+02:00",
+                    "2026-04-05T02:00:00+02:00"]
+    gap = datetime.fromisoformat(week[1]) - datetime.fromisoformat(week[0])
+    assert gap == timedelta(days=7)
+
+
+def test_next_run_across_the_autumn_change_in_berlin() -> None:
+    # 2026-10-25: 03:00 CEST goes back to 02:00 CET, so 02:00-02:59 happens twice.
+    # A time the change repeats runs once (the first time), as in Vixie cron...
+    assert runs("30 2 * * *", berlin(2026, 10, 24, 12, 0), 3) == [
+        "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00", "2026-10-27T02:30:00+01:00"]
+    # ... also when asked from inside the repeated hour, after the first 02:30 has passed.
+    assert runs("30 2 * * *", berlin(2026, 10, 25, 2, 15, fold=1), 1) == [
+        "2026-10-26T02:30:00+01:00"]
+    # An every-hour schedule runs in both: those are two different hours.
+    assert runs("*/30 * * * *", berlin(2026, 10, 25, 1, 45), 5) == [
+        "2026-10-25T02:00:00+02:00", "2026-10-25T02:30:00+02:00",
+        "2026-10-25T02:00:00+01:00", "2026-10-25T02:30:00+01:00", "2026-10-25T03:00:00+01:00"]
+    assert runs("@hourly", berlin(2026, 10, 25, 1, 30), 3) == [
+        "2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00"]
+
+
+def test_next_run_needs_an_aware_moment() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        next_run("@daily", datetime(2026, 1, 1), "UTC")
+
+
+@pytest.mark.parametrize(("expr", "message"), [
+    ("* * * *", "expected 5 fields (minute hour day-of-month month day-of-week) or one of"),
+    ("* * * * * *", "expected 5 fields"),  # croniter's seconds column is not ours
+    ("@dayly", "expected 5 fields"),
+    ("60 * * * *", "minute field: 60 (out of range)"),
+    ("0 25 * * *", "hour field: 25 (out of range)"),
+    ("* * 0 * *", "day-of-month field: 0 (out of range)"),
+    ("0 0 * 13 *", "month field: 13 (out of range)"),
+    ("0 0 * * 8", "day-of-week field: 8 (out of range)"),
+    ("*/0 * * * *", "minute field: */0 (step '0' is not acceptable)"),
+    ("x * * * *", "minute field: x (not acceptable)"),
+    ("0 0 31 2 *", "never fires"),
+])
+def test_bad_schedule_is_one_line_naming_the_key(
+    expr: str, message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(CronError, match=re.escape(message)):
+        check_cron(expr)
+    config = tmp_path / "pgarchitect.yaml"
+    config.write_text(f"analyzer:\n  schedule: '{expr}'\n")
+    assert main(["migrate", "--config", str(config), "--check-config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"pgarchitect: config: analyzer.schedule: invalid cron expression"
+                          f" '{expr}': ")
+    assert err.count("\n") == 1 and message in err
+
+
+def test_good_schedules_are_accepted_as_written() -> None:
+    for expr in ("0 2 * * sun", "@weekly", "15 */6 1-7 * 1", " 0 2 * * 0 "):
+        assert check_cron(expr) == expr.strip()
+        settings = load_settings(None, {"analyzer": {"schedule": expr}}, {})
+        assert settings.analyzer.schedule == expr
 
 
 @pytest.mark.parametrize("sql", [

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from pgarchitect.embedded import PgServer, embedded_postgres, standby_of
-from tests.conftest import PG_VERSIONS, wait_until
+from pgarchitect.demo.embedded import PgServer, embedded_postgres, standby_of
+from tests.conftest import PG_VERSIONS
+from tests.waiting import eventually
 
 
 def _uid_of(pid: int) -> int:
@@ -73,8 +73,8 @@ def test_stops_server_and_removes_tempdir_when_body_raises(version: int) -> None
 
 
 @pytest.mark.parametrize("version", PG_VERSIONS)
-def test_given_directory_is_kept_and_reused(tmp_path: Path, version: int) -> None:
-    directory = tmp_path / f"pg{version}"
+def test_given_directory_is_kept_and_reused(data_dir: Path, version: int) -> None:
+    directory = data_dir / f"pg{version}"
     with embedded_postgres(version, directory) as server:
         server.execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
         first_port = server.port
@@ -108,9 +108,9 @@ def test_standby_of_streams_from_its_primary_and_stops_first(version: int) -> No
             assert standby.port != primary.port
             assert standby.execute("SELECT pg_is_in_recovery()") == [(True,)]
             assert standby.execute("SELECT x FROM t") == [(1,)]
-            wait_until(lambda: primary.execute(
-                "SELECT application_name FROM pg_stat_replication") == [("s1",)],
-                "the standby in the primary's pg_stat_replication")
+            eventually(lambda: primary.execute("SELECT application_name FROM pg_stat_replication"),
+                       "the standby in the primary's pg_stat_replication",
+                       until=lambda rows: rows == [("s1",)])
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
                 standby.execute("INSERT INTO t VALUES (2)")
         assert not standby.is_running()
@@ -126,9 +126,6 @@ def test_run_tool_failure_names_the_tool(pg18: PgServer) -> None:
 def test_is_running_is_false_once_the_server_exited_even_unreaped() -> None:
     with embedded_postgres(18) as server:
         os.kill(server.pid, signal.SIGINT)  # fast shutdown; the Popen is not waited on yet
-        deadline = time.monotonic() + 60
-        while server.is_running():
-            assert time.monotonic() < deadline, "the server did not stop after SIGINT"
-            time.sleep(0.1)
+        eventually(lambda: not server.is_running(), "the server to stop after SIGINT")
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(server.dsn(), connect_timeout=2)

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from pgarchitect.cli import main
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer
 from pgarchitect.errors import MigrationError
 from pgarchitect.migrate import default_directory, discover, migrate
 from tests.conftest import drop_database, new_database
@@ -20,6 +20,8 @@ EXPECTED_TABLES = {
     "snapshot", "statement_stat", "statement_text", "audit_run", "regression",
     "regression_cluster", "optimization_log", "schema_migrations",
     "statement_plan",  # 0002_analyzer
+    "optimization_history",  # 0006_memory
+    "catalog_snapshot",  # 0003_catalog
 }
 
 

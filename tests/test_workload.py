@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import psycopg
 
-from pgarchitect.embedded import PgServer
-from pgarchitect.workload import DEFAULT_PLANT, PATHS, create_schema, run_workload
+from pgarchitect.demo.embedded import PgServer
+from pgarchitect.demo.workload import DEFAULT_PLANT, PATHS, create_schema, run_workload
 
 
 async def test_workload_runs_paths_and_plants_regression(

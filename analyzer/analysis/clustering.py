@@ -1,4 +1,4 @@
-"""Grouping regressions by common cause (SPEC 5.2) with scikit-learn.
+"""Grouping regressions by common cause with scikit-learn.
 
 Each regression becomes a vector of blocks: the tables it touches, the columns of its
 predicates / joins / ORDER BY, the scans of its current plan, the predicate columns that no

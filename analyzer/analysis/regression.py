@@ -1,4 +1,4 @@
-"""Regression detection (SPEC 5.1): baseline window against current window, per statement group.
+"""Regression detection: baseline window against current window, per statement group.
 
 A statement group is every pg_stat_statements entry with the same database, top-level flag and
 pglast fingerprint: an ORM binding its parameter as int2 one time and int8 the next makes two
@@ -12,7 +12,7 @@ queryids but one group. A group regressed when all of these hold:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -36,6 +36,21 @@ class GroupStat:
     key: GroupKey
     stat: WindowStat
     queryids: tuple[int, ...]
+    member_calls: tuple[int, ...] = ()  # calls of each of `queryids`, same order
+
+
+def merge_groups(parts: Sequence[GroupStat]) -> GroupStat:
+    """One group's disjoint windows taken together (members re-ranked by their calls)."""
+    stat = parts[0].stat
+    calls: dict[int, int] = {}
+    for p in parts:
+        if p is not parts[0]:
+            stat = stat.merge(p.stat)
+        for q, c in zip(p.queryids, p.member_calls or (0,) * len(p.queryids), strict=True):
+            calls[q] = calls.get(q, 0) + c
+    members = sorted(calls.items(), key=lambda kv: (-kv[1], kv[0]))
+    return GroupStat(parts[0].key, stat, tuple(q for q, _ in members),
+                     tuple(c for _, c in members))
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,8 @@ def group(
     out = {}
     for gk, stat in merged.items():
         members = sorted(calls[gk].items(), key=lambda kv: (-kv[1], kv[0]))
-        out[gk] = GroupStat(gk, stat, tuple(q for q, _ in members))
+        out[gk] = GroupStat(gk, stat, tuple(q for q, _ in members),
+                            tuple(c for _, c in members))
     return out
 
 

@@ -24,12 +24,14 @@ def summarize(
     columns: Mapping[int, Sequence[str]],
     previous_plans: Mapping[tuple[int, str], Mapping[str, Any]],
     unindexed: Mapping[int, Sequence[str]] | None = None,
+    cause: str | None = None,
 ) -> str:
     """'3 statements on `public.events` regressed together since 14:05; …'.
 
     `columns` maps a member's position to its predicate columns and `unindexed` to those of
     them no valid index leads; `previous_plans` holds plan shapes from earlier audits by
-    (dbid, fingerprint), to say how the plans changed.
+    (dbid, fingerprint), to say how the plans changed; `cause` is the attributed cause's
+    phrase ("when index `x` was dropped").
     """
     tables = Counter(t for r in members for t in r.tables)
     on = " on " + ", ".join(f"`{t}`" for t, _ in tables.most_common(3)) if tables else ""
@@ -39,6 +41,8 @@ def summarize(
     base = sum(r.baseline.moments.mean for r in members) / len(members)
     cur = sum(r.current.moments.mean for r in members) / len(members)
     worst = max(r.ratio for r in members)
+    if cause:
+        since += f", {cause}"
     text = (f"{_plural(len(members), 'statement')}{on}{together}{since}: mean "
             f"{_ms(base)} → {_ms(cur)} per call (up to x{worst:,.1f})")
     now = [p for r in members for p in scans(r.plan)]

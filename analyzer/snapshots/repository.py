@@ -30,8 +30,8 @@ APPLICATION_NAME = "pgarchitect-analyzer"
 Conn = psycopg.Connection[Any]
 
 
-# The store schema version this code needs (migrations/0002_analyzer.sql).
-SCHEMA_VERSION = 2
+# The store schema version this code needs (migrations/0003_catalog.sql).
+SCHEMA_VERSION = 3
 
 
 def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:
@@ -231,17 +231,17 @@ def finish_audit(conn: Conn, audit_id: int, values: Mapping[str, Any]) -> None:
 
 
 def insert_regressions(conn: Conn, audit_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Batch-insert an audit's regressions."""
+    """Batch-insert an audit's regressions (as the report shows them: queryid as text)."""
     with conn.cursor() as cur:
         cur.executemany(
             "/* pgarchitect */ INSERT INTO pgarchitect.regression (audit_id, dbid, queryid,"
             " fingerprint, query, calls, baseline_mean_ms, current_mean_ms, ratio, p_value,"
             " cluster_id, queryids, toplevel, baseline_calls, baseline_stddev_ms,"
             " current_stddev_ms, changed_since, tables, plan) VALUES (%(audit_id)s, %(dbid)s,"
-            " %(queryid)s, %(fingerprint)s, %(query)s, %(calls)s, %(baseline_mean_ms)s,"
+            " %(queryid)s::bigint, %(fingerprint)s, %(query)s, %(calls)s, %(baseline_mean_ms)s,"
             " %(current_mean_ms)s, %(ratio)s, %(p_value)s, %(cluster_id)s, %(queryids)s,"
             " %(toplevel)s, %(baseline_calls)s, %(baseline_stddev_ms)s, %(current_stddev_ms)s,"
-            " %(changed_since)s, %(tables)s, %(plan)s)",
+            " %(changed_since)s::timestamptz, %(tables)s, %(plan)s)",
             [{**r, "audit_id": audit_id,
               "plan": None if r.get("plan") is None else Jsonb(r["plan"])} for r in rows],
         )
@@ -252,9 +252,10 @@ def insert_clusters(conn: Conn, audit_id: int, rows: Sequence[Mapping[str, Any]]
     with conn.cursor() as cur:
         cur.executemany(
             "/* pgarchitect */ INSERT INTO pgarchitect.regression_cluster (audit_id, cluster_id,"
-            " queryids, tables, summary, features) VALUES (%s, %s, %s, %s, %s, %s)",
+            " queryids, tables, summary, features, cause) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             [(audit_id, r["cluster_id"], r["queryids"], r["tables"], r["summary"],
-              Jsonb(r.get("features") or {})) for r in rows],
+              Jsonb(r.get("features") or {}),
+              None if r.get("cause") is None else Jsonb(r["cause"])) for r in rows],
         )
 
 

@@ -1,12 +1,14 @@
-"""One snapshot: read the target, fetch texts the store lacks, write it all in one transaction."""
+"""One snapshot: read the target (statements and catalog), fetch texts the store lacks, write
+it all in one transaction (the catalog only when its structure changed)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from analyzer.snapshots import repository
+from analyzer.snapshots import catalog_history, repository
+from analyzer.snapshots.catalog import Catalog, read_catalog
 from analyzer.snapshots.model import SnapshotMeta, StatementText
 from analyzer.snapshots.own import is_own, statement_fingerprint
 from analyzer.snapshots.source import StatementSource
@@ -27,6 +29,8 @@ class SnapshotResult:
     new_texts: int
     pruned: int
     duration_seconds: float
+    catalog: Catalog = field(default_factory=Catalog)  # the target's catalog at this snapshot
+    catalog_stored: bool = False  # its structure differed from the last stored one
 
 
 def take_snapshot(
@@ -35,6 +39,7 @@ def take_snapshot(
     """Read `source` and store one snapshot of `target`; old snapshots beyond retention go."""
     started = time.perf_counter()
     reading = source.read()
+    catalog = read_catalog(source.conn)
     known = repository.known_texts(store, target)
     missing = {s.queryid for s in reading.statements if (s.dbid, s.queryid) not in known}
     fetched = source.texts(missing) if missing else {}
@@ -52,13 +57,17 @@ def take_snapshot(
     with store.transaction():
         snap = repository.insert_snapshot(store, target, reading, new_texts, kept)
         pruned = repository.prune(store, target, retention_seconds, keep=snap.id)
+        catalog_stored = catalog_history.store_if_changed(store, target, snap, catalog)
+        catalog_history.prune(store, target, retention_seconds)
     result = SnapshotResult(
         snapshot=snap, server_version=reading.server_version,
         server_version_num=reading.server_version_num, statements=len(kept),
         own_skipped=len(reading.statements) - len(kept), new_texts=len(new_texts),
-        pruned=pruned, duration_seconds=time.perf_counter() - started,
+        pruned=pruned, duration_seconds=time.perf_counter() - started, catalog=catalog,
+        catalog_stored=catalog_stored,
     )
     log.info(event("snapshot.taken", target=target, id=snap.id, statements=len(kept),
                    own_skipped=result.own_skipped, new_texts=len(new_texts), pruned=pruned,
+                   catalog_stored=catalog_stored,
                    seconds=round(result.duration_seconds, 3)))
     return result

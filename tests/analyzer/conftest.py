@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer
 from pgarchitect.migrate import migrate
 from tests.analyzer import planted
 from tests.conftest import drop_database, new_database

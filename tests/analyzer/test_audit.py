@@ -22,6 +22,7 @@ from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.dsn import Dsn
 from tests.analyzer import planted
+from tests.waiting import eventually
 
 SETTINGS = AnalyzerSettings()
 
@@ -100,6 +101,9 @@ def test_planted_regressions_found_and_clustered_by_cause(
                          rf"Seq Scan .*no longer using {index}", summary), summary
         key = "customer_id" if table == "public.orders" else "session_id"
         assert f"no index leads with {table}.{key}" in cluster["summary"]
+        assert cluster["cause"]["kind"] == "index_dropped"
+        assert cluster["cause"]["object"] == f"public.{index}"
+        assert f"({key})" in cluster["cause"]["definition"]
     assert report["recommendations"] == []
     assert set(report) >= {"audit_id", "target", "server_version", "started_at", "finished_at",
                            "duration_seconds", "statements_analyzed"}
@@ -179,9 +183,10 @@ def test_snapshot_command_leaves_own_statements_out_and_prunes(
                 and q.startswith("SELECT"))]
     ids = [r[0] for r in rows(store, "SELECT id FROM pgarchitect.snapshot ORDER BY id")]
     assert len(ids) == 2
-    import time
-
-    time.sleep(2.5)  # past the 2 s retention: the next snapshot prunes the older ones
+    # Past the 2 s retention by the store's own clock: the next snapshot prunes the older ones.
+    eventually(lambda: rows(store, "SELECT now() - max(taken_at) > interval '2 s'"
+                                   " FROM pgarchitect.snapshot")[0][0],
+               "the store's clock past the retention of both snapshots", interval=0.1)
     code, out, _ = cli(argv, capsys)
     assert code == 0 and "2 old snapshots pruned" in out
     assert len(rows(store, "SELECT id FROM pgarchitect.snapshot")) == 1

@@ -17,7 +17,7 @@ from psycopg import sql
 from exporter.app import SCRAPERS, make_app
 from exporter.scrape import TargetScraper
 from pgarchitect.config import Settings, load_settings
-from pgarchitect.embedded import PgServer
+from pgarchitect.demo.embedded import PgServer
 from tests.conftest import drop_database, new_database
 
 

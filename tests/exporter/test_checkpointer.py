@@ -3,18 +3,17 @@ and collectors turned off in config."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from exporter.collectors import NAMES
-from pgarchitect.embedded import PgServer
+from pgarchitect.demo.embedded import PgServer
 from tests.exporter.conftest import Samples, running_exporter, settings_for
+from tests.waiting import eventually_async
 
 # What each exported name is on the server, written here independently of the collector:
 # pg_stat_bgwriter before 17; from 17 the checkpoint columns are in pg_stat_checkpointer and
@@ -39,7 +38,6 @@ NAMES_IN_ORDER = [f"pg_stat_bgwriter_{c}_total" for c in (
     "checkpoints_timed", "checkpoints_req", "checkpoint_write_time", "checkpoint_sync_time",
     "buffers_checkpoint", "buffers_clean", "maxwritten_clean", "buffers_backend",
     "buffers_backend_fsync", "buffers_alloc", "stats_reset")]
-DEADLINE = 30.0
 
 
 def server_values(dsn: str) -> dict[str, float]:
@@ -71,13 +69,10 @@ async def test_values_match_the_server_view(pg_server: PgServer) -> None:
         requested = got.value("pg_stat_bgwriter_checkpoints_req_total", target="t")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            now = (await exp.samples()).value("pg_stat_bgwriter_checkpoints_req_total")
-            if now > requested or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
-        assert now == requested + 1
+        got = await eventually_async(
+            exp.samples, "the requested checkpoint counted",
+            until=lambda s: s.value("pg_stat_bgwriter_checkpoints_req_total") > requested)
+        assert got.value("pg_stat_bgwriter_checkpoints_req_total") == requested + 1
 
 
 async def test_disabled_collectors_export_nothing(pg_server: PgServer) -> None:

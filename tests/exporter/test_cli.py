@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
-from pgarchitect.embedded import free_port
+from pgarchitect.demo.embedded import free_port
+from tests.waiting import eventually
 
 
 def test_unreachable_target_at_start_is_one_line() -> None:
@@ -27,19 +27,16 @@ def test_serves_metrics_and_stops_on_sigterm(target_dsn: str) -> None:
         [sys.executable, "-m", "pgarchitect", "exporter", "--dsn", f"app={target_dsn}",
          "--listen", f"127.0.0.1:{port}", "--min-refresh-interval", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def metrics() -> str:
+        assert proc.poll() is None, f"the exporter exited with {proc.returncode} before serving"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
     try:
-        body, last = "", None
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                    body = r.read().decode()
-                break
-            except OSError as exc:
-                last = exc
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        assert 'pg_up{target="app"} 1.0' in body, (last, proc.poll())
+        body = eventually(metrics, "the exporter to serve /metrics", retry_on=(OSError,),
+                          interval=0.1)
+        assert 'pg_up{target="app"} 1.0' in body
         assert 'pg_exporter_collector_up{collector="statements",target="app"} 1.0' in body
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +13,10 @@ import psycopg
 import pytest
 
 from exporter.families import COMPAT, SPECS
-from pgarchitect.embedded import PgServer, embedded_postgres, standby_of
-from tests.conftest import PG_VERSIONS, WAIT, new_database, wait_until
+from pgarchitect.demo.embedded import PgServer, embedded_postgres, standby_of
+from tests.conftest import PG_VERSIONS, new_database
 from tests.exporter.conftest import Samples, running_exporter, settings_for
+from tests.waiting import eventually, eventually_async
 
 # Every metric name the postgres-mixin's "Postgres Overview" dashboard and its alerts read,
 # with the labels they select or aggregate by (besides job/instance). Taken from
@@ -71,9 +71,9 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
             conn.execute("SELECT pg_create_physical_replication_slot(%s)", (IDLE_SLOT,))
         settings = {"primary_slot_name": SLOT, "wal_receiver_status_interval": "1"}
         with standby_of(primary, application_name=APP, settings=settings) as standby:
-            wait_until(lambda: primary.execute(
-                f"SELECT active FROM pg_replication_slots WHERE slot_name = '{SLOT}'")
-                == [(True,)], f"{SLOT} active")
+            eventually(lambda: primary.execute(
+                f"SELECT active FROM pg_replication_slots WHERE slot_name = '{SLOT}'"),
+                f"{SLOT} active", until=lambda rows: rows == [(True,)])
             yield Pair(primary, standby)
 
 
@@ -174,14 +174,11 @@ async def test_switching_off_removes_exactly_the_compat_names(pair: Pair) -> Non
 
 async def test_last_scrape_error_is_0_on_a_healthy_target(pg_server: PgServer) -> None:
     dsn = new_database(pg_server, "healthy", extensions=("pg_stat_statements",))
-    deadline = time.monotonic() + WAIT
     async with running_exporter(settings_for({"t": dsn})) as exp:
-        while True:
-            got = await exp.samples()
-            if got.value("pg_exporter_last_scrape_error") == 0 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
-    assert got.value("pg_exporter_last_scrape_error") == 0
+        # The exporter's own statements enter the view one round after they first ran.
+        got = await eventually_async(
+            exp.samples, "a round without errors",
+            until=lambda s: s.value("pg_exporter_last_scrape_error") == 0)
     proc = await asyncio.to_thread(
         subprocess.run, ["promtool", "check", "metrics"], input=got.body, text=True,
         capture_output=True, timeout=60)

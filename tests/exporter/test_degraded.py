@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from exporter.collectors import NAMES as COLLECTORS
-from pgarchitect.embedded import PgServer, embedded_postgres
+from pgarchitect.demo.embedded import PgServer, embedded_postgres
 from tests.conftest import PG_VERSIONS, drop_database, new_database
 from tests.exporter.conftest import running_exporter, settings_for
 

@@ -14,6 +14,7 @@ import pytest
 
 from exporter.families import SPECS
 from tests.exporter.conftest import Setup, run_statements, running_exporter, settings_for
+from tests.waiting import eventually_async
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
@@ -35,7 +36,11 @@ async def test_concurrent_scrapes_share_one_round(setup: Setup) -> None:
         # Within the interval: served from the same round.
         await asyncio.gather(*(exp.get() for _ in range(50)))
         assert exp.scraper("mon").rounds == 1
-        await asyncio.sleep(2.5)
+        # Once the interval has passed, a scrape starts the second round (polled, not slept)...
+        await eventually_async(exp.get, "a second round after the interval",
+                               until=lambda _: exp.scraper("mon").rounds >= 2, interval=0.2)
+        assert exp.scraper("mon").rounds == 2
+        # ...which the next scrapes share again.
         await asyncio.gather(*(exp.get() for _ in range(50)))
         assert exp.scraper("mon").rounds == 2
     assert statements_rounds(setup) == 2

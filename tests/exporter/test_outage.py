@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pgarchitect.embedded import embedded_postgres, free_port
+from pgarchitect.demo.embedded import embedded_postgres, free_port
 from tests.conftest import PG_VERSIONS
 from tests.exporter.conftest import running_exporter, settings_for
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A directory that outlives one server start (like embedded_postgres's own temp dirs)."""
-    path = Path(tempfile.mkdtemp(prefix="pgarchitect-outage"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("version", PG_VERSIONS, ids=lambda v: f"pg{v}")

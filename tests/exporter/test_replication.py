@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,9 +12,10 @@ import psycopg
 import pytest
 
 from exporter.collectors import NAMES as COLLECTORS
-from pgarchitect.embedded import PgServer, embedded_postgres, standby_of
-from tests.conftest import PG_VERSIONS, WAIT, wait_until
+from pgarchitect.demo.embedded import PgServer, embedded_postgres, standby_of
+from tests.conftest import PG_VERSIONS
 from tests.exporter.conftest import Samples, running_exporter, settings_for
+from tests.waiting import eventually, eventually_async
 
 APP = "replica-one"
 MON = "mon"
@@ -46,19 +45,16 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
         fast = {"wal_receiver_status_interval": "1"}
         with standby_of(primary, application_name=APP, settings=fast) as standby:
             pair = Pair(primary, standby)
-            wait_until(pair.streaming, f"{APP} streaming")
+            eventually(pair.streaming, f"{APP} streaming")
             yield pair
 
 
 async def scrape_until(dsn: str, name: str, **labels: str) -> Samples:
-    """Scrape `dsn` through a running exporter until `name{labels}` appears (deadline)."""
-    deadline = time.monotonic() + WAIT
+    """Scrape `dsn` through a running exporter until `name{labels}` appears."""
     async with running_exporter(settings_for({"t": dsn})) as exp:
-        while True:
-            got = await exp.samples()
-            if got.get(name, **labels) or time.monotonic() > deadline:
-                return got
-            await asyncio.sleep(0.2)
+        return await eventually_async(exp.samples, f"{name}{labels} on /metrics",
+                                      until=lambda got: bool(got.get(name, **labels)),
+                                      interval=0.2)
 
 
 def assert_lag(got: Samples, application_name: str) -> None:
@@ -102,7 +98,7 @@ async def test_write_on_primary_reaches_the_standby_and_lag_stays_sane(pair: Pai
         except psycopg.errors.UndefinedTable:
             return False
 
-    wait_until(arrived, "the primary's rows on the standby")
+    eventually(arrived, "the primary's rows on the standby")
     for server, app in ((pair.primary, APP), (pair.standby, "standby")):
         got = await scrape_until(server.dsn(MON), "pg_replication_lag_seconds",
                                  application_name=app)
@@ -117,14 +113,15 @@ async def test_idle_caught_up_standby_is_zero_not_missing(pair: Pair) -> None:
     def idle() -> bool:
         return pair.primary.execute(query) == [(True,)]
 
-    deadline = time.monotonic() + WAIT
+    async def scrape_while_idle() -> Samples | None:
+        await eventually_async(idle, "replay_lag NULL on the quiet primary")
+        got = await exp.samples()
+        return got if idle() else None  # still idle after the scrape: the scrape saw the NULL
+
     async with running_exporter(settings_for({"t": pair.primary.dsn(MON)})) as exp:
-        while True:
-            wait_until(idle, "replay_lag NULL on the quiet primary")
-            got = await exp.samples()
-            if idle():  # still idle after the scrape: the scrape saw the NULL
-                break
-            assert time.monotonic() < deadline, "the primary never stayed quiet for a scrape"
+        got = await eventually_async(scrape_while_idle, "a scrape of the quiet primary",
+                                     until=lambda got: got is not None)
+    assert got is not None
     assert got.value("pg_replication_lag_seconds", target="t", application_name=APP) == 0
 
 
@@ -134,19 +131,17 @@ async def test_standby_that_lost_its_primary_is_behind(version: int) -> None:
     with embedded_postgres(version) as primary, \
             standby_of(primary, application_name="orphan") as standby:
         primary.execute("CREATE TABLE last_word (x int); INSERT INTO last_word VALUES (1)")
-        wait_until(lambda: _has_row(standby), "the write on the standby")
+        eventually(lambda: _has_row(standby), "the write on the standby")
         os.kill(primary.pid, signal.SIGINT)  # fast shutdown of the server this test started
-        wait_until(lambda: not _accepts(primary), "the primary to stop")
-        deadline = time.monotonic() + WAIT
+        eventually(lambda: not _accepts(primary), "the primary to stop")
+
+        def lag(got: Samples) -> float:
+            return got.value("pg_replication_lag_seconds", target="t", application_name="standby")
+
         async with running_exporter(settings_for({"t": standby.dsn()})) as exp:
-            while True:
-                got = await exp.samples()
-                lag = got.value("pg_replication_lag_seconds", target="t",
-                                application_name="standby")
-                if lag > 0 or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-        assert lag > 0
+            got = await eventually_async(exp.samples, "the orphaned standby's lag above 0",
+                                         until=lambda got: lag(got) > 0, interval=0.2)
+        assert lag(got) > 0
         assert got.value("pg_up", target="t") == 1
         assert got.value("pg_exporter_collector_up", collector="replication") == 1
 

@@ -4,11 +4,9 @@ gives up on the scrape."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +14,10 @@ import aiohttp
 import pytest
 
 from exporter.app import SCRAPE_TIMEOUT_HEADER, scrape_budget
-from pgarchitect.embedded import PgServer, embedded_postgres
-from tests.conftest import PG_VERSIONS, WAIT
+from pgarchitect.demo.embedded import PgServer, embedded_postgres
+from tests.conftest import PG_VERSIONS
 from tests.exporter.conftest import Samples, running_exporter, settings_for
+from tests.waiting import eventually_async
 
 
 def cluster_pids(server: PgServer) -> list[int]:
@@ -70,10 +69,8 @@ async def test_hung_target_answers_within_prometheus_timeout(version: int) -> No
             assert got.value("pg_exporter_collector_errors_total", collector="server",
                              reason="timeout") == 1
             # Continued: the next rounds reach the server again.
-            deadline = time.monotonic() + WAIT
-            while (await exp.samples()).value("pg_up", target="t") != 1:
-                assert time.monotonic() < deadline, "no recovery after SIGCONT"
-                await asyncio.sleep(0.2)
+            await eventually_async(exp.samples, "pg_up 1 after SIGCONT",
+                                   until=lambda s: s.value("pg_up", target="t") == 1)
 
 
 async def test_without_the_header_the_configured_timeout_applies() -> None:

@@ -3,7 +3,7 @@
 Serves three /metrics endpoints with prometheus_client, using exactly the metric names
 and labels docs/monitoring.md assumes, and keeps the counters moving:
 
-- refapp port: pg_orm_query_duration_seconds (SPEC §3.4 buckets) and pg_orm_queries_total.
+- refapp port: pg_orm_query_duration_seconds (the SDK's own buckets) and pg_orm_queries_total.
   Path "orm" is slow (9 of 10 queries at 200 ms, so its 50 ms SLO burns 18x), path "thin"
   is fast (2 ms).
 - exporter port: the pg_* health, statement and self metrics. Target db1 is up with a
@@ -25,24 +25,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-ORM_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.02,
-    0.03,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-)
+from exporter.instrument import BUCKETS
+
 TICK = 0.1
 
 
@@ -51,7 +35,7 @@ def refapp_metrics(reg: CollectorRegistry) -> Callable[[], None]:
         "pg_orm_query_duration_seconds",
         "ORM-path query latency.",
         ["orm_path", "operation", "datname"],
-        buckets=ORM_BUCKETS,
+        buckets=BUCKETS,
         registry=reg,
     )
     queries = Counter(

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +35,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "prometheus" / "rules"
@@ -79,26 +80,13 @@ def wait_for(
 ) -> T:
     """Call `probe` until it returns something truthy and return that; fail after timeout.
 
-    The timeout is a deadline for a failure message, not a performance threshold.
+    `tests.waiting.eventually` with the errors a program that is still starting (or an
+    HTTP API that has no answer yet) gives counted as "not yet".
     """
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = probe()
-            if result:
-                return result
-        except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            detail = on_timeout() if on_timeout else ""
-            pytest.fail(
-                f"timed out after {timeout:.0f}s waiting for {what}"
-                + (f" (last error: {last_error!r})" if last_error else "")
-                + (f"\n{detail}" if detail else ""),
-                pytrace=False,
-            )
-        time.sleep(interval)
+    result = eventually(probe, what, retry_on=(OSError, ValueError, KeyError), within=timeout,
+                        interval=interval, on_timeout=on_timeout)
+    assert result is not None
+    return result
 
 
 def http_json(url: str, *, data: bytes | None = None, timeout: float = 5.0) -> Any:

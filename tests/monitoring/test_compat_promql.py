@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgarchitect.embedded import embedded_postgres, standby_of
+from pgarchitect.demo.embedded import embedded_postgres, standby_of
 
 from .stack import Process, Prometheus, free_port, http_ok, prometheus, running, wait_for
 

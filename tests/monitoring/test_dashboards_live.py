@@ -2,9 +2,9 @@
 data from a Prometheus that scraped the real exporter and reference app (docs/monitoring.md).
 
 The stack is real: PostgreSQL 18 (embedded), `pgarchitect exporter`, the reference app
-(`python -m exporter.refapp`), Prometheus with the repository's rules. The analyzer service is
-added automatically once `pgarchitect analyzer` is built (today it says "not built yet" and
-exits 2); its dashboard's queries are then checked live too.
+(`python -m pgarchitect.demo.refapp`), Prometheus with the repository's rules. The analyzer
+service is added automatically once `pgarchitect analyzer` is built (today it says "not built
+yet" and exits 2); its dashboard's queries are then checked live too.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import psycopg
 import pytest
 import yaml
 
-from pgarchitect.embedded import embedded_postgres
-from pgarchitect.workload import create_schema
+from pgarchitect.demo.embedded import embedded_postgres
+from pgarchitect.demo.workload import create_schema
 
 from .stack import (
     DASHBOARD_DIR,
@@ -143,7 +143,7 @@ def live_stack(tmp: Path) -> Iterator[Live]:
         subprocess.run([*cli(), "migrate", "--store", store_dsn], check=True, timeout=300)
         commands = {
             "exporter": [*cli(), "exporter", "--config", str(config)],
-            "refapp": [sys.executable, "-m", "exporter.refapp", "--dsn", app_dsn,
+            "refapp": [sys.executable, "-m", "pgarchitect.demo.refapp", "--dsn", app_dsn,
                        "--listen", f"127.0.0.1:{ports['refapp']}"],
         }
         with_analyzer = analyzer_built(tmp, config)

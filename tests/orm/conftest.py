@@ -9,9 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pgarchitect.embedded import PgServer, embedded_postgres
+from pgarchitect.demo.embedded import PgServer, embedded_postgres
+from pgarchitect.demo.workload import create_schema
 from pgarchitect.errors import ServerUnavailable
-from pgarchitect.workload import create_schema
 from tests.conftest import PG_VERSIONS, drop_database, new_database
 
 JSONLOG = {

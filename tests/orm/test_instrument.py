@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
+import re
 import string
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,8 +28,9 @@ from exporter.instrument import (
     instrument_sqlalchemy,
 )
 from pgarchitect.config import OrmOperation
+from tests.waiting import eventually_async
 
-SPEC_BUCKETS = [.001, .0025, .005, .01, .02, .03, .05, .075, .1, .15, .25, .5, 1, 2.5, 5, 10]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 OPS = (OrmOperation("numbers.find", "from generate_series"), "explicit.op")
 
 
@@ -37,15 +40,15 @@ def sample(reg: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def buckets(reg: CollectorRegistry, **labels: str) -> list[float]:
-    """Cumulative bucket counts of the histogram for `labels`, in SPEC order, then +Inf."""
+    """Cumulative bucket counts of the histogram for `labels`, edge by edge, then +Inf."""
     return [sample(reg, "pg_orm_query_duration_seconds_bucket", **labels, le=str(float(le)))
-            for le in SPEC_BUCKETS] + [
+            for le in BUCKETS] + [
         sample(reg, "pg_orm_query_duration_seconds_bucket", **labels, le="+Inf")]
 
 
 def expected_buckets(durations: list[float]) -> list[float]:
     """What a correct histogram holds for these durations (le is inclusive)."""
-    return [float(sum(1 for d in durations if d <= le)) for le in SPEC_BUCKETS] + [
+    return [float(sum(1 for d in durations if d <= le)) for le in BUCKETS] + [
         float(len(durations))]
 
 
@@ -69,8 +72,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     yield fake
 
 
-def test_buckets_are_the_spec_edges() -> None:
-    assert list(BUCKETS) == SPEC_BUCKETS
+@pytest.mark.parametrize("doc", ["orm-paths.md", "monitoring.md"])
+def test_buckets_are_the_documented_edges(doc: str) -> None:
+    (row,) = [r for r in (DOCS / doc).read_text().splitlines()
+              if r.startswith("| `pg_orm_query_duration_seconds` |")]
+    edges = re.search(r"buckets `?([0-9. ]+?)`? \|", row)
+    assert edges is not None, row
+    assert tuple(float(e) for e in edges.group(1).split()) == BUCKETS
+    assert 0.05 in BUCKETS  # the 50 ms SLO is an edge: le="0.05" gives an exact ratio
+
+
+def test_edges_are_inclusive() -> None:
     reg = CollectorRegistry()
     m = OrmMetrics(reg, ["op"])
     # On an edge counts as inside (le is <=): 0.05 is in the SLO bucket, 0.0500001 is not.
@@ -177,10 +189,20 @@ async def test_asyncpg_hook(pg_server: Any, target_dsn: str) -> None:
         for _ in range(3):
             with pytest.raises(asyncpg.DivisionByZeroError):
                 await conn.fetchval("SELECT 1 / $1::int", 0)
-        await asyncio.sleep(0.05)  # query loggers are called with loop.call_soon
+        db = target_dsn.rsplit("/", 1)[1]
+
+        def seen() -> tuple[int, float]:
+            """Statements our logger captured, and statements the hook counted."""
+            counted = sum(sample(reg, "pg_orm_queries_total", orm_path="thin", operation=op,
+                                 datname=db, outcome=outcome)
+                          for op in elapsed for outcome in ("ok", "error"))
+            return sum(len(d) for d in elapsed.values()), counted
+
+        # Query loggers are called with loop.call_soon: wait for both to have run.
+        await eventually_async(seen, "the query loggers to run",
+                               until=lambda got: got[0] >= 11 and got[1] >= 14)
     finally:
         await conn.close()
-    db = target_dsn.rsplit("/", 1)[1]
     for op, durations in elapsed.items():
         labels = {"orm_path": "thin", "operation": op, "datname": db}
         assert buckets(reg, **labels) == expected_buckets(durations), op
@@ -273,8 +295,8 @@ async def test_sqlalchemy_hook(pg_server: Any, target_dsn: str, clock: FakeClock
 def test_bisect_matches_reference() -> None:
     # The reference used above agrees with an independent placement by bisection.
     durations = [0.0001, 0.05, 0.051, 2.5, 20.0]
-    per_bucket = [0] * (len(SPEC_BUCKETS) + 1)
+    per_bucket = [0] * (len(BUCKETS) + 1)
     for d in durations:
-        per_bucket[bisect.bisect_left(SPEC_BUCKETS, d)] += 1
-    cumulative = [float(sum(per_bucket[: i + 1])) for i in range(len(SPEC_BUCKETS))]
+        per_bucket[bisect.bisect_left(BUCKETS, d)] += 1
+    cumulative = [float(sum(per_bucket[: i + 1])) for i in range(len(BUCKETS))]
     assert expected_buckets(durations) == [*cumulative, float(len(durations))]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter import logtail
+from exporter.instrument import BUCKETS
 from exporter.logtail import REASONS, LogTailer
 from pgarchitect.config import OrmOperation, OrmPathRule, OrmPathSettings
-from pgarchitect.embedded import PgServer
+from pgarchitect.demo.embedded import PgServer
 from tests.orm.conftest import log_dir
-from tests.orm.test_instrument import SPEC_BUCKETS, expected_buckets, sample
+from tests.orm.test_instrument import expected_buckets, sample
+from tests.waiting import eventually, eventually_async
 
 RULES = (
     OrmPathRule("^api-orm", "orm"),
@@ -28,7 +29,6 @@ RULES = (
     OrmPathRule("^analytics", "analytics"),
 )
 OPERATIONS = (OrmOperation("numbers.sum", "from generate_series"),)
-WAIT = 60.0  # a deadline for the server's logger to catch up, not a performance bar
 
 
 def settings(directory: Path, state_file: Path | None = None, **kw: Any) -> OrmPathSettings:
@@ -46,15 +46,8 @@ def total(reg: CollectorRegistry, datname: str, outcome: str = "ok", **labels: s
 
 
 def wait_for(tailer: LogTailer, done: Callable[[], bool]) -> None:
-    """Poll until `done()`; the server's logging collector writes asynchronously."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        tailer.poll_once()
-        if done():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("the tailer did not see the expected lines in time")
-        time.sleep(0.05)
+    """Poll the tailer until `done()`; the server's logging collector writes asynchronously."""
+    eventually(lambda: (tailer.poll_once(), done())[1], "the tailer to see the expected lines")
 
 
 def dbname(dsn: str) -> str:
@@ -113,7 +106,7 @@ def test_counts_per_path_and_buckets(jsonlog_server: PgServer, jsonlog_db: str) 
     assert len(logged) == 7
     got = [sample(reg, "pg_orm_query_duration_seconds_bucket", orm_path="thin",
                   operation="numbers.sum", datname=db, le=str(float(le)))
-           for le in SPEC_BUCKETS]
+           for le in BUCKETS]
     assert got == expected_buckets(logged)[:-1]
     assert sample(reg, "pg_exporter_logtail_lines_total") > 0
     assert all(sample(reg, "pg_exporter_logtail_errors_total", reason=r) == 0 for r in REASONS)
@@ -135,14 +128,18 @@ def logged_durations(directory: Path, db: str, app: str) -> list[float]:
 
 
 def rotate(server: PgServer) -> None:
-    """Force a new log file (names carry seconds: wait for the next second first)."""
+    """Force a new log file.
+
+    File names carry the second they were opened in, and a rotation within the same second
+    reopens the same file: ask again until a new name appears.
+    """
     before = {p.name for p in log_dir(server).glob("*.json")}
-    time.sleep(1.1)
-    server.execute("SELECT pg_rotate_logfile()")
-    deadline = time.monotonic() + WAIT
-    while {p.name for p in log_dir(server).glob("*.json")} <= before:
-        assert time.monotonic() < deadline, "no new log file after pg_rotate_logfile()"
-        time.sleep(0.05)
+
+    def rotated() -> set[str]:
+        server.execute("SELECT pg_rotate_logfile()")
+        return {p.name for p in log_dir(server).glob("*.json")} - before
+
+    eventually(rotated, "a new log file after pg_rotate_logfile()", interval=0.1)
 
 
 def test_rotation_loses_and_doubles_nothing(jsonlog_server: PgServer, jsonlog_db: str) -> None:
@@ -156,10 +153,14 @@ def test_rotation_loses_and_doubles_nothing(jsonlog_server: PgServer, jsonlog_db
     tailer.poll_once()  # may land mid-way: the rest must follow without doubling
     rotate(jsonlog_server)
     run_statements(jsonlog_db, {"api-thin": 4})
+    # Every line in the files first (ground truth), then the tailer caught up with them: one
+    # more poll reads to the end of the files, so a doubled line would show now.
+    eventually(lambda: len(logged_durations(log_dir(jsonlog_server), db, "api-thin")),
+               "the server to log all 15 statements", until=lambda n: n >= 15)
     wait_for(tailer, lambda: total(reg, db, orm_path="thin") >= 15)
-    time.sleep(0.3)
     tailer.poll_once()
     assert total(reg, db, orm_path="thin") == 15
+    assert len(logged_durations(log_dir(jsonlog_server), db, "api-thin")) == 15
     assert sample(reg, "pg_exporter_logtail_errors_total", reason="truncated") == 0
 
 
@@ -196,10 +197,9 @@ async def test_run_task_observes_and_cancels(jsonlog_server: PgServer, jsonlog_d
     db = dbname(jsonlog_db)
     try:
         await asyncio.to_thread(run_statements, jsonlog_db, {"analytics": 3})
-        deadline = time.monotonic() + WAIT
-        while total(reg, db, orm_path="analytics") < 3:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: total(reg, db, orm_path="analytics"),
+                               "the running tailer to count 3 statements",
+                               until=lambda n: n >= 3)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from exporter.refapp.app import RefAppOptions, make_app
-from exporter.refapp.service import PATH_NAMES
+from pgarchitect.demo.refapp.app import RefAppOptions, make_app
+from pgarchitect.demo.refapp.service import PATH_NAMES
 from tests.orm.test_instrument import sample
 
 
@@ -128,7 +128,8 @@ async def test_bad_input_is_one_clear_400(
 
 def test_cli_without_a_database_is_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGARCHITECT_")}
-    proc = subprocess.run([sys.executable, "-m", "exporter.refapp", "--listen", "127.0.0.1:0"],
+    proc = subprocess.run([sys.executable, "-m", "pgarchitect.demo.refapp",
+                           "--listen", "127.0.0.1:0"],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -10,8 +10,8 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from exporter.instrument import OrmMetrics
-from exporter.refapp.app import logs_body
-from exporter.refapp.service import (
+from pgarchitect.demo.refapp.app import logs_body
+from pgarchitect.demo.refapp.service import (
     OPERATIONS,
     THIN_LATEST,
     AnalyticsPath,
@@ -19,7 +19,7 @@ from exporter.refapp.service import (
     RawJson,
     ThinPath,
 )
-from pgarchitect.workload import create_schema
+from pgarchitect.demo.workload import create_schema
 
 PAYLOAD = {"s": 'é "quoted" \\ \n ✓', "nested": {"k": [1, 2.5, None, True]}, "n": 2**62}
 

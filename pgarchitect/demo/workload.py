@@ -19,7 +19,7 @@ import asyncpg
 
 from pgarchitect.log import event
 
-log = logging.getLogger("pgarchitect.workload")
+log = logging.getLogger("pgarchitect.demo.workload")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (

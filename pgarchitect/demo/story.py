@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import psycopg
 
 from pgarchitect.db import mark
+from pgarchitect.demo.embedded import PgServer, embedded_postgres
+from pgarchitect.demo.workload import DEFAULT_PLANT, create_schema, run_workload
 from pgarchitect.dsn import Dsn
-from pgarchitect.embedded import PgServer, embedded_postgres
 from pgarchitect.log import event
 from pgarchitect.migrate import migrate
 from pgarchitect.table import render_table
-from pgarchitect.workload import DEFAULT_PLANT, create_schema, run_workload
 
 log = logging.getLogger("pgarchitect.demo")
 
@@ -64,12 +64,12 @@ ORM_JSONLOG = {"logging_collector": "on", "log_destination": "jsonlog", "log_dir
 
 def orm_paths_step(server: PgServer, app_dsn: str, options: DemoOptions) -> None:
     """Run the reference app's traffic; show per-path p95 from its SDK and from the jsonlog."""
-    from exporter.refapp.traffic import run_traffic
+    from pgarchitect.demo.refapp.traffic import run_traffic
 
     seconds = max(3.0, min(10.0, options.seconds / 3))
     server.execute("ALTER DATABASE app SET log_min_duration_statement = 0")
-    _say(f"ORM paths: {seconds:.0f}s of reference-app traffic (exporter/refapp: orm = SQLAlchemy, "
-         "thin = asyncpg, analytics = psycopg) …")
+    _say(f"ORM paths: {seconds:.0f}s of reference-app traffic (pgarchitect/demo/refapp: "
+         "orm = SQLAlchemy, thin = asyncpg, analytics = psycopg) …")
     report = asyncio.run(run_traffic(app_dsn, seconds, options.users,
                                      jsonlog=server.datadir / "log"))
     server.execute("ALTER DATABASE app RESET log_min_duration_statement")
@@ -183,7 +183,7 @@ def run_demo(options: DemoOptions) -> int:
         _demo_audit(app_dsn, store_dsn, snapshots)
         _say()
         # --- exporter (issue 3) ---
-        from exporter.demo import demo_step
+        from pgarchitect.demo.exporter_step import demo_step
 
         demo_step(app_dsn, _say)
         _say()

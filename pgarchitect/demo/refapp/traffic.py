@@ -21,10 +21,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter.logtail import LogTailer
-from exporter.refapp.app import RefAppOptions, make_app
-from exporter.refapp.service import APPLICATION_NAMES, OPERATIONS
 from pgarchitect.config import OrmPathRule, OrmPathSettings
-from pgarchitect.embedded import free_port
+from pgarchitect.demo.embedded import free_port
+from pgarchitect.demo.refapp.app import RefAppOptions, make_app
+from pgarchitect.demo.refapp.service import APPLICATION_NAMES, OPERATIONS
 
 HISTOGRAM = "pg_orm_query_duration_seconds"
 

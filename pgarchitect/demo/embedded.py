@@ -31,7 +31,7 @@ import psycopg
 from pgarchitect.errors import ServerUnavailable
 from pgarchitect.log import event
 
-log = logging.getLogger("pgarchitect.embedded")
+log = logging.getLogger("pgarchitect.demo.embedded")
 
 SERVICE_USER = "pgarchitect-pg"
 DEBIAN_BIN = "/usr/lib/postgresql/{major}/bin"
@@ -275,7 +275,7 @@ def embedded_postgres(
             conf.update(settings or {})
             lines = [f"{k} = {_conf_value(v)}" for k, v in conf.items()]
             (datadir / "postgresql.auto.conf").write_text(
-                "# written by pgarchitect.embedded\n" + "\n".join(lines) + "\n"
+                "# written by pgarchitect.demo.embedded\n" + "\n".join(lines) + "\n"
             )
             if user is not None:
                 os.chown(datadir / "postgresql.auto.conf", user.pw_uid, user.pw_gid)

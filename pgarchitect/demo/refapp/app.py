@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter.instrument import OrmMetrics
-from exporter.refapp.service import (
+from pgarchitect.db import first_line
+from pgarchitect.demo.refapp.service import (
     OPERATIONS,
     PATH_NAMES,
     DatabaseService,
@@ -35,10 +36,9 @@ from exporter.refapp.service import (
     NewLog,
     PathName,
 )
-from pgarchitect.db import first_line
 from pgarchitect.log import event
 
-log = logging.getLogger("exporter.refapp")
+log = logging.getLogger("pgarchitect.demo.refapp")
 
 MAX_LIMIT = 10_000
 MAX_BATCH = 10_000

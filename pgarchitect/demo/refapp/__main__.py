@@ -1,4 +1,4 @@
-"""`python -m exporter.refapp --dsn DSN --listen HOST:PORT [--route-all-orm]`.
+"""`python -m pgarchitect.demo.refapp --dsn DSN --listen HOST:PORT [--route-all-orm]`.
 
 The DSN comes from ``--dsn``, else ``PGARCHITECT_DSN``, else the first target of ``--config``.
 ``PGARCHITECT_ROUTE_ALL_ORM=true`` is the same as ``--route-all-orm``.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from exporter.refapp.app import RefAppOptions, make_app
 from pgarchitect.config import load_settings, parse_listen, target_from_dsn
+from pgarchitect.demo.refapp.app import RefAppOptions, make_app
 from pgarchitect.errors import ConfigError, UserError
 from pgarchitect.log import setup_logging
 
@@ -35,7 +35,7 @@ def options_from(args: argparse.Namespace) -> RefAppOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the reference app until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m exporter.refapp",
+    parser = argparse.ArgumentParser(prog="python -m pgarchitect.demo.refapp",
                                      description="pgarchitect reference app (three ORM paths)")
     parser.add_argument("--dsn", help="database DSN (default: PGARCHITECT_DSN or the config)")
     parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
