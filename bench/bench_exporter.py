@@ -33,8 +33,8 @@ import asyncpg
 import psycopg
 
 from bench.report import write_section
+from exporter.collectors.statements import select_statements
 from exporter.db import session_settings
-from exporter.sql.statements import select_statements
 from pgarchitect.config import ExporterSettings
 from pgarchitect.demo.embedded import PgServer, embedded_postgres, free_port
 

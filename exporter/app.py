@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import db
+from exporter import collectors, db
 from exporter.exposition import LabelStrings, encode
 from exporter.families import build
 from exporter.model import ScrapeResult
@@ -65,14 +66,16 @@ class RenderCache:
     so they share its bytes (and their gzip) too instead of each rendering thousands of
     samples again."""
 
-    def __init__(self) -> None:
+    def __init__(self, compat: bool = True) -> None:
         self._last: dict[tuple[str, str], Rendered] = {}
         self._labels = LabelStrings()
+        self._compat = compat
 
     def render(self, key: str, accept: str | None, results: Sequence[ScrapeResult],
                registry: CollectorRegistry | None) -> Rendered:
         """The app registry's metrics, then the targets' families (rendered once per round)."""
-        encoder, content_type = choose_encoder(accept or "")
+        accept = negotiate(accept, self._compat)
+        encoder, content_type = choose_encoder(accept)
         own = b"" if registry is None else encoder(registry)
         if own.endswith(_EOF):  # OpenMetrics: one EOF marker, at the very end
             own = own[: -len(_EOF)]
@@ -80,13 +83,26 @@ class RenderCache:
         if hit is not None and hit.own == own and len(hit.results) == len(results) and all(
                 a is b for a, b in zip(hit.results, results, strict=True)):
             return hit
-        body, content_type, _ = encode(build(results), accept or "", self._labels)
+        body, content_type, _ = encode(build(results, self._compat), accept, self._labels)
         rendered = Rendered(tuple(results), own, own + body, content_type)
         self._last[(key, content_type)] = rendered
         return rendered
 
 
 RENDERED = web.AppKey("rendered", RenderCache)
+TEXT_FORMAT = "text/plain; version=0.0.4"
+
+
+def negotiate(accept: str | None, compat: bool) -> str:
+    """The Accept header to encode for. With the postgres_exporter compatibility set on, the
+    text format whenever the client takes it (Prometheus does, after OpenMetrics): its
+    counters without `_total` share family names with ours, which OpenMetrics cannot carry,
+    and postgres_exporter itself serves only the text format."""
+    accept = accept or ""
+    if compat and "application/openmetrics-text" in accept and (
+            "text/plain" in accept or "*/*" in accept):
+        return TEXT_FORMAT
+    return accept
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -117,10 +133,40 @@ async def _respond(request: web.Request, key: str, results: Sequence[ScrapeResul
     return web.Response(body=rendered.body, headers=headers)
 
 
+# Prometheus sends its scrape timeout; a round ends this much earlier, so the answer (with
+# pg_up 0 for a hung target) arrives before Prometheus gives up (blackbox_exporter's
+# --timeout-offset default).
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+SCRAPE_TIMEOUT_MARGIN = 0.5
+
+
+def scrape_budget(header: str | None, scrape_timeout: float) -> float:
+    """Seconds a database round may take: Prometheus's scrape timeout minus the margin (half
+    of it when it is shorter than twice the margin), never more than `scrape_timeout`; the
+    configured `scrape_timeout` without a usable header."""
+    try:
+        offered = float(header) if header is not None else math.nan
+    except ValueError:
+        offered = math.nan
+    if not (math.isfinite(offered) and offered > 0):
+        return scrape_timeout
+    if offered > 2 * SCRAPE_TIMEOUT_MARGIN:
+        offered -= SCRAPE_TIMEOUT_MARGIN
+    else:
+        offered /= 2
+    return min(offered, scrape_timeout)
+
+
+def _budget(request: web.Request) -> float:
+    return scrape_budget(request.headers.get(SCRAPE_TIMEOUT_HEADER),
+                         request.app[SETTINGS].exporter.scrape_timeout)
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Every target, then the app registry's own metrics."""
     scrapers = request.app[SCRAPERS].values()
-    results = await asyncio.gather(*(s.collect() for s in scrapers))
+    budget = _budget(request)
+    results = await asyncio.gather(*(s.collect(budget) for s in scrapers))
     return await _respond(request, "metrics", results, request.app[REGISTRY])
 
 
@@ -134,7 +180,8 @@ async def probe(request: web.Request) -> web.Response:
     if scraper is None:
         known = ", ".join(scrapers.keys()) or "none"
         raise web.HTTPNotFound(text=f"unknown target {name!r} (known: {known})\n")
-    return await _respond(request, f"probe:{name}", [await scraper.collect()], None)
+    return await _respond(request, f"probe:{name}", [await scraper.collect(_budget(request))],
+                          None)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -196,7 +243,7 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[REGISTRY] = CollectorRegistry(auto_describe=True)
-    app[RENDERED] = RenderCache()
+    app[RENDERED] = RenderCache(settings.exporter.postgres_exporter_compat)
     app.cleanup_ctx.append(_scrapers_ctx)
     app.cleanup_ctx.append(_background_tasks_ctx)
     app.router.add_get("/", index)
@@ -226,6 +273,7 @@ async def check_targets(settings: Settings) -> None:
 def run(settings: Settings) -> int:
     """Serve until interrupted (the `pgarchitect exporter` command)."""
     host, port = parse_listen(settings.exporter.listen, "exporter.listen")
+    collectors.enabled(settings.exporter.disabled_collectors)  # ConfigError on a bad name
     asyncio.run(check_targets(settings))
     names = ",".join(t.name for t in settings.targets)
     log.info(event("exporter.listening", url=f"http://{host}:{port}/metrics", targets=names))

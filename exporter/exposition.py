@@ -69,14 +69,19 @@ def render(families: Sequence[Family], fmt: str, kept: LabelStrings | None = Non
     formatted: dict[Labels, dict[Labels, str]] = {}  # label names -> values -> '{...}'
     previous = {} if kept is None else kept.last
     numbers: dict[float, str] = {}
+    if fmt == OPENMETRICS:
+        families = openmetrics_families(families)
     for family in families:
         spec, name = family.spec, family.name
-        if spec.kind == "counter":
+        kind = spec.kind
+        if kind == "counter":
             base = name[:-6] if name.endswith("_total") else name
             sample, head = base + "_total", (base if fmt == OPENMETRICS else base + "_total")
         else:
             sample = head = name
-        out.append(f"# HELP {head} {_help(spec.help, fmt)}\n# TYPE {head} {spec.kind}\n")
+            if kind == "untyped" and fmt == OPENMETRICS:
+                kind = "unknown"
+        out.append(f"# HELP {head} {_help(spec.help, fmt)}\n# TYPE {head} {kind}\n")
         cache = formatted.setdefault(spec.labels, {})
         old = previous.get(spec.labels, {})
         order, prefixes = _label_strings(spec.labels)
@@ -99,6 +104,15 @@ def render(families: Sequence[Family], fmt: str, kept: LabelStrings | None = Non
     if kept is not None:
         kept.last = formatted
     return "".join(out)
+
+
+def openmetrics_families(families: Sequence[Family]) -> list[Family]:
+    """The families OpenMetrics can carry: an untyped family named like a counter's family
+    (`pg_stat_database_xact_commit` beside the counter `pg_stat_database_xact_commit_total`,
+    both the family `pg_stat_database_xact_commit` there) is left out, since family names
+    must be unique. The text format carries both (docs/migrating-from-postgres_exporter.md)."""
+    counters = {f.name.removesuffix("_total") for f in families if f.spec.kind == "counter"}
+    return [f for f in families if not (f.spec.kind == "untyped" and f.name in counters)]
 
 
 class _Collected:
@@ -126,6 +140,8 @@ def encode(families: Sequence[Family], accept: str,
     fmt = fast_format(content_type)
     if fmt is not None:
         return render(families, fmt, kept).encode(), content_type, encoder
+    if content_type.startswith("application/openmetrics-text"):
+        families = openmetrics_families(families)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collected(to_metrics(families)))
     return encoder(registry), content_type, encoder

@@ -7,51 +7,51 @@ is reused for `min_refresh_interval` seconds. A failing collector never fails th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import asyncpg
 
-from exporter import db
-from exporter.collectors import activity, database, replication, server, statements, tables
+from exporter import collectors, db
+from exporter.collectors import server
+from exporter.collectors.base import Collector, Context
 from exporter.errors import Classified, Reason, classify
-from exporter.model import COLLECTORS, Failure, ScrapeResult, ServerInfo, Statements
-from exporter.selection import NameCache, Selection, TextCache
-from exporter.sql import server as server_sql
+from exporter.model import Failure, ScrapeResult, ServerInfo
 from pgarchitect.config import ExporterSettings, Target
 from pgarchitect.log import event
 
 log = logging.getLogger("exporter.scrape")
 
-T = TypeVar("T")
 Step = Callable[[asyncpg.Connection], Awaitable[None]]
-# Database and role names are looked up again this often (seconds), so renames show up.
-NAMES_TTL = 300.0
-HEALTH = ("activity", "database", "locks", "replication", "tables", "indexes")
 
 
 class _Outcome(NamedTuple):
-    """What one statements read returned: its data, or its failure, and how long it took."""
+    """What a collector on its own connection returned: data or failure, and its time."""
 
-    data: Statements | None
+    name: str
+    data: Any
     seconds: float
     failure: Classified | None
 
 
 class TargetScraper:
-    """Scrapes one target; owns its pool, statement selection memory and text cache."""
+    """Scrapes one target; owns its pool and its collectors' memory across scrapes."""
 
     def __init__(self, target: Target, settings: ExporterSettings) -> None:
         self.target = target
         self.settings = settings
-        self.selection = Selection(settings.statements_top_n, settings.statements_keep_scrapes,
-                                   settings.statements_max_series)
-        self.texts = TextCache(settings.text_cache_size)
-        self.names = NameCache(NAMES_TTL)
+        views = collectors.enabled(settings.disabled_collectors)
+        self._own = [c for c in views if c.own_connection]
+        self._shared = [c for c in views if not c.own_connection]
+        self._names = (collectors.PROBE.name, *(c.name for c in views))
+        self._disabled = frozenset(collectors.NAMES).difference(self._names)
+        self._memory = {c.name: c.new_memory(settings) for c in views if c.new_memory}
         self.rounds = 0
+        self._abandoned: set[asyncio.Future[None]] = set()
         self._pool: asyncpg.Pool | None = None
         self._errors: Counter[tuple[str, str]] = Counter()
         self._last: ScrapeResult | None = None
@@ -68,10 +68,20 @@ class TargetScraper:
         """The target's name (the `target` label)."""
         return self.target.name
 
+    def _abandon(self, work: asyncio.Future[None]) -> None:
+        """Keep a cancelled round until it has unwound; drop the pool it was using."""
+        self._abandoned.add(work)
+        work.add_done_callback(self._abandoned.discard)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.terminate()
+
     async def close(self) -> None:
         """Wait for a running round, then close the pool."""
         if self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
+        if self._abandoned:
+            await asyncio.wait(self._abandoned, timeout=self.settings.connect_timeout)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -79,13 +89,15 @@ class TargetScraper:
             except (TimeoutError, OSError, asyncpg.PostgresError):
                 pool.terminate()
 
-    async def collect(self) -> ScrapeResult:
-        """The latest result: fresh enough, in flight (shared), or a new round."""
+    async def collect(self, budget: float | None = None) -> ScrapeResult:
+        """The latest result: fresh enough, in flight (shared), or a new round that takes at
+        most `budget` seconds (default: the configured scrape_timeout)."""
         if self._last is not None and (
                 time.monotonic() - self._last_at < self.settings.min_refresh_interval):
             return self._last
         if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._round())
+            seconds = self.settings.scrape_timeout if budget is None else budget
+            self._inflight = asyncio.ensure_future(self._round(seconds))
             self._inflight.add_done_callback(self._finished)
         # Shielded: a client that goes away must not cancel the round the others wait for.
         return await asyncio.shield(self._inflight)
@@ -101,7 +113,7 @@ class TargetScraper:
             pool = await self._get_pool()
             async with asyncio.timeout(self.settings.connect_timeout + 1):
                 async with pool.acquire() as conn:
-                    await conn.fetchval(server_sql.PING)
+                    await conn.fetchval(server.PING)
             return True
         except Exception:  # any failure means not reachable; the scrape reports why
             return False
@@ -111,14 +123,23 @@ class TargetScraper:
             self._pool = await db.create_pool(self.target.dsn, self.settings)
         return self._pool
 
-    async def _round(self) -> ScrapeResult:
+    async def _round(self, budget: float) -> ScrapeResult:
         self.rounds += 1
-        result = ScrapeResult(target=self.name, up=False)
-        try:
-            async with asyncio.timeout(self.settings.scrape_timeout):
-                await self._collect_all(result)
-        except TimeoutError:
-            self._server = None  # the next round probes first again
+        result = ScrapeResult(target=self.name, up=False, disabled=self._disabled)
+        work = asyncio.ensure_future(self._collect_all(result))
+        await asyncio.wait({work}, timeout=budget)
+        if work.done():
+            work.result()
+        else:
+            # Over budget: answer now. The round is cancelled but not waited for (against a
+            # hung server, unwinding its queries would wait on the server too); the pool is
+            # dropped so its sockets close, and the next round connects and probes afresh.
+            work.cancel()
+            self._abandon(work)
+            result = dataclasses.replace(result, data=dict(result.data),
+                                         durations=dict(result.durations),
+                                         failures=dict(result.failures))
+            self._server = None
             self._fail_rest(result, Classified(Reason.TIMEOUT, True, "scrape timeout"), log_it=True)
         result.finished_at = time.time()
         result.errors_total = dict(self._errors)
@@ -138,51 +159,56 @@ class TargetScraper:
         except Exception as exc:  # a failed probe: the target is down for this round
             await self._down(result, classify(exc))
             return
-        # With the last round's probe the statements read starts at once; the probe runs
-        # alongside it, first on the health collectors' connection.
+        # With the last round's probe the collectors on their own connection (the statements
+        # read) start at once; the probe runs alongside them, first on the shared connection.
         used = cached or result.server
         assert used is not None
-        outcome, down = await asyncio.gather(
-            self._statements(pool, used), self._health(pool, result, probe=cached is not None))
+        outcomes, down = await asyncio.gather(
+            asyncio.gather(*(self._alone(pool, c, used) for c in self._own)),
+            self._health(pool, result, probe=cached is not None))
         if down is not None:
             await self._down(result, down)
             return
         info = result.server
         assert info is not None
-        if outcome.failure is not None and info != used:
-            # The server changed since the last probe (extension dropped or updated, role
-            # revoked...): read again with what it says now, so the error says why.
-            outcome = await self._statements(pool, info)
-        self._apply(result, outcome)
+        for collector, outcome in zip(self._own, outcomes, strict=True):
+            if outcome.failure is not None and info != used:
+                # The server changed since the last probe (extension dropped or updated, role
+                # revoked...): read again with what it says now, so the error says why.
+                outcome = await self._alone(pool, collector, info)
+            self._apply(result, outcome)
         result.up = True
         self._log_target(True, None)
         self._server = None if self._reprobe else info
 
     async def _down(self, result: ScrapeResult, failure: Classified) -> None:
         """The probe failed: every collector is down with its reason, one log line says so."""
-        self._server, result.server, result.statements = None, None, None
+        self._server, result.server, result.data = None, None, {}
         self._record(result, "server", failure, log_it=False)
         self._fail_rest(result, failure, log_it=False)
         self._log_target(False, failure)
         if self._pool is not None:
             await self._pool.expire_connections()
 
-    async def _statements(self, pool: asyncpg.Pool, info: ServerInfo) -> _Outcome:
-        """The statements collector on its own connection; its outcome is applied by the
-        caller, once it knows whether the target is up."""
+    def _context(self, collector: Collector[Any], info: ServerInfo) -> Context:
+        return Context(info, self.settings, self._memory.get(collector.name))
+
+    async def _alone(self, pool: asyncpg.Pool, collector: Collector[Any],
+                     info: ServerInfo) -> _Outcome:
+        """A collector on its own connection; its outcome is applied by the caller, once it
+        knows whether the target is up."""
         started = time.perf_counter()
         try:
             async with pool.acquire() as conn:
-                data = await statements.fetch(
-                    conn, info, self.settings, self.selection, (self.texts, self.names))
+                data = await collector.fetch(conn, self._context(collector, info))
         except Exception as exc:  # classified; never fails the scrape
-            return _Outcome(None, time.perf_counter() - started, classify(exc))
-        return _Outcome(data, time.perf_counter() - started, None)
+            return _Outcome(collector.name, None, time.perf_counter() - started, classify(exc))
+        return _Outcome(collector.name, data, time.perf_counter() - started, None)
 
     def _apply(self, result: ScrapeResult, outcome: _Outcome) -> None:
-        name = "statements"
+        name = outcome.name
         if outcome.failure is None:
-            result.statements = outcome.data
+            result.data[name] = outcome.data
             self._up(result, name, outcome.seconds)
             return
         result.durations[name] = outcome.seconds
@@ -192,35 +218,20 @@ class TargetScraper:
 
     async def _health(self, pool: asyncpg.Pool, result: ScrapeResult,
                       probe: bool) -> Classified | None:
-        """The health collectors on one connection, after the probe when `probe`; the
+        """The collectors that share one connection, after the probe when `probe`; the
         probe's failure (the target is down) is returned, not recorded."""
-        s = self.settings
 
         async def run_probe(conn: asyncpg.Connection) -> None:
             result.server = await server.fetch(conn)
 
-        async def run_activity(conn: asyncpg.Connection) -> None:
-            result.activity = await activity.fetch(conn, s.max_application_names)
-            result.max_tx_duration = await activity.fetch_max_tx_duration(conn)
+        def step(collector: Collector[Any]) -> Step:
+            async def run(conn: asyncpg.Connection) -> None:
+                assert result.server is not None
+                result.data[collector.name] = await collector.fetch(
+                    conn, self._context(collector, result.server))
+            return run
 
-        async def run_database(conn: asyncpg.Connection) -> None:
-            result.databases = await database.fetch(conn)
-
-        async def run_locks(conn: asyncpg.Connection) -> None:
-            result.locks_waiting = await database.fetch_locks_waiting(conn)
-
-        async def run_replication(conn: asyncpg.Connection) -> None:
-            assert result.server is not None
-            result.replication = await replication.fetch(conn, result.server)
-
-        async def run_tables(conn: asyncpg.Connection) -> None:
-            result.tables = await tables.fetch(conn, s.top_tables)
-
-        async def run_indexes(conn: asyncpg.Connection) -> None:
-            result.indexes = await tables.fetch_indexes(conn, s.top_indexes)
-
-        steps = [run_activity, run_database, run_locks, run_replication, run_tables, run_indexes]
-        named: list[tuple[str, Step]] = list(zip(HEALTH, steps, strict=True))
+        named = [(c.name, step(c)) for c in self._shared]
         return await self._on_connection(pool, result, named, run_probe if probe else None)
 
     async def _on_connection(
@@ -293,7 +304,7 @@ class TargetScraper:
         self._state[name] = failure.reason
 
     def _fail_rest(self, result: ScrapeResult, failure: Classified, log_it: bool) -> None:
-        for name in COLLECTORS:
+        for name in self._names:
             if name not in result.durations and name not in result.failures:
                 self._record(result, name, failure, log_it)
 

@@ -1,7 +1,7 @@
 """Which statements get their own series: top lists with hysteresis and a hard cap (pure).
 
 Input: the rows of `pg_stat_statements(false)` exactly as read (columns in
-`exporter.sql.statements.COLUMNS` order: dbid, userid, queryid, then the counters), one per
+`COLUMNS` order: dbid, userid, queryid, then the counters), one per
 (dbid, userid, queryid, toplevel). The two toplevel rows of a statement are added up into one
 key; each database's top `top_n` keys by total time, calls, shared blocks read and temp blocks
 written are kept, plus the keys still inside the hysteresis window (`keep_scrapes` scrapes
@@ -10,7 +10,7 @@ into one `other` row per database and user, so sums over queryid equal the view'
 
 After a scrape, `Selection.thresholds` holds per database the last value of each full top
 list; the collector then asks the server only for rows above them (plus the held queryids)
-and for the rest already summed per (dbid, userid) (`sql.statements.select_candidates`), and
+and for the rest already summed per (dbid, userid) (`collectors.statements.select_candidates`), and
 `choose` adds those sums into the `other` rows.
 
 The per-row work is done with C-level builtins (map/zip/dict/heapq over the records) because
@@ -27,7 +27,11 @@ from itertools import compress, groupby
 from operator import is_not, itemgetter, not_
 from typing import Any
 
-from exporter.sql.statements import COLUMNS
+# The columns of a row of the view as the statements collector reads it, in order: the key,
+# then the counters (summed into `other`).
+COLUMNS = ("dbid", "userid", "queryid", "calls", "exec_ms", "plan_ms", "rows",
+           "shared_blks_hit", "shared_blks_read", "shared_blks_dirtied", "shared_blks_written",
+           "temp_blks_written", "blk_read_ms", "blk_write_ms", "wal_bytes", "sumsq_ms2")
 
 Key = tuple[int, int, int]
 Raw = Sequence[Any]  # one row of the view (an asyncpg Record or a tuple), COLUMNS order

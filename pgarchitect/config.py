@@ -101,6 +101,11 @@ class ExporterSettings:
     # work_mem of the exporter's own sessions: the pg_stat_statements() result is materialized
     # and must not spill to a temp file (SPEC 3.1: a scrape writes zero temp blocks).
     work_mem: str = "64MB"
+    # Collectors turned off by name (docs/metrics.md lists them; the probe `server` stays).
+    disabled_collectors: tuple[str, ...] = ()
+    # postgres_exporter's names for what the postgres-mixin reads
+    # (docs/migrating-from-postgres_exporter.md).
+    postgres_exporter_compat: bool = True
     orm_paths: OrmPathSettings = OrmPathSettings()
 
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from exporter.model import COLLECTORS
+from exporter.collectors import NAMES as COLLECTORS
 from pgarchitect.demo.embedded import PgServer, embedded_postgres
 from tests.conftest import PG_VERSIONS, drop_database, new_database
 from tests.exporter.conftest import running_exporter, settings_for

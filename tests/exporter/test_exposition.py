@@ -13,7 +13,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter.app import Rendered, accepts_gzip
+from exporter.app import TEXT_FORMAT, Rendered, accepts_gzip, negotiate
+from exporter.collectors.database import DatabaseRow
+from exporter.collectors.locks import DatabaseLocks
+from exporter.collectors.statements import StatementRow, Statements, StatementsInfo
+from exporter.collectors.tables import TableRow
 from exporter.exposition import (
     OPENMETRICS,
     TEXT,
@@ -24,14 +28,7 @@ from exporter.exposition import (
     render,
 )
 from exporter.families import Family, build, to_metrics
-from exporter.model import (
-    ScrapeResult,
-    ServerInfo,
-    StatementRow,
-    Statements,
-    StatementsInfo,
-    TableRow,
-)
+from exporter.model import ScrapeResult, ServerInfo
 
 NASTY = ['say "hi"', "back\\slash", "two\nlines", "ünïcødé ✓ 日本", 'all \\ "of\n them"', ""]
 
@@ -54,9 +51,9 @@ def result(target: str) -> ScrapeResult:
     info = ServerInfo(180006, "18.0 (Debian \"x\")", False, 100, "app", "1.12", "public", True)
     return ScrapeResult(
         target=target, up=True, finished_at=1_700_000_000.123, server=info,
-        statements=Statements(rows=tuple(rows), texts=texts,
-                              info=StatementsInfo(dealloc=0, stats_reset=None)),
-        tables=[TableRow("app", "public", name, 0, 1, 2, -1) for name in NASTY],
+        data={"statements": Statements(rows=tuple(rows), texts=texts,
+                                       info=StatementsInfo(dealloc=0, stats_reset=None)),
+              "tables": [TableRow("app", "public", name, 0, 1, 2, -1) for name in NASTY]},
         durations={"server": 0.000123, "statements": 1e-7},
         errors_total={("statements", "timeout"): 2}, rounds_total=3)
 
@@ -158,3 +155,36 @@ def test_gzip_is_made_once_and_decompresses_to_the_body() -> None:
     first = rendered.gzipped()
     assert rendered.gzipped() is first
     assert gzip.decompress(first) == rendered.body
+
+
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,"
+                     "application/openmetrics-text;version=0.0.1;q=0.4,"
+                     "text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
+
+
+def compat_families() -> list[Family]:
+    row = DatabaseRow(datid=5, datname="app", numbackends=2, blks_hit=10, blks_read=1,
+                      xact_commit=7, xact_rollback=0, deadlocks=0, temp_bytes=0, conflicts=0,
+                      tup_returned=3, tup_fetched=2, tup_inserted=1, tup_updated=0,
+                      tup_deleted=0)
+    locks = [DatabaseLocks("app", 0, {"accesssharelock": 2})]
+    return build([ScrapeResult("t", up=True, data={"database": [row], "locks": locks})])
+
+
+def test_openmetrics_leaves_out_untyped_names_that_clash_with_counter_families() -> None:
+    text = render(compat_families(), OPENMETRICS)
+    parsed = {f.name: f.type for f in parse_openmetrics(text)}
+    assert parsed["pg_stat_database_xact_commit"] == "counter"  # ours, samples `_total`
+    assert parsed["pg_stat_database_tup_fetched"] == "unknown"
+    assert parsed["pg_locks_count"] == "unknown"
+    plain = {f.name: f.type for f in parse_text(render(compat_families(), TEXT))}
+    assert plain["pg_stat_database_xact_commit"] == "unknown"  # untyped, postgres_exporter's
+    assert "pg_stat_database_xact_commit_total" in render(compat_families(), TEXT)
+
+
+def test_compat_prefers_the_text_format_when_the_client_takes_it() -> None:
+    assert negotiate(PROMETHEUS_ACCEPT, True) == TEXT_FORMAT
+    assert negotiate(PROMETHEUS_ACCEPT, False) == PROMETHEUS_ACCEPT
+    only = "application/openmetrics-text; version=1.0.0"
+    assert negotiate(only, True) == only
+    assert negotiate(None, True) == ""

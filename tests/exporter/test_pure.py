@@ -7,12 +7,20 @@ import random
 import asyncpg
 import pytest
 
-from exporter.collectors.activity import bound_application_names
-from exporter.collectors.statements import to_row
+from exporter.collectors import NAMES as COLLECTORS
+from exporter.collectors.activity import ActivityRow, bound_application_names
+from exporter.collectors.statements import (
+    StatementRow,
+    Statements,
+    select_statements,
+    to_row,
+    version_tuple,
+)
 from exporter.errors import CollectorError, Reason, classify
 from exporter.families import build, to_metrics
-from exporter.model import COLLECTORS, ActivityRow, ScrapeResult, StatementRow, Statements
+from exporter.model import ScrapeResult
 from exporter.selection import (
+    COLUMNS,
     RANKED,
     Chosen,
     NameCache,
@@ -20,7 +28,6 @@ from exporter.selection import (
     TextCache,
     fold_database,
 )
-from exporter.sql.statements import COLUMNS, select_statements, version_tuple
 
 
 def raw(qid: int, calls: int = 1, exec_ms: float = 1.0, dbid: int = 1, userid: int = 10,
@@ -164,8 +171,8 @@ def test_application_names_bounded() -> None:
 
 
 def test_families_other_label_and_target() -> None:
-    result = ScrapeResult(target="t", up=True, statements=Statements(
-        rows=(row(7, calls=3), row(None, calls=4)), texts={7: "SELECT $1"}, info=None))
+    result = ScrapeResult(target="t", up=True, data={"statements": Statements(
+        rows=(row(7, calls=3), row(None, calls=4)), texts={7: "SELECT $1"}, info=None)})
     families = {f.name: f for f in to_metrics(build([result]))}
     calls = families["pg_stat_statements_calls"].samples
     assert {(s.labels["queryid"], s.value) for s in calls} == {("7", 3.0), ("other", 4.0)}

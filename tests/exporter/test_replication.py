@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from exporter.model import COLLECTORS
+from exporter.collectors import NAMES as COLLECTORS
 from pgarchitect.demo.embedded import PgServer, embedded_postgres, standby_of
 from tests.conftest import PG_VERSIONS
 from tests.exporter.conftest import Samples, running_exporter, settings_for

@@ -8,10 +8,9 @@ import asyncpg
 import psycopg
 
 from exporter.collectors import server
-from exporter.collectors.statements import check_usable, read_view
+from exporter.collectors.statements import HAS_INFO, check_usable, read_view, version_tuple
 from exporter.model import ScrapeResult
 from exporter.selection import Chosen, Selection
-from exporter.sql.statements import HAS_INFO, version_tuple
 from tests.exporter.conftest import (
     Setup,
     run_statements,
@@ -126,9 +125,9 @@ async def test_second_scrape_fetches_no_known_text(setup: Setup) -> None:
     async with running_exporter(settings) as exp:
         scraper = exp.scraper("mon")
         results: list[ScrapeResult] = [await scraper.collect() for _ in range(3)]
-    fetched = [r.statements.texts_fetched for r in results if r.statements is not None]
-    exported = [{row.queryid for row in r.statements.rows if row.queryid is not None}
-                for r in results if r.statements is not None]
+    done = [r.data["statements"] for r in results if "statements" in r.data]
+    fetched = [s.texts_fetched for s in done]
+    exported = [{row.queryid for row in s.rows if row.queryid is not None} for s in done]
     assert len(fetched) == 3 and fetched[0] == len(exported[0]) > 0
     # Later scrapes read texts only for queryids never exported before (the exporter's own
     # statements enter the view, and may enter the top lists, one round after they first ran).

@@ -103,6 +103,12 @@ def exporter_metrics(reg: CollectorRegistry) -> Callable[[], None]:
         "db1", "app", "public", "behavior_logs"
     )
 
+    bgwriter = {
+        name: c(f"pg_stat_bgwriter_{name}_total", ["target"]).labels("db1")
+        for name in ("checkpoints_timed", "checkpoints_req", "buffers_checkpoint",
+                     "buffers_clean", "buffers_backend")
+    }
+
     st = ["target", "user", "datname", "queryid"]
     statements = {
         name: c(name, st)
@@ -152,6 +158,8 @@ def exporter_metrics(reg: CollectorRegistry) -> Callable[[], None]:
         temp_bytes.inc(8192)
         seq.inc(2)
         idx.inc(50)
+        for i, counter in enumerate(bgwriter.values()):
+            counter.inc(i + 1)
         deadlocks.inc(0)
         errors.labels("db2", "statements", "connect").inc()
         for qid, calls, seconds in (("101", 10, 0.02), ("202", 5, 0.05)):

@@ -1,0 +1,1 @@
+"""One module per provisioned dashboard: `UID` and `build()` (the dashboard as JSON)."""
