@@ -115,6 +115,22 @@ class RegressionSettings:
     current_window: float = field(default=86400.0, metadata=DURATION)
 
 
+VALIDATION_MODES = ("auto", "hypopg", "sandbox", "transaction", "off")
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How index recommendations are checked before they are proposed (docs/analyzer.md)."""
+
+    mode: str = field(default="auto", metadata={"kind": "choice", "choices": VALIDATION_MODES})
+    sandbox_dsn: Dsn | None = None
+    lock_timeout: float = field(default=1.0, metadata=DURATION)
+    statement_timeout: float = field(default=30.0, metadata=DURATION)
+    # `transaction` builds the index on the target itself, blocking the table's writes for
+    # the build: only on tables up to this size.
+    max_table_bytes: int = field(default=100 * 1024 * 1024, metadata=POSITIVE)
+
+
 @dataclass(frozen=True)
 class AnalyzerSettings:
     """Settings of `pgarchitect analyzer`, `snapshot` and `audit`."""
@@ -135,6 +151,8 @@ class AnalyzerSettings:
     plan_top_n: int = 20
     cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
+    unused_index_min_age: float = field(default=7 * 86400.0, metadata=DURATION)
+    validation: ValidationSettings = ValidationSettings()
 
 
 @dataclass(frozen=True)
@@ -287,12 +305,16 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
-        _check_string_kind(kind, value, key)
+        _check_string_kind(kind, value, key,
+                           tuple(f.metadata.get("choices", ())) if f is not None else ())
         return value
     raise ConfigError(key, f"unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
-def _check_string_kind(kind: object, value: str, key: str) -> None:
+def _check_string_kind(kind: object, value: str, key: str,
+                       choices: tuple[str, ...] = ()) -> None:
+    if kind == "choice" and value not in choices:
+        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
     if kind == "cron":
         try:
             parse_cron(value)
