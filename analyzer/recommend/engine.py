@@ -301,8 +301,9 @@ def recommend(
     findings: list[maintenance.Finding] = []
     findings += maintenance.drop_indexes(catalog, now, observed_since,
                                          settings.unused_index_min_age)
-    touched = {t for a in accesses.values() for t in a.tables if catalog.table(t) is not None}
-    findings += maintenance.statistics(catalog, touched)
+    # Stale statistics and dead tuples matter on any table of a size to matter, not only on
+    # those the costly statements name: the next plan to go wrong may be anyone's.
+    findings += maintenance.statistics(catalog)
     findings += maintenance.n_plus_one(statements, accesses)
     findings += maintenance.work_mem(statements, catalog.settings.get("work_mem"))
     findings += maintenance.rewrites(statements, accesses, catalog)

@@ -23,14 +23,15 @@ Finding = Recommendation | NotProposed
 # Stale statistics: rows changed since the last ANALYZE against the table's size. Autovacuum
 # analyses at 10 % (+50 rows) by default; twice that means it is not keeping up.
 STALE_FRACTION = 0.2
-# Dead tuples: autovacuum vacuums at 20 % (+50); twice that means it is behind.
-DEAD_FRACTION = 0.4
+# Dead tuples against live ones: autovacuum vacuums at 20 % (+50) by default; past 25 % it
+# is behind (or switched off for the table).
+DEAD_FRACTION = 0.25
 MIN_DEAD = 10_000
 # N+1: at least this many calls in the window, about one row each, and this share of the time.
 N_PLUS_ONE_CALLS = 1000
 N_PLUS_ONE_SHARE = 0.01
 # work_mem: a statement that writes temp files each call, at least this much per call.
-MIN_SPILL_BYTES = 1024 * 1024
+MIN_SPILL_BYTES = 512 * 1024
 MAX_WORK_MEM = 1024 ** 3
 BLOCK = 8192
 # rewrite: a wrapped column's statement must take at least this share of the time.
@@ -113,8 +114,9 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def statistics(catalog: Catalog, touched: set[str]) -> list[Finding]:
-    """ANALYZE for stale statistics and VACUUM for dead tuples, on tables statements use."""
+def statistics(catalog: Catalog, touched: set[str] | None = None) -> list[Finding]:
+    """ANALYZE for stale statistics and VACUUM for dead tuples (on `touched` tables only, when
+    given)."""
     out: list[Finding] = []
     for t in catalog.tables:
         if touched and t.qualified not in touched:
@@ -137,7 +139,7 @@ def statistics(catalog: Catalog, touched: set[str]) -> list[Finding]:
                 evidence={"mod_since_analyze": t.mod_since_analyze, "reltuples": t.reltuples,
                           "last_analyzed": None if t.last_analyzed is None
                           else t.last_analyzed.isoformat()}))
-        dead_threshold = max(DEAD_FRACTION * (t.live_tuples + t.dead_tuples), float(MIN_DEAD))
+        dead_threshold = max(DEAD_FRACTION * t.live_tuples, float(MIN_DEAD))
         if t.dead_tuples >= dead_threshold:
             share = t.dead_tuples / max(t.live_tuples + t.dead_tuples, 1)
             last = max((v for v in (t.last_vacuum, t.last_autovacuum) if v is not None),

@@ -32,6 +32,8 @@ CREATE INDEX products_sku_warehouse_idx ON products (sku, warehouse);
 CREATE INDEX products_sku_idx ON products (sku);
 CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
 INSERT INTO countries SELECT 'c' || g, 'Country ' || g FROM generate_series(1, 50) g;
+CREATE TABLE carts (id int PRIMARY KEY, qty int NOT NULL) WITH (autovacuum_enabled = off);
+INSERT INTO carts SELECT g, 1 FROM generate_series(1, 30000) g;
 CREATE SCHEMA "My Shop";
 CREATE TABLE "My Shop"."Order Items" ("Id" bigint PRIMARY KEY, "Customer Id" int NOT NULL,
                                      "select" int NOT NULL, "E-Mail" text NOT NULL);
@@ -39,6 +41,9 @@ INSERT INTO "My Shop"."Order Items" SELECT g, g % 20000, g % 1000, 'X' || g || '
        FROM generate_series(1, 100000) g;
 
 """
+
+# Run after VACUUM ANALYZE: every cart row changed, leaving dead rows and stale statistics.
+CHURN = "UPDATE carts SET qty = qty + 1"
 
 STATEMENTS = {
     # planted: each needs an index of its own shape
