@@ -97,20 +97,28 @@ def covering_index(columns: Sequence[IndexColumn], indexes: Sequence[IndexInfo]
 
 
 def _wishes(statement: StatementEvidence, acc: Access) -> list[_Wish]:
+    """Per table: one wish from its filters (and sort), one from its join keys.
+
+    A join key helps when the table is the inner side of a nested loop, its filters when it
+    is scanned on its own; which of the two the planner takes is for validation to find, so
+    both are candidates (a join key its table's filters already lead with merges away).
+    """
     by_table: dict[str, list[Term]] = defaultdict(list)
     for t in acc.terms:
         by_table[t.table].append(t)
     sort_tables = {t.table for t in acc.terms if t.role == "sort"}
     out = []
     for table, terms in by_table.items():
-        eq = tuple(dict.fromkeys(t for t in terms if t.role in ("equality", "join")))
+        eq = _unique([t for t in terms if t.role == "equality"])
         eq_texts = {t.text for t in eq}
-        ins = tuple(t for t in terms if t.role == "in" and t.text not in eq_texts)
-        ranges = tuple(t for t in terms if t.role == "range" and t.text not in eq_texts)
+        ins = _unique([t for t in terms if t.role == "in" and t.text not in eq_texts])
+        ranges = _unique([t for t in terms if t.role == "range" and t.text not in eq_texts])
         sorts = tuple(t for t in terms if t.role == "sort") if sort_tables == {table} else ()
         if eq or ins or ranges or sorts:
-            out.append(_Wish(statement, table, _unique(eq), _unique(ins), _unique(ranges),
-                             sorts))
+            out.append(_Wish(statement, table, eq, ins, ranges, sorts))
+        joins = _unique([t for t in terms if t.role == "join" and t.text not in eq_texts])
+        if joins:
+            out.append(_Wish(statement, table, joins, (), (), ()))
     return out
 
 

@@ -19,7 +19,10 @@ from analyzer.recommend.ddl import expression, quote_ident
 
 _RANGE_OPS = {"<", ">", "<=", ">="}
 # Functions whose result an expression index can hold (immutable for their usual arguments).
-INDEXABLE_FUNCTIONS = {"lower", "upper", "btrim", "trim", "md5", "abs", "coalesce"}
+INDEXABLE_FUNCTIONS = {"lower", "upper", "btrim", "trim", "md5", "abs"}
+# Casts an ORM puts inside such a function (`upper(email::text)` on a varchar column), printed
+# the way PostgreSQL prints them in an index definition.
+INDEXABLE_CASTS = {"text"}
 
 
 @dataclass(frozen=True)
@@ -194,15 +197,19 @@ class _Collector:
             return Term(table, quote_ident(column), column, "")
         if isinstance(node, ast.FuncCall) and node.args and len(node.args) == 1:
             name = ".".join(str(n.sval) for n in node.funcname or () if isinstance(n, ast.String))
-            arg = node.args[0]
+            arg, cast = node.args[0], None
+            if isinstance(arg, ast.TypeCast) and isinstance(arg.arg, ast.ColumnRef):
+                cast = _type_name(arg.typeName)
+                arg = arg.arg if cast in INDEXABLE_CASTS else None
             if name.lower() in INDEXABLE_FUNCTIONS and isinstance(arg, ast.ColumnRef) \
                     and not node.agg_star and not node.agg_distinct and node.over is None:
                 ref = self.column(arg, level)
                 if ref is None:
                     return None
                 table, column = ref
-                return Term(table, expression(name.lower(), [column]), column, "",
-                            expression=True)
+                text = expression(name.lower(), [column]) if cast is None else (
+                    f"{name.lower()}(({quote_ident(column)})::{cast})")
+                return Term(table, text, column, "", expression=True)
         return None
 
     def wrapped_columns(self, node: object, level: _Level) -> None:
@@ -248,6 +255,13 @@ class _Collector:
             self.terms.append(Term(term.table, term.text, term.column, "sort",
                                    item.sortby_dir == enums.SortByDir.SORTBY_DESC,
                                    term.expression))
+
+
+def _type_name(t: ast.TypeName | None) -> str | None:
+    if t is None or t.arrayBounds:
+        return None
+    names = [str(n.sval) for n in t.names or () if isinstance(n, ast.String)]
+    return names[-1] if names else None
 
 
 def _with_role(t: Term, role: str) -> Term:

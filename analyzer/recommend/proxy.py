@@ -54,8 +54,10 @@ def _strip(node: object, functions: set[str]) -> object:
         return [_strip(n, functions) for n in node]
     if not isinstance(node, ast.Node):
         return node
-    if isinstance(node, ast.FuncCall) and node.args and len(node.args) == 1 \
-            and isinstance(node.args[0], ast.ColumnRef):
+    if isinstance(node, ast.FuncCall) and node.args and len(node.args) == 1 and (
+            isinstance(node.args[0], ast.ColumnRef) or (
+                isinstance(node.args[0], ast.TypeCast)
+                and isinstance(node.args[0].arg, ast.ColumnRef))):
         name = ".".join(str(n.sval) for n in node.funcname or () if isinstance(n, ast.String))
         if name.lower() in functions:
             return node.args[0]
