@@ -11,27 +11,34 @@ Modes (`analyzer.validation.mode`, docs/analyzer.md):
 - ``auto``: hypopg where the target has it, else the sandbox when one is configured, else
   none (candidates are then listed as not validated).
 A real build runs under ``lock_timeout`` and ``statement_timeout``; a lock that cannot be had
-is given up at once and recorded, never waited for. Plans are generic (analyzer/plans.py).
+is given up at once and recorded, never waited for.
+
+Plans are generic, as in analyzer/plans.py (``EXPLAIN (GENERIC_PLAN)`` on 16+, PREPARE with
+``force_generic_plan`` before), but each is sent as one multi-statement string — settings,
+PREPARE, EXPLAIN, DEALLOCATE in one round trip instead of nine — because a validation plans
+every statement twice and an audit validates hundreds of candidates (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import psycopg
+from pglast import parse_sql
+from pglast.parser import ParseError
 
-from analyzer.analysis.features import parse_statement
-from analyzer.plans import explain_generic
+from analyzer.analysis.features import plan_shape
 from analyzer.recommend.ddl import quote_ident
 from analyzer.recommend.model import StatementCost, StatementEvidence, Validation
 from analyzer.snapshots.own import register_own
 from pgarchitect.config import ValidationSettings
-from pgarchitect.db import connect_sync, first_line
+from pgarchitect.db import MARKER, connect_sync, first_line, mark
 from pgarchitect.dsn import Dsn
 from pgarchitect.log import event
 
@@ -45,16 +52,20 @@ HYPO_RESET = "/* pgarchitect */ SELECT hypopg_reset()"
 READ_WRITE = "/* pgarchitect */ SET TRANSACTION READ WRITE"
 INDEX_SIZE = "/* pgarchitect */ SELECT pg_relation_size(to_regclass(%s))"
 TABLE_SIZE = "/* pgarchitect */ SELECT pg_table_size(to_regclass(%s))"
+UNTRACK = "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'"
+PREPARED = "pgarchitect_validate"
+SAVEPOINT = "pgarchitect_plan"
 register_own(HAS_HYPOPG, HYPO_CREATE, HYPO_SIZE, HYPO_DROP, HYPO_RESET, READ_WRITE,
-             INDEX_SIZE, TABLE_SIZE)
+             INDEX_SIZE, TABLE_SIZE, UNTRACK)
 
 METHODS = ("hypopg", "sandbox", "transaction")
+_PARAM = re.compile(r"\$(\d+)")
 
 
 def has_hypopg(conn: psycopg.Connection[Any]) -> bool:
     """Whether the hypopg extension is installed in the connection's database."""
     try:
-        return conn.execute(HAS_HYPOPG).fetchone() is not None
+        return conn.execute(HAS_HYPOPG, prepare=False).fetchone() is not None
     except psycopg.Error:
         return False
 
@@ -93,6 +104,7 @@ class Validator:
         self.validations = 0
         self.seconds = 0.0
         self._before: dict[str, float | None] = {}
+        self._untrack: str | None = None
         self._own: psycopg.Connection[Any] | None = None
         self.unavailable: str | None = None
         self.conn = target_conn
@@ -130,7 +142,7 @@ class Validator:
             with contextlib.suppress(psycopg.Error):
                 if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     self.conn.rollback()
-                self.conn.execute(HYPO_RESET)
+                self.conn.execute(HYPO_RESET, prepare=False)
         if self._own is not None:
             with contextlib.suppress(psycopg.Error):
                 self._own.close()
@@ -140,11 +152,69 @@ class Validator:
         """Whether candidates can be validated at all."""
         return self.method in METHODS and self.unavailable is None
 
-    def _explain(self, query: str) -> dict[str, Any] | None:
+    def _may_untrack(self) -> str:
+        """`SET LOCAL pg_stat_statements.track = 'none'; ` where the role may (superusers)."""
+        if self._untrack is None:
+            self._untrack = ""
+            try:
+                with self.conn.transaction(force_rollback=True):
+                    self.conn.execute(UNTRACK, prepare=False)
+                self._untrack = UNTRACK + "; "
+            except psycopg.Error:
+                pass
+        return self._untrack
+
+    def _explain(self, query: str, in_transaction: bool = False) -> dict[str, Any] | None:
+        """The generic plan of one statement text, in one round trip; None if it has none."""
+        if MARKER in query:
+            return None
+        try:
+            stmts = parse_sql(query)
+        except (ParseError, ValueError):
+            return None
+        if len(stmts) != 1 or type(stmts[0].stmt).__name__ not in (
+                "SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"):
+            return None
         self.plans += 1
         s = self.settings
-        return explain_generic(self.conn, query, parse_statement(query),
-                               self.server_version_num, s.statement_timeout, s.lock_timeout)
+        parts = [f"{MARKER} SET LOCAL statement_timeout = {_ms(s.statement_timeout)}",
+                 f"{MARKER} SET LOCAL lock_timeout = {_ms(s.lock_timeout)}"]
+        untrack = self._may_untrack()
+        if untrack:
+            parts.append(UNTRACK)
+        prepared = self.server_version_num < 160000
+        if prepared:
+            params = max((int(p) for p in _PARAM.findall(query)), default=0)
+            args = f"({', '.join(['NULL'] * params)})" if params else ""
+            parts += [f"{MARKER} SET LOCAL plan_cache_mode = force_generic_plan",
+                      f"{MARKER} PREPARE {PREPARED} {MARKER} AS {query}",
+                      f"{MARKER} EXPLAIN {MARKER} (FORMAT JSON, VERBOSE) EXECUTE {PREPARED}{args}",
+                      f"{MARKER} DEALLOCATE {PREPARED}"]
+        else:
+            parts.append(f"{MARKER} EXPLAIN {MARKER} (GENERIC_PLAN, FORMAT JSON, VERBOSE) {query}")
+        if in_transaction:
+            parts = [f"SAVEPOINT {SAVEPOINT}", *parts, f"RELEASE {SAVEPOINT}"]
+        parts = [mark(p) for p in parts]
+        try:
+            cur = self.conn.execute("; ".join(parts).encode(), prepare=False)
+            plan = None
+            while True:
+                if cur.statusmessage == "EXPLAIN":
+                    row = cur.fetchone()
+                    plan = row[0] if row else None
+                if not cur.nextset():
+                    break
+        except psycopg.Error as exc:
+            log.debug(event("validate.plan_unavailable", reason=first_line(exc)))
+            with contextlib.suppress(psycopg.Error):
+                if in_transaction:
+                    self.conn.execute(mark(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"), prepare=False)
+                    self.conn.execute(mark(f"RELEASE {SAVEPOINT}"), prepare=False)
+                if prepared:  # PREPARE is not transactional: it may outlive the error
+                    self.conn.execute(f"/* pgarchitect */ DEALLOCATE {PREPARED}".encode(),
+                                      prepare=False)
+            return None
+        return None if plan is None else plan_shape(plan)
 
     def cost_before(self, statement: StatementEvidence) -> float | None:
         """The statement's generic-plan cost as things are (cached per statement)."""
@@ -183,13 +253,14 @@ class Validator:
                           result.costs, result.index_bytes, elapsed, self.plans - plans_before)
 
     def _after(self, statements: Sequence[StatementEvidence], before: dict[str, float | None],
-               index_names: Sequence[str]) -> tuple[StatementCost, ...]:
+               index_names: Sequence[str], in_transaction: bool = False
+               ) -> tuple[StatementCost, ...]:
         costs = []
         for s in statements:
             b = before.get(s.fingerprint)
             if b is None:
                 continue
-            plan = self._explain(s.query)
+            plan = self._explain(s.query, in_transaction)
             after = plan.get("total_cost") if plan else None
             uses = bool(plan) and any(n.get("index") in index_names
                                       for n in (plan or {}).get("nodes", ()))
@@ -201,18 +272,18 @@ class Validator:
                 before: dict[str, float | None]) -> Validation:
         conn = self.conn
         try:
-            row = conn.execute(HYPO_CREATE, (ddl,)).fetchone()
+            row = conn.execute(HYPO_CREATE, (ddl,), prepare=False).fetchone()
         except psycopg.Error as exc:
             return Validation("hypopg", False, "validation_failed", first_line(exc))
         assert row is not None
         oid, name = int(row[0]), str(row[1])
         try:
             costs = self._after(statements, before, [name])
-            size_row = conn.execute(HYPO_SIZE, (oid,)).fetchone()
+            size_row = conn.execute(HYPO_SIZE, (oid,), prepare=False).fetchone()
             size = int(size_row[0]) if size_row and size_row[0] is not None else None
         finally:
             with contextlib.suppress(psycopg.Error):
-                conn.execute(HYPO_DROP, (oid,))
+                conn.execute(HYPO_DROP, (oid,), prepare=False)
         return Validation("hypopg", True, costs=costs, index_bytes=size)
 
     def _transaction(self, ddl: str, index_name: str, table: str,
@@ -222,7 +293,7 @@ class Validator:
         method = self.method
         if method == "transaction":
             try:
-                row = conn.execute(TABLE_SIZE, (_regclass(table),)).fetchone()
+                row = conn.execute(TABLE_SIZE, (_regclass(table),), prepare=False).fetchone()
             except psycopg.Error as exc:
                 return Validation(method, False, "validation_failed", first_line(exc))
             size = int(row[0]) if row and row[0] is not None else 0
@@ -233,16 +304,15 @@ class Validator:
         index_bytes = None
         try:
             with conn.transaction(force_rollback=True):
-                conn.execute(READ_WRITE)
-                conn.execute(f"/* pgarchitect */ SET LOCAL lock_timeout = "
-                             f"{max(1, int(s.lock_timeout * 1000))}")
-                conn.execute(f"/* pgarchitect */ SET LOCAL statement_timeout = "
-                             f"{max(1, int(s.statement_timeout * 1000))}")
-                conn.execute(("/* pgarchitect */ " + ddl).encode())
+                setup = [READ_WRITE, f"SET LOCAL lock_timeout = {_ms(s.lock_timeout)}",
+                         f"SET LOCAL statement_timeout = {_ms(s.statement_timeout)}"]
+                conn.execute("; ".join(mark(p) for p in setup), prepare=False)
+                conn.execute(mark(ddl).encode(), prepare=False)
                 if analyze:
-                    conn.execute(f"/* pgarchitect */ ANALYZE {_regclass(table)}".encode())
-                costs = self._after(statements, before, [index_name])
-                row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),)).fetchone()
+                    conn.execute(mark(f"ANALYZE {_regclass(table)}").encode(), prepare=False)
+                costs = self._after(statements, before, [index_name], in_transaction=True)
+                row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),),
+                                   prepare=False).fetchone()
                 index_bytes = int(row[0]) if row and row[0] is not None else None
         except psycopg.Error as exc:
             reason = _reason(exc)
@@ -250,6 +320,10 @@ class Validator:
                            error=first_line(exc)))
             return Validation(method, False, reason, first_line(exc))
         return Validation(method, True, costs=costs, index_bytes=index_bytes)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _regclass(table: str, index: str | None = None) -> str:

@@ -129,6 +129,8 @@ class ValidationSettings:
     # `transaction` builds the index on the target itself, blocking the table's writes for
     # the build: only on tables up to this size.
     max_table_bytes: int = field(default=100 * 1024 * 1024, metadata=POSITIVE)
+    # Candidates validated per audit, heaviest (by the time they would save) first.
+    max_candidates: int = field(default=1000, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

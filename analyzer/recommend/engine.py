@@ -263,12 +263,14 @@ def recommend(
     v = validator or Validator(target_conn, settings.validation, server_version_num,
                                connect_timeout=settings.connect_timeout)
     try:
-        for c in candidates[: settings.max_explain]:
+        limit = settings.validation.max_candidates
+        for n, c in enumerate(candidates):
             ddls = _ddl_for(c, catalog)
-            if not v.available:
+            if not v.available or n >= limit:
+                why = (v.unavailable or "validation is off") if not v.available else (
+                    f"more than analyzer.validation.max_candidates ({limit}) candidates")
                 not_proposed.append(NotProposed(
-                    "create_index", c.table, c.column_texts, "not_validated",
-                    v.unavailable or "validation is off",
+                    "create_index", c.table, c.column_texts, "not_validated", why,
                     tuple(str(q) for s in c.statements for q in s.queryids)))
                 continue
             costly = []
