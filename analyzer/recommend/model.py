@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from analyzer.analysis.regression import GroupStat
+
 KINDS = ("create_index", "drop_index", "analyze", "vacuum", "n_plus_one", "work_mem", "rewrite")
 
 # Why a considered candidate was not proposed (the report's `not_proposed[].reason`).
@@ -42,6 +44,17 @@ class StatementEvidence:
     shared_blks_read: int = 0
     regressed: bool = False
     datname: str | None = None
+
+    @classmethod
+    def of_group(cls, group: GroupStat, query: str, regressed: bool = False,
+                 datname: str | None = None) -> StatementEvidence:
+        """The evidence of one statement group's current window (as the audit has it)."""
+        st = group.stat
+        return cls(dbid=group.key[0], queryids=group.queryids, fingerprint=str(group.key[1]),
+                   query=query, calls=st.calls, total_ms=st.moments.total,
+                   mean_ms=st.moments.mean, rows=st.rows,
+                   temp_blks_written=st.temp_blks_written,
+                   shared_blks_read=st.shared_blks_read, regressed=regressed, datname=datname)
 
     @property
     def queryid_texts(self) -> list[str]:

@@ -232,3 +232,22 @@ def test_orm_casts_inside_functions_and_join_keys_apart() -> None:
     assert [c.column_texts for c in cands] == [("product_id",)]
     assert [(n.columns, n.reason) for n in skipped] == [(("order_id",),
                                                          "covered_by_existing_index")]
+
+
+def test_evidence_of_a_group_and_report_forms() -> None:
+    from analyzer.analysis.delta import Moments, WindowStat
+    from analyzer.analysis.regression import GroupStat
+    from analyzer.recommend.model import NotProposed, Recommendation
+
+    g = GroupStat((5, "fp", True), WindowStat(Moments(10, 50.0, 1.0), rows=10,
+                                              temp_blks_written=3), (-9223372036854775807, 2))
+    e = StatementEvidence.of_group(g, "SELECT 1", regressed=True)
+    assert (e.calls, e.total_ms, e.mean_ms, e.temp_blks_written) == (10, 50.0, 5.0, 3)
+    assert e.queryid_texts == ["-9223372036854775807", "2"]
+    r = Recommendation("create_index", "public.t", ("a",), "CREATE …", "DROP …", "Why.",
+                       queryids=("1",), estimated_cost_before=100.0, estimated_cost_after=1.0,
+                       estimated_improvement=0.99, confidence=0.9871, validated_by="hypopg")
+    assert r.to_json()["confidence"] == 0.987 and r.to_json()["columns"] == ["a"]
+    n = NotProposed("create_index", "public.t", ("s",), "low_selectivity")
+    assert n.to_json() == {"kind": "create_index", "table": "public.t", "columns": ["s"],
+                           "reason": "low_selectivity"}
