@@ -227,17 +227,21 @@ def generate(
         dropped_by_table[d.table].append(d)
 
     out: list[Candidate] = []
-    reported: set[tuple[str, tuple[str, ...], str]] = set()
+    reported: dict[tuple[str, tuple[str, ...], str], int] = {}
 
     def skip(table: str, cols: Sequence[IndexColumn], reason: str, detail: str | None,
              members: Sequence[StatementEvidence]) -> None:
+        """One entry per table, columns and reason, with every statement it stands for."""
         key = (table, tuple(c.text for c in cols), reason)
+        ids = tuple(str(q) for m in members for q in m.queryids)
         if key in reported:
+            n = reported[key]
+            old = not_proposed[n]
+            not_proposed[n] = NotProposed(old.kind, old.table, old.columns, old.reason,
+                                          old.detail, tuple(dict.fromkeys(old.queryids + ids)))
             return
-        reported.add(key)
-        not_proposed.append(NotProposed(
-            "create_index", table, tuple(c.text for c in cols), reason, detail,
-            tuple(str(q) for m in members for q in m.queryids)))
+        reported[key] = len(not_proposed)
+        not_proposed.append(NotProposed("create_index", table, key[1], reason, detail, ids))
 
     for table in sorted(set(by_table) | set(dropped_by_table)):
         info = catalog.table(table)

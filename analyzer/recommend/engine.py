@@ -265,7 +265,12 @@ def recommend(
     try:
         limit = settings.validation.max_candidates
         for n, c in enumerate(candidates):
-            ddls = _ddl_for(c, catalog)
+            try:
+                ddls = _ddl_for(c, catalog)
+            except ValueError as exc:  # a dropped index's definition we cannot rebuild
+                not_proposed.append(NotProposed(
+                    "create_index", c.table, c.column_texts, "validation_failed", str(exc)))
+                continue
             if not v.available or n >= limit:
                 why = (v.unavailable or "validation is off") if not v.available else (
                     f"more than analyzer.validation.max_candidates ({limit}) candidates")
