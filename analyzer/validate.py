@@ -105,6 +105,8 @@ class Validator:
         self.seconds = 0.0
         self._before: dict[str, float | None] = {}
         self._untrack: str | None = None
+        # (reason, detail) of the last plan that failed: a lock or a timeout is worth telling
+        self.last_failure: tuple[str, str] | None = None
         self._own: psycopg.Connection[Any] | None = None
         self.unavailable: str | None = None
         self.conn = target_conn
@@ -206,6 +208,7 @@ class Validator:
                     break
         except psycopg.Error as exc:
             log.debug(event("validate.plan_unavailable", reason=first_line(exc)))
+            self.last_failure = _reason(exc), first_line(exc)
             with contextlib.suppress(psycopg.Error):
                 if in_transaction:
                     self.conn.execute(mark(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"), prepare=False)
@@ -274,7 +277,7 @@ class Validator:
         try:
             row = conn.execute(HYPO_CREATE, (ddl,), prepare=False).fetchone()
         except psycopg.Error as exc:
-            return Validation("hypopg", False, "validation_failed", first_line(exc))
+            return Validation("hypopg", False, _reason(exc), first_line(exc))
         assert row is not None
         oid, name = int(row[0]), str(row[1])
         try:

@@ -280,6 +280,7 @@ def recommend(
                 continue
             costly = []
             explained = False
+            v.last_failure = None
             for s in c.statements:
                 cost = v.cost_before(s)
                 explained = explained or cost is not None
@@ -287,10 +288,13 @@ def recommend(
                     costly.append(s)
             if not costly:
                 reason = "statement_too_cheap" if explained else "not_explainable"
+                detail = f"no statement costs {MIN_STATEMENT_COST:g} planner units" if \
+                    explained else "no statement could be planned"
+                if not explained and v.last_failure is not None and v.last_failure[0] in (
+                        "lock_not_available", "validation_timeout"):
+                    reason, detail = v.last_failure
                 not_proposed.append(NotProposed(
-                    "create_index", c.table, c.column_texts, reason,
-                    f"no statement costs {MIN_STATEMENT_COST:g} planner units" if explained
-                    else "no statement could be planned",
+                    "create_index", c.table, c.column_texts, reason, detail,
                     tuple(str(q) for s in c.statements for q in s.queryids)))
                 continue
             result = _check(v, c, ddls, costly, catalog)

@@ -76,6 +76,7 @@ def _target(dsn: str) -> psycopg.Connection[Any]:
     """A session like the analyzer's: autocommit, read-only by default."""
     conn = psycopg.connect(dsn, autocommit=True)
     conn.execute("SET default_transaction_read_only = on")
+    conn.execute("SET lock_timeout = '1s'")
     return conn
 
 
@@ -199,6 +200,19 @@ def test_a_held_lock_is_given_up_and_recorded(shop18: tuple[str, str]) -> None:
     assert ("public.orders", ("status", "created_at")) in locked
     assert ("public.events", ("session_id", "created_at")) in {
         (r.table, r.columns) for r in result.proposed}
+
+
+def test_hypopg_gives_up_on_a_table_locked_exclusively(shop15: str) -> None:
+    with psycopg.connect(shop15) as holder, _target(shop15) as conn:
+        catalog = _catalog(conn)  # read before: the audit reads it with the snapshot
+        holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # an ALTER TABLE running
+        result = _run(conn, "hypopg", [shop.evidence("filter_sort"), shop.evidence("fk_join")],
+                      catalog=catalog, lock_timeout=0.2)
+        holder.rollback()
+        assert conn.execute("SELECT count(*) FROM hypopg()").fetchone() == (0,)
+    assert [(n.table, n.reason) for n in result.not_proposed if n.table == "public.events"] == [
+        ("public.events", "lock_not_available")]
+    assert ("public.orders", ("customer_id",)) in {(r.table, r.columns) for r in result.proposed}
 
 
 def test_transaction_refuses_tables_above_the_limit(shop18: tuple[str, str]) -> None:
