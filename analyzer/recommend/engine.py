@@ -204,10 +204,17 @@ def _judge(c: Candidate, v: Validation, served: Sequence[StatementEvidence],
 
 def _check(v: Validator, c: Candidate, ddls: tuple[str, str, str, str],
            costly: Sequence[StatementEvidence], catalog: Catalog) -> Validation:
-    """Validate one candidate; expressions through their stand-in under hypopg (see proxy)."""
-    expression = any(col.expression for col in c.columns)
-    if v.method != "hypopg" or not proxy.needs_proxy(c.columns):
-        return v.check(ddls[1], ddls[3], c.table, costly, analyze=expression)
+    """Validate one candidate; an expression index needs statistics to be judged fairly.
+
+    On the sandbox a rolled-back ANALYZE gives them. On the target it may not: even rolled
+    back, ANALYZE reports to the statistics collector (last_analyze, rows changed since), which
+    would read as the table having been analysed. There the expression is planned through its
+    bare-column stand-in instead (see proxy), for hypopg and transaction alike.
+    """
+    expression = any(col.column is None or col.expression for col in c.columns)
+    if v.method == "sandbox" or not proxy.needs_proxy(c.columns):
+        return v.check(ddls[1], ddls[3], c.table, costly,
+                       analyze=expression and v.method == "sandbox")
     bare = {ddl.quote_ident(col.column) for col in c.columns
             if proxy.proxy_function(col) and col.column is not None}
     if any(i.valid and i.columns and normalize(i.columns[0]) in {normalize(b) for b in bare}
@@ -224,7 +231,7 @@ def _check(v: Validator, c: Candidate, ddls: tuple[str, str, str, str],
         statements.append(replace(s, query=text, fingerprint=s.fingerprint + ":proxy"))
     result = v.check(stand_in, ddls[3], c.table, statements)
     return replace(result, detail="planned through a bare-column stand-in (no statistics "
-                                  "for a hypothetical expression index)")
+                                  "for the expression before a real index is analysed)")
 
 
 def recommend(

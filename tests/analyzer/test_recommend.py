@@ -135,7 +135,7 @@ def _apply_and_revert(dsn: str, result: RecommendResult) -> None:
     """The hostile-identifier DDL is valid: it builds the index, and the revert drops it."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         for r in result.proposed:
-            if r.table != "My Shop.Order Items":
+            if r.table != "My Shop.Order Items" or r.kind != "create_index":
                 continue
             assert r.ddl is not None and r.revert_ddl is not None
             conn.execute(r.ddl.encode())
@@ -173,9 +173,14 @@ def test_transaction_on_18(shop18: tuple[str, str]) -> None:
     dsn, _ = shop18
     with _target(dsn) as conn:
         before = _leftovers(conn)
+        analysed = {t.qualified: (t.last_analyzed, t.mod_since_analyze)
+                    for t in read_catalog(conn).tables}
         result = _run(conn, "transaction", _statements())
         _check_planted(result, "transaction")
         assert _leftovers(conn) == before
+        # no trace in the statistics either: nothing looks analysed or changed
+        assert {t.qualified: (t.last_analyzed, t.mod_since_analyze)
+                for t in read_catalog(conn).tables} == analysed
     _apply_and_revert(dsn, result)
 
 
