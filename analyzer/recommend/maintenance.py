@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from analyzer.analysis.features import parse_statement
 from analyzer.recommend import ddl
 from analyzer.recommend.candidates import MIN_TABLE_ROWS, normalize, too_small
 from analyzer.recommend.model import NotProposed, Recommendation, StatementEvidence
@@ -163,7 +164,7 @@ def n_plus_one(statements: Sequence[StatementEvidence], accesses: Mapping[str, A
         acc = accesses.get(s.fingerprint)
         if s.calls < N_PLUS_ONE_CALLS or acc is None or not acc.parsed:
             continue
-        if not s.query.lstrip().lower().startswith("select") or s.rows > 1.5 * s.calls:
+        if parse_statement(s.query).kind != "select" or s.rows > 1.5 * s.calls:
             continue
         keys = [t for t in acc.terms if t.role in ("equality", "in")]
         if not keys or len(acc.tables) != 1:

@@ -9,7 +9,7 @@ written (a cast, arithmetic, a function with parameters) is kept apart as a rewr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pglast import ast, enums, parse_sql
@@ -280,7 +280,7 @@ def _conjuncts(node: object) -> list[object]:
     return [node]
 
 
-def _walk(node: object, visit: object) -> None:
+def _walk(node: object, visit: Callable[[ast.ColumnRef], None]) -> None:
     if isinstance(node, tuple | list):
         for item in node:
             _walk(item, visit)
@@ -288,7 +288,6 @@ def _walk(node: object, visit: object) -> None:
     if isinstance(node, ast.SubLink):
         return
     if isinstance(node, ast.ColumnRef):
-        assert callable(visit)
         visit(node)
         return
     if isinstance(node, ast.Node):
