@@ -88,6 +88,13 @@ def drop_indexes(catalog: Catalog, now: datetime, observed_since: datetime | Non
                        "covered_by_definition": other.definition}))
             break
     for i in catalog.indexes:
+        if not i.valid and not (i.primary or i.unique or i.constraint):
+            # A failed CREATE INDEX CONCURRENTLY: never used for reads, still kept up to date.
+            out.append(_index_rec(
+                i, "invalid",
+                f"Index {i.name} is invalid (a concurrent build that failed): no query can use "
+                f"it, yet every write to {i.qualified_table} still maintains it.", 0.95, {}))
+            continue
         if i.primary or i.unique or i.constraint or not i.valid or i.scans > 0:
             continue
         if i.name in duplicates or i.qualified_name in keepers:

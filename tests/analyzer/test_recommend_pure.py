@@ -164,13 +164,15 @@ def test_drop_index_rules() -> None:
                  _index(t, "t_a_b", "a", "b", scans=9),
                  _index(t, "t_unused", "q"),
                  _index(t, "t_z", "z", scans=3),
-                 _index(t, "t_z_again", "z", scans=0)),
+                 _index(t, "t_z_again", "z", scans=0),
+                 _index(t, "t_failed", "f", valid=False),
+                 _index(t, "t_failed_unique", "g", valid=False, unique=True)),
         stats_reset=NOW - timedelta(days=10))
     found = maintenance.drop_indexes(cat, NOW, None, 7 * 86400)
     drops = {f.evidence["index"]: f.evidence["why"] for f in found if f.kind == "drop_index"
              and hasattr(f, "evidence")}
     assert drops == {"public.t_a": "duplicate", "public.t_z_again": "duplicate",
-                     "public.t_unused": "unused"}
+                     "public.t_unused": "unused", "public.t_failed": "invalid"}
     young = maintenance.drop_indexes(cat, NOW, None, 30 * 86400)
     assert {getattr(f, "reason", None) for f in young if "unused" in str(f)} <= {"too_young"}
 
