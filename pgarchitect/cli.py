@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from pgarchitect.config import Settings, describe, load_settings, target_from_dsn
+from pgarchitect.config import (
+    VALIDATION_MODES,
+    Settings,
+    describe,
+    load_settings,
+    target_from_dsn,
+)
 from pgarchitect.dsn import mask_dsn
 from pgarchitect.errors import UserError
 from pgarchitect.log import setup_logging
@@ -69,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="DSN", help="store database DSN")
     p.add_argument("--json", action="store_true", help="print the JSON report (SPEC 6)")
     p.add_argument("--no-validate", action="store_true",
-                   help="skip what-if validation of recommendations")
+                   help="skip what-if validation of recommendations (same as --validation off)")
+    p.add_argument("--validation", metavar="MODE", choices=VALIDATION_MODES,
+                   help="how index recommendations are validated: "
+                        f"{' | '.join(VALIDATION_MODES)} (default: from config, auto)")
     p.add_argument("--baseline", metavar="FROM..TO",
                    help="baseline window: snapshot ids or ISO times (default: from config)")
     p.add_argument("--current", metavar="FROM..TO",
@@ -120,6 +129,10 @@ def flags_to_config(args: argparse.Namespace) -> dict[str, Any]:
     section = {"exporter": "exporter", "analyzer": "analyzer"}.get(args.command)
     if section and getattr(args, "listen", None):
         raw.setdefault(section, {})["listen"] = args.listen
+    if getattr(args, "no_validate", False):
+        raw.setdefault("analyzer", {}).setdefault("validation", {})["mode"] = "off"
+    elif getattr(args, "validation", None):
+        raw.setdefault("analyzer", {}).setdefault("validation", {})["mode"] = args.validation
     if getattr(args, "min_refresh_interval", None) is not None:
         raw.setdefault("exporter", {})["min_refresh_interval"] = args.min_refresh_interval
     return raw

@@ -121,6 +121,24 @@ class RegressionSettings:
     current_window: float = field(default=86400.0, metadata=DURATION)
 
 
+VALIDATION_MODES = ("auto", "hypopg", "sandbox", "transaction", "off")
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How index recommendations are checked before they are proposed (docs/analyzer.md)."""
+
+    mode: str = field(default="auto", metadata={"kind": "choice", "choices": VALIDATION_MODES})
+    sandbox_dsn: Dsn | None = None
+    lock_timeout: float = field(default=1.0, metadata=DURATION)
+    statement_timeout: float = field(default=30.0, metadata=DURATION)
+    # `transaction` builds the index on the target itself, blocking the table's writes for
+    # the build: only on tables up to this size.
+    max_table_bytes: int = field(default=100 * 1024 * 1024, metadata=POSITIVE)
+    # Candidates validated per audit, heaviest (by the time they would save) first.
+    max_candidates: int = field(default=1000, metadata=POSITIVE)
+
+
 @dataclass(frozen=True)
 class MemorySettings:
     """How past recommendations weigh on new ones (docs/analyzer.md, Memory)."""
@@ -170,6 +188,8 @@ class AnalyzerSettings:
     worker_concurrency: int = field(default=4, metadata=POSITIVE)
     worker_stalled_timeout: float = field(default=30.0, metadata=DURATION)
     shutdown_timeout: float = field(default=30.0, metadata=DURATION)
+    unused_index_min_age: float = field(default=7 * 86400.0, metadata=DURATION)
+    validation: ValidationSettings = ValidationSettings()
 
 
 @dataclass(frozen=True)
@@ -333,12 +353,16 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
-        _check_string_kind(kind, value, key)
+        _check_string_kind(kind, value, key,
+                           tuple(f.metadata.get("choices", ())) if f is not None else ())
         return value
     raise ConfigError(key, f"unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
-def _check_string_kind(kind: object, value: str, key: str) -> None:
+def _check_string_kind(kind: object, value: str, key: str,
+                       choices: tuple[str, ...] = ()) -> None:
+    if kind == "choice" and value not in choices:
+        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
     if kind == "cron":
         try:
             check_cron(value)
