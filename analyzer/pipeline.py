@@ -191,7 +191,7 @@ def _onsets(
     rs = ctx.settings.regression
     metas = ctx.windows.current
     queryids = {q for qs in members.values() for q in qs}
-    rows = [repository.load_counters(ctx.store, m.id, queryids) for m in metas]
+    rows = repository.load_series(ctx.store, metas, queryids)
     baseline = {r.key: r.baseline.moments.mean for r in ctx.regressions}
     found: dict[GroupKey, datetime] = {}
     for i in range(len(metas) - 1):
@@ -278,7 +278,8 @@ def _run_steps(
         source = StatementSource(tconn, settings.all_databases)
 
         _step(on_step, "snapshot")
-        ctx.snapshot = snap = take_snapshot(source, store, target.name, settings.retention)
+        ctx.snapshot = snap = take_snapshot(source, store, target.name, settings.retention,
+                                            repository.StatementWriter.for_settings(settings))
 
         _step(on_step, "windows")
         ctx.windows = windows = choose_windows(repository.list_snapshots(store, target.name),

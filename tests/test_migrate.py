@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "snapshot", "statement_stat", "statement_text", "audit_run", "regression",
     "regression_cluster", "optimization_log", "schema_migrations",
     "statement_plan",  # 0002_analyzer
+    "time_partition",  # 0004_partitions
 }
 
 

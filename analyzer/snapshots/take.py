@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from analyzer.snapshots import repository
+from analyzer.snapshots import partitions, repository
 from analyzer.snapshots.model import SnapshotMeta, StatementText
 from analyzer.snapshots.own import is_own, statement_fingerprint
 from analyzer.snapshots.source import StatementSource
@@ -27,13 +27,22 @@ class SnapshotResult:
     new_texts: int
     pruned: int
     duration_seconds: float
+    stored: int = 0                # statement rows written (changed ones, or all at a checkpoint)
+    checkpoint: str | None = None  # why every statement was stored, if it was
+    skipped: bool = False          # a racing snapshot read later had already been stored
 
 
 def take_snapshot(
-    source: StatementSource, store: repository.Conn, target: str, retention_seconds: float
+    source: StatementSource, store: repository.Conn, target: str, retention_seconds: float,
+    writer: repository.StatementWriter | None = None,
 ) -> SnapshotResult:
-    """Read `source` and store one snapshot of `target`; old snapshots beyond retention go."""
+    """Read `source` and store one snapshot of `target`; partitions beyond retention go.
+
+    Pass the same `writer` to successive snapshots to keep each target's last state in memory.
+    """
     started = time.perf_counter()
+    writer = writer if writer is not None else repository.StatementWriter()
+    read_at = repository.store_clock(store)
     reading = source.read()
     known = repository.known_texts(store, target)
     missing = {s.queryid for s in reading.statements if (s.dbid, s.queryid) not in known}
@@ -49,16 +58,19 @@ def take_snapshot(
     # Statements whose text vanished before we asked (evicted meanwhile) are kept: their
     # counters are still real; they are simply analysed without a fingerprint.
     kept = [s for s in reading.statements if not known.get((s.dbid, s.queryid), ("", False))[1]]
-    with store.transaction():
-        snap = repository.insert_snapshot(store, target, reading, new_texts, kept)
-        pruned = repository.prune(store, target, retention_seconds, keep=snap.id)
+    written = writer.write(store, target, reading, read_at, new_texts, kept)
+    snap = written.snapshot
+    pruned = partitions.drop_expired(store, retention_seconds)
     result = SnapshotResult(
         snapshot=snap, server_version=reading.server_version,
         server_version_num=reading.server_version_num, statements=len(kept),
         own_skipped=len(reading.statements) - len(kept), new_texts=len(new_texts),
         pruned=pruned, duration_seconds=time.perf_counter() - started,
+        stored=written.stored, checkpoint=written.checkpoint, skipped=written.skipped,
     )
     log.info(event("snapshot.taken", target=target, id=snap.id, statements=len(kept),
+                   stored=written.stored, checkpoint=written.checkpoint or "",
+                   skipped=written.skipped,
                    own_skipped=result.own_skipped, new_texts=len(new_texts), pruned=pruned,
                    seconds=round(result.duration_seconds, 3)))
     return result
