@@ -4,7 +4,7 @@
 -- the target's previous one, except checkpoints (`is_checkpoint`), which store every statement.
 --
 -- Existing data is kept: every snapshot written before this migration was complete, so each
--- becomes a checkpoint. Partitions are created daily here (the default of
+-- becomes a checkpoint. Partitions for it are daily (the default of
 -- analyzer.partition_interval); the snapshot path creates later ones at the configured size.
 
 -- Partitions live in their own schema, so the schema pgarchitect shows the model only.
@@ -88,7 +88,8 @@ CREATE TABLE pgarchitect.statement_stat (
 ) PARTITION BY RANGE (taken_at);
 CREATE INDEX statement_stat_snapshot_idx ON pgarchitect.statement_stat (snapshot_id);
 
--- Daily partitions over the existing data and the next two days.
+-- Daily partitions over the existing data (none for an empty store: the snapshot path
+-- creates them ahead of need at the configured interval).
 DO $$
 DECLARE
     first_day timestamptz;
@@ -97,9 +98,8 @@ DECLARE
     parent    text;
     part      text;
 BEGIN
-    SELECT date_trunc('day', coalesce(min(taken_at), now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-           date_trunc('day', greatest(coalesce(max(taken_at), now()), now()) AT TIME ZONE 'UTC')
-               AT TIME ZONE 'UTC' + interval '2 days'
+    SELECT date_trunc('day', min(taken_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           date_trunc('day', max(taken_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
       INTO first_day, last_day
       FROM pgarchitect.snapshot_unpartitioned;
     day := first_day;
@@ -108,11 +108,11 @@ BEGIN
             part := parent || '_p' || to_char(day AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS');
             EXECUTE format('CREATE TABLE pgarchitect_partitions.%I PARTITION OF pgarchitect.%I'
                            ' FOR VALUES FROM (%L) TO (%L)', part, parent, day,
-                           day + interval '1 day');
+                           day + interval '24 hours');
             INSERT INTO pgarchitect.time_partition (parent, name, lower_bound, upper_bound)
-            VALUES (parent, part, day, day + interval '1 day');
+            VALUES (parent, part, day, day + interval '24 hours');
         END LOOP;
-        day := day + interval '1 day';
+        day := day + interval '24 hours';
     END LOOP;
 END $$;
 

@@ -76,6 +76,35 @@ def changed(
     return out
 
 
+def plan(
+    previous: Previous | None,
+    statements: Sequence[StatementCounters],
+    stats_reset: datetime | None,
+    dealloc: int | None,
+    read_at: datetime,
+    checkpoint_interval: float,
+    partition_start: datetime,
+) -> tuple[str | None, list[StatementCounters]]:
+    """What a snapshot stores: (why it is a checkpoint or None, the rows to write)."""
+    reason = checkpoint_reason(previous, statements, stats_reset, dealloc, read_at,
+                               checkpoint_interval, partition_start)
+    if reason is not None or previous is None:
+        return reason, list(statements)
+    return None, changed(previous.state, statements)
+
+
+def after(
+    previous: Previous | None, snapshot_id: int, read_at: datetime,
+    stats_reset: datetime | None, dealloc: int | None, checkpoint: str | None,
+    statements: Sequence[StatementCounters],
+) -> Previous:
+    """What the next snapshot compares with, once this one is stored."""
+    last_checkpoint = (read_at if checkpoint is not None or previous is None
+                       else previous.last_checkpoint_at)
+    return Previous(snapshot_id, read_at, stats_reset, dealloc, last_checkpoint,
+                    {s.key: s for s in statements})
+
+
 def roll_forward(
     snapshots: Iterable[tuple[bool, Iterable[StatementCounters]]],
 ) -> list[State]:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from analyzer.snapshots import partitions
-from analyzer.snapshots.changes import Previous, changed, checkpoint_reason, roll_forward
+from analyzer.snapshots.changes import Previous, after, plan, roll_forward
 from analyzer.snapshots.model import (
     STAT_COLUMNS,
     SnapshotMeta,
@@ -303,20 +303,13 @@ class StatementWriter:
                 return Written(meta, 0, None, skipped=True)
             previous = self._previous_of(conn, target, latest)
             partition_start, _ = partitions.slot(read_at, self.partition_interval)
-            reason = checkpoint_reason(previous, statements, reading.stats_reset,
-                                       reading.dealloc, read_at, self.checkpoint_interval,
-                                       partition_start)
-            rows = (list(statements) if reason is not None or previous is None
-                    else changed(previous.state, statements))
+            reason, rows = plan(previous, statements, reading.stats_reset, reading.dealloc,
+                                read_at, self.checkpoint_interval, partition_start)
             snap = insert_snapshot(conn, target, reading, texts, rows, taken_at=read_at,
                                    is_checkpoint=reason is not None,
                                    statement_count=len(statements))
-        self._previous[target] = Previous(
-            snap.id, snap.taken_at, reading.stats_reset, reading.dealloc,
-            snap.taken_at if reason is not None or previous is None
-            else previous.last_checkpoint_at,
-            {s.key: s for s in statements},
-        )
+        self._previous[target] = after(previous, snap.id, snap.taken_at, reading.stats_reset,
+                                       reading.dealloc, reason, statements)
         return Written(snap, len(rows), reason)
 
     def _previous_of(self, conn: Conn, target: str,
