@@ -145,7 +145,8 @@ def _bytes(conn: repository.Conn, lower: datetime) -> tuple[int, int]:
     out = []
     for parent in ("statement_stat", "snapshot"):
         row = conn.execute(
-            "SELECT coalesce(sum(pg_total_relation_size(format('%%I.%%I', %s::text, name)::regclass)), 0)"
+            "SELECT coalesce(sum(pg_total_relation_size("
+            "   format('%%I.%%I', %s::text, name)::regclass)), 0)"
             " FROM pgarchitect.time_partition WHERE parent = %s AND lower_bound >= %s"
             " AND upper_bound <= %s",
             (partitions.SCHEMA, parent, lower, lower + timedelta(days=1))).fetchone()
