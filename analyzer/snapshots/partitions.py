@@ -86,7 +86,8 @@ def ensure(conn: Conn, at: datetime, interval: float, ahead: int = 2) -> datetim
     """Create the partitions holding `at` and the `ahead` intervals after it; returns the end
     of the time now covered without a gap from `at`.
 
-    Runs in its own transaction: call it outside one.
+    Runs in its own transaction (a savepoint inside the caller's, whose commit then releases
+    the maintenance lock).
     """
     lower, _ = slot(at, interval)
     _, upper = slot(lower + timedelta(seconds=interval * ahead), interval)

@@ -119,13 +119,17 @@ def insert_snapshot(
     taken_at: datetime | None = None,
     is_checkpoint: bool = True,
     statement_count: int | None = None,
+    partition_interval: float | None = 86400.0,
 ) -> SnapshotMeta:
     """Write one snapshot (header, new texts, the given counters); call inside a transaction.
 
     A checkpoint holds every statement; otherwise `statements` are the changed ones and
-    `statement_count` how many the view held.
+    `statement_count` how many the view held. The time partition is created if missing
+    (pass None when the caller made sure of it). StatementWriter.write is the usual way in.
     """
     when = taken_at if taken_at is not None else store_clock(conn)
+    if partition_interval is not None:
+        partitions.ensure(conn, when, partition_interval, ahead=0)
     row = conn.execute(
         "/* pgarchitect */ INSERT INTO pgarchitect.snapshot (target, taken_at, server_version,"
         " stats_reset, dealloc, statement_count, stored_count, is_checkpoint)"
@@ -307,7 +311,7 @@ class StatementWriter:
                                 read_at, self.checkpoint_interval, partition_start)
             snap = insert_snapshot(conn, target, reading, texts, rows, taken_at=read_at,
                                    is_checkpoint=reason is not None,
-                                   statement_count=len(statements))
+                                   statement_count=len(statements), partition_interval=None)
         self._previous[target] = after(previous, snap.id, snap.taken_at, reading.stats_reset,
                                        reading.dealloc, reason, statements)
         return Written(snap, len(rows), reason)

@@ -288,3 +288,14 @@ def test_a_zero_partition_interval_is_refused(bad: str) -> None:
 
     with pytest.raises(ConfigError, match=r"analyzer\.partition_interval"):
         load_settings(flags={"analyzer": {"partition_interval": bad}}, environ={})
+
+
+def test_insert_snapshot_alone_creates_its_partition(store: str) -> None:
+    r = series.simulate([Step(False, (Action(0, "run"), Action(1, "run")))])[-1]
+    when = datetime.now(UTC) - timedelta(days=3)
+    with repository.connect_store(Dsn(store)) as conn:
+        with conn.transaction():
+            snap = repository.insert_snapshot(conn, "direct", reading_of(r), (), r.statements,
+                                              taken_at=when)
+        assert repository.load_counters(conn, snap.id) == r.state
+        assert [p.lower for p in partitions.existing(conn)] == [partitions.slot(when, 86400)[0]]
