@@ -19,6 +19,9 @@ from datetime import datetime
 from analyzer.snapshots.model import StatementCounters, StatementKey
 
 State = dict[StatementKey, StatementCounters]
+# A statement's counters as stored (StatementCounters.as_row): compared whole, so any moved
+# counter, a changed stats_since or a renamed role or database counts as a change.
+Row = tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +33,31 @@ class Previous:
     stats_reset: datetime | None
     dealloc: int | None
     last_checkpoint_at: datetime
-    state: Mapping[StatementKey, StatementCounters]
+    rows: Mapping[StatementKey, Row]
 
 
-def same(a: StatementCounters, b: StatementCounters) -> bool:
-    """True when two readings of one statement carry identical counters."""
-    return a.as_row() == b.as_row()
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one snapshot stores, and the state it leaves."""
+
+    checkpoint: str | None           # why every statement is stored; None: the changed ones
+    rows: list[StatementCounters]    # the statements to write
+    state: dict[StatementKey, Row]   # every statement after this snapshot
+
+
+def rows_of(statements: Iterable[StatementCounters]) -> dict[StatementKey, Row]:
+    """Each statement's stored form, keyed by statement."""
+    return {s.key: s.as_row() for s in statements}
 
 
 def checkpoint_reason(
     previous: Previous | None,
-    statements: Sequence[StatementCounters],
     stats_reset: datetime | None,
     dealloc: int | None,
     read_at: datetime,
     checkpoint_interval: float,
     partition_start: datetime,
+    vanished: bool,
 ) -> str | None:
     """Why this snapshot must store every statement, or None when changed rows suffice."""
     if previous is None:
@@ -58,22 +70,9 @@ def checkpoint_reason(
         return "interval"
     if previous.last_checkpoint_at < partition_start:
         return "partition"
-    present = {s.key for s in statements}
-    if any(key not in present for key in previous.state):
+    if vanished:
         return "vanished"
     return None
-
-
-def changed(
-    previous: Mapping[StatementKey, StatementCounters], statements: Iterable[StatementCounters]
-) -> list[StatementCounters]:
-    """The statements that are new or whose counters differ from the previous state."""
-    out = []
-    for s in statements:
-        prior = previous.get(s.key)
-        if prior is None or not same(prior, s):
-            out.append(s)
-    return out
 
 
 def plan(
@@ -84,25 +83,35 @@ def plan(
     read_at: datetime,
     checkpoint_interval: float,
     partition_start: datetime,
-) -> tuple[str | None, list[StatementCounters]]:
-    """What a snapshot stores: (why it is a checkpoint or None, the rows to write)."""
-    reason = checkpoint_reason(previous, statements, stats_reset, dealloc, read_at,
-                               checkpoint_interval, partition_start)
-    if reason is not None or previous is None:
-        return reason, list(statements)
-    return None, changed(previous.state, statements)
+) -> Plan:
+    """Compare a reading with the previous state in one pass and decide what to store."""
+    prior_rows: Mapping[StatementKey, Row] = previous.rows if previous is not None else {}
+    state: dict[StatementKey, Row] = {}
+    moved: list[StatementCounters] = []
+    matched = 0
+    for s in statements:
+        key, row = s.key, s.as_row()
+        state[key] = row
+        prior = prior_rows.get(key)
+        if prior is None:
+            moved.append(s)
+            continue
+        matched += 1
+        if prior != row:
+            moved.append(s)
+    reason = checkpoint_reason(previous, stats_reset, dealloc, read_at, checkpoint_interval,
+                               partition_start, vanished=matched < len(prior_rows))
+    return Plan(reason, list(statements) if reason is not None else moved, state)
 
 
 def after(
     previous: Previous | None, snapshot_id: int, read_at: datetime,
-    stats_reset: datetime | None, dealloc: int | None, checkpoint: str | None,
-    statements: Sequence[StatementCounters],
+    stats_reset: datetime | None, dealloc: int | None, stored: Plan,
 ) -> Previous:
     """What the next snapshot compares with, once this one is stored."""
-    last_checkpoint = (read_at if checkpoint is not None or previous is None
+    last_checkpoint = (read_at if stored.checkpoint is not None or previous is None
                        else previous.last_checkpoint_at)
-    return Previous(snapshot_id, read_at, stats_reset, dealloc, last_checkpoint,
-                    {s.key: s for s in statements})
+    return Previous(snapshot_id, read_at, stats_reset, dealloc, last_checkpoint, stored.state)
 
 
 def roll_forward(

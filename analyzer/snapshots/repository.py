@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from analyzer.snapshots import partitions
-from analyzer.snapshots.changes import Previous, after, plan, roll_forward
+from analyzer.snapshots.changes import Previous, after, plan, roll_forward, rows_of
 from analyzer.snapshots.model import (
     STAT_COLUMNS,
     SnapshotMeta,
@@ -307,14 +307,14 @@ class StatementWriter:
                 return Written(meta, 0, None, skipped=True)
             previous = self._previous_of(conn, target, latest)
             partition_start, _ = partitions.slot(read_at, self.partition_interval)
-            reason, rows = plan(previous, statements, reading.stats_reset, reading.dealloc,
-                                read_at, self.checkpoint_interval, partition_start)
-            snap = insert_snapshot(conn, target, reading, texts, rows, taken_at=read_at,
-                                   is_checkpoint=reason is not None,
+            stored = plan(previous, statements, reading.stats_reset, reading.dealloc,
+                          read_at, self.checkpoint_interval, partition_start)
+            snap = insert_snapshot(conn, target, reading, texts, stored.rows, taken_at=read_at,
+                                   is_checkpoint=stored.checkpoint is not None,
                                    statement_count=len(statements), partition_interval=None)
         self._previous[target] = after(previous, snap.id, snap.taken_at, reading.stats_reset,
-                                       reading.dealloc, reason, statements)
-        return Written(snap, len(rows), reason)
+                                       reading.dealloc, stored)
+        return Written(snap, len(stored.rows), stored.checkpoint)
 
     def _previous_of(self, conn: Conn, target: str,
                      latest: Sequence[Any] | None) -> Previous | None:
@@ -332,7 +332,7 @@ class StatementWriter:
             return None
         return Previous(int(latest[0]), latest[1], latest[2],
                         None if latest[3] is None else int(latest[3]), row[0],
-                        load_counters(conn, int(latest[0])))
+                        rows_of(load_counters(conn, int(latest[0])).values()))
 
 
 def _by_pairs(conn: Conn, sql: str, pairs: Iterable[tuple[int, Any]],

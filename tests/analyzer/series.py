@@ -120,11 +120,10 @@ def store_changed_only(readings: Sequence[Reading], checkpoint_interval: float,
     out = []
     for i, r in enumerate(readings):
         start, _ = partitions.slot(r.read_at, partition_interval)
-        reason, rows = changes.plan(previous, r.statements, r.stats_reset, r.dealloc,
-                                    r.read_at, checkpoint_interval, start)
-        out.append((reason, rows))
-        previous = changes.after(previous, i + 1, r.read_at, r.stats_reset, r.dealloc, reason,
-                                 r.statements)
+        stored = changes.plan(previous, r.statements, r.stats_reset, r.dealloc, r.read_at,
+                              checkpoint_interval, start)
+        out.append((stored.checkpoint, stored.rows))
+        previous = changes.after(previous, i + 1, r.read_at, r.stats_reset, r.dealloc, stored)
     return out
 
 
