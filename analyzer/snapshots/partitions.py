@@ -64,6 +64,16 @@ def existing(conn: Conn, parent: str = "snapshot") -> list[Partition]:
     return [Partition(str(r[0]), str(r[1]), r[2], r[3]) for r in rows]
 
 
+def lower_bound_at(conn: Conn, at: datetime) -> datetime | None:
+    """The start of the partition that holds `at` (None: no partition does)."""
+    row = conn.execute(
+        "/* pgarchitect */ SELECT lower_bound FROM pgarchitect.time_partition"
+        " WHERE parent = 'snapshot' AND lower_bound <= %s AND upper_bound > %s"
+        " ORDER BY lower_bound DESC LIMIT 1", (at, at),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def gaps(covered: list[tuple[datetime, datetime]], lower: datetime,
          upper: datetime) -> list[tuple[datetime, datetime]]:
     """The parts of [lower, upper) that no range in `covered` holds."""

@@ -306,7 +306,10 @@ class StatementWriter:
                                     None if latest[3] is None else int(latest[3]))
                 return Written(meta, 0, None, skipped=True)
             previous = self._previous_of(conn, target, latest)
-            partition_start, _ = partitions.slot(read_at, self.partition_interval)
+            # The partition actually holding the snapshot (its bounds follow the interval
+            # in force when it was created).
+            partition_start = (partitions.lower_bound_at(conn, read_at)
+                               or partitions.slot(read_at, self.partition_interval)[0])
             stored = plan(previous, statements, reading.stats_reset, reading.dealloc,
                           read_at, self.checkpoint_interval, partition_start)
             snap = insert_snapshot(conn, target, reading, texts, stored.rows, taken_at=read_at,

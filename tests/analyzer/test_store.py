@@ -299,3 +299,27 @@ def test_insert_snapshot_alone_creates_its_partition(store: str) -> None:
                                               taken_at=when)
         assert repository.load_counters(conn, snap.id) == r.state
         assert [p.lower for p in partitions.existing(conn)] == [partitions.slot(when, 86400)[0]]
+
+
+def test_a_changed_interval_still_starts_each_real_partition_at_a_checkpoint(store: str) -> None:
+    hour = timedelta(hours=1)
+    base, _ = partitions.slot(datetime.now(UTC) - 8 * hour, 3600.0)
+    if partitions.slot(base, 86400.0)[1] < base + 5 * hour:
+        base -= 5 * hour  # keep the run inside one UTC day
+    readings = series.simulate([Step(False, (Action(0, "run"),))] * 7, base=base,
+                               step=hour / 2)
+    with repository.connect_store(Dsn(store)) as conn:
+        hourly = repository.StatementWriter(partition_interval=3600.0)
+        first = hourly.write(conn, "t", reading_of(readings[0]), readings[0].read_at, (),
+                             readings[0].statements)
+        daily = repository.StatementWriter(partition_interval=86400.0)
+        rest = [daily.write(conn, "t", reading_of(r), r.read_at, (), r.statements)
+                for r in readings[1:]]
+        # Hourly partitions up to base + 3 h, then one running to midnight (and one filling
+        # the day before base).
+        bounds = [(p.lower - base, p.upper - p.lower) for p in partitions.existing(conn)
+                  if p.lower >= base]
+        assert bounds[:3] == [(0 * hour, hour), (hour, hour), (2 * hour, hour)]
+        assert bounds[3][0] == 3 * hour
+        assert [first.checkpoint, *(w.checkpoint for w in rest)] == [
+            "first", None, "partition", None, "partition", None, "partition", None]
