@@ -276,11 +276,22 @@ class StatementWriter:
     partitions_ahead: int = 2
     _previous: dict[str, Previous] = field(default_factory=dict)
     _covered_until: datetime | None = None
+    _texts: dict[str, dict[tuple[int, int], tuple[str, bool]]] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: AnalyzerSettings) -> StatementWriter:
         """A writer with the configured partition and checkpoint intervals."""
         return cls(settings.partition_interval, settings.checkpoint_interval)
+
+    def known_texts(self, conn: Conn, target: str) -> dict[tuple[int, int], tuple[str, bool]]:
+        """Like known_texts(), from memory after the first call (a copy: callers may add).
+
+        A text another replica stored meanwhile is missing here; it is then fetched and
+        inserted once more, which the store ignores.
+        """
+        if target not in self._texts:
+            self._texts[target] = known_texts(conn, target)
+        return dict(self._texts[target])
 
     def write(
         self, conn: Conn, target: str, reading: TargetReading, read_at: datetime,
@@ -317,6 +328,9 @@ class StatementWriter:
                                    statement_count=len(statements), partition_interval=None)
         self._previous[target] = after(previous, snap.id, snap.taken_at, reading.stats_reset,
                                        reading.dealloc, stored)
+        cache = self._texts.get(target)
+        if cache is not None:
+            cache.update({(t.dbid, t.queryid): (t.fingerprint, t.own) for t in texts})
         return Written(snap, len(stored.rows), stored.checkpoint)
 
     def _previous_of(self, conn: Conn, target: str,

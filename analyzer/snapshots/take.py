@@ -44,7 +44,7 @@ def take_snapshot(
     writer = writer if writer is not None else repository.StatementWriter()
     read_at = repository.store_clock(store)
     reading = source.read()
-    known = repository.known_texts(store, target)
+    known = writer.known_texts(store, target)
     missing = {s.queryid for s in reading.statements if (s.dbid, s.queryid) not in known}
     fetched = source.texts(missing) if missing else {}
     new_texts: list[StatementText] = []
