@@ -19,9 +19,6 @@ from datetime import datetime
 from analyzer.snapshots.model import StatementCounters, StatementKey
 
 State = dict[StatementKey, StatementCounters]
-# A statement's counters as stored (StatementCounters.as_row): compared whole, so any moved
-# counter, a changed stats_since or a renamed role or database counts as a change.
-Row = tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,21 +30,19 @@ class Previous:
     stats_reset: datetime | None
     dealloc: int | None
     last_checkpoint_at: datetime
-    rows: Mapping[StatementKey, Row]
+    # Compared whole (dataclass equality): any moved counter, a changed stats_since or a
+    # renamed role or database counts as a change. Kept as the reading's own objects: new
+    # tuples per statement would cost more in garbage collection than the comparison.
+    state: Mapping[StatementKey, StatementCounters]
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What one snapshot stores, and the state it leaves."""
 
-    checkpoint: str | None           # why every statement is stored; None: the changed ones
-    rows: list[StatementCounters]    # the statements to write
-    state: dict[StatementKey, Row]   # every statement after this snapshot
-
-
-def rows_of(statements: Iterable[StatementCounters]) -> dict[StatementKey, Row]:
-    """Each statement's stored form, keyed by statement."""
-    return {s.key: s.as_row() for s in statements}
+    checkpoint: str | None                      # why all are stored; None: the changed ones
+    rows: list[StatementCounters]               # the statements to write
+    state: dict[StatementKey, StatementCounters]  # every statement after this snapshot
 
 
 def checkpoint_reason(
@@ -85,22 +80,22 @@ def plan(
     partition_start: datetime,
 ) -> Plan:
     """Compare a reading with the previous state in one pass and decide what to store."""
-    prior_rows: Mapping[StatementKey, Row] = previous.rows if previous is not None else {}
-    state: dict[StatementKey, Row] = {}
+    prior_state = previous.state if previous is not None else {}
+    state: dict[StatementKey, StatementCounters] = {}
     moved: list[StatementCounters] = []
     matched = 0
     for s in statements:
-        key, row = s.key, s.as_row()
-        state[key] = row
-        prior = prior_rows.get(key)
+        key = s.key
+        state[key] = s
+        prior = prior_state.get(key)
         if prior is None:
             moved.append(s)
             continue
         matched += 1
-        if prior != row:
+        if prior != s:
             moved.append(s)
     reason = checkpoint_reason(previous, stats_reset, dealloc, read_at, checkpoint_interval,
-                               partition_start, vanished=matched < len(prior_rows))
+                               partition_start, vanished=matched < len(prior_state))
     return Plan(reason, list(statements) if reason is not None else moved, state)
 
 

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from analyzer.snapshots import partitions
-from analyzer.snapshots.changes import Previous, after, plan, roll_forward, rows_of
+from analyzer.snapshots.changes import Previous, after, plan, roll_forward
 from analyzer.snapshots.model import (
     STAT_COLUMNS,
     SnapshotMeta,
@@ -349,7 +349,7 @@ class StatementWriter:
             return None
         return Previous(int(latest[0]), latest[1], latest[2],
                         None if latest[3] is None else int(latest[3]), row[0],
-                        rows_of(load_counters(conn, int(latest[0])).values()))
+                        load_counters(conn, int(latest[0])))
 
 
 def _by_pairs(conn: Conn, sql: str, pairs: Iterable[tuple[int, Any]],
