@@ -34,6 +34,7 @@ LISTEN = {"kind": "listen"}
 TIMEZONE = {"kind": "timezone"}
 REGEX = {"kind": "regex"}
 POSITIVE = {"kind": "positive"}
+POSITIVE_DURATION = {"kind": "positive_duration"}
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,10 @@ class AnalyzerSettings:
     schedule: str = field(default="0 2 * * 0", metadata=CRON)
     timezone: str = field(default="UTC", metadata=TIMEZONE)
     retention: float = field(default=30 * 86400.0, metadata=DURATION)
+    # Store layout at fleet scale (docs/scaling.md): time-partition size, and how often a
+    # snapshot stores every statement rather than only the changed ones.
+    partition_interval: float = field(default=86400.0, metadata=POSITIVE_DURATION)
+    checkpoint_interval: float = field(default=86400.0, metadata=POSITIVE_DURATION)
     admin_token: Secret | None = None
     random_state: int = 0
     min_confidence: float = 0.8
@@ -334,6 +339,11 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
         return _build(tp, value, key)  # type: ignore[arg-type]
     if kind == "duration":
         return parse_duration(value, key)
+    if kind == "positive_duration":
+        seconds = parse_duration(value, key)
+        if seconds <= 0:
+            raise ConfigError(key, f"expected a positive duration, got {value!r}")
+        return seconds
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
