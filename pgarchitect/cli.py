@@ -1,4 +1,4 @@
-"""The `pgarchitect` command line: one entry point, subcommands per SPEC section 2.
+"""The `pgarchitect` command line: one entry point, subcommands per docs/architecture.md.
 
 User errors (bad config, a DSN that does not answer, missing privileges) print one line on
 stderr and exit 2; no traceback. Ctrl-C and SIGTERM stop cleanly with exit code 130 / 143.
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--target", metavar="[NAME=]DSN", help="target DSN")
     p.add_argument("--store", metavar="DSN", help="store database DSN")
-    p.add_argument("--json", action="store_true", help="print the JSON report (SPEC 6)")
+    p.add_argument("--json", action="store_true", help="print the JSON report (docs/report.md)")
     p.add_argument("--no-validate", action="store_true",
                    help="skip what-if validation of recommendations (same as --validation off)")
     p.add_argument("--validation", metavar="MODE", choices=VALIDATION_MODES,

@@ -100,7 +100,7 @@ class ExporterSettings:
     # Hard cap on statement series per database (top lists + hysteresis), `other` excluded.
     statements_max_series: int = field(default=500, metadata=POSITIVE)
     # work_mem of the exporter's own sessions: the pg_stat_statements() result is materialized
-    # and must not spill to a temp file (SPEC 3.1: a scrape writes zero temp blocks).
+    # and must not spill to a temp file (docs/metrics.md: a scrape writes zero temp blocks).
     work_mem: str = "64MB"
     # Collectors turned off by name (docs/metrics.md lists them; the probe `server` stays).
     disabled_collectors: tuple[str, ...] = ()
@@ -112,7 +112,7 @@ class ExporterSettings:
 
 @dataclass(frozen=True)
 class RegressionSettings:
-    """When a statement counts as regressed (SPEC 5.1)."""
+    """When a statement counts as regressed (docs/analyzer.md)."""
 
     min_ratio: float = field(default=1.5, metadata=POSITIVE)
     min_delta_ms: float = 1.0
