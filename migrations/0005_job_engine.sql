@@ -17,7 +17,8 @@ CREATE INDEX audit_run_open_idx ON pgarchitect.audit_run (target)
 -- exports the same pgarchitect_regressions / pgarchitect_regression_clusters from it.
 CREATE TABLE pgarchitect.regression_check (
     target      text PRIMARY KEY,
-    snapshot_id bigint REFERENCES pgarchitect.snapshot (id) ON DELETE SET NULL,
+    -- a plain value: snapshots are partitioned (0004) and cannot be referenced
+    snapshot_id bigint,
     checked_at  timestamptz NOT NULL DEFAULT now(),
     regressions integer NOT NULL,
     clusters    integer NOT NULL,
