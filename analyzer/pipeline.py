@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from analyzer import memory, verify
+from analyzer import lifecycle, memory, verify
 from analyzer.analysis.causes import Cause, ClusterFacts, attribute, catalog_changes
 from analyzer.analysis.clustering import ClusterInput, cluster
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
@@ -69,7 +69,7 @@ from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvi
 from analyzer.recommend.model import Recommendation as Proposal
 from analyzer.recommendation import Recommendation as StoredForm
 from analyzer.snapshots import catalog_history, repository
-from analyzer.snapshots.catalog import Catalog
+from analyzer.snapshots.catalog import Catalog, TableInfo
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
 from analyzer.snapshots.own import register_own
 from analyzer.snapshots.source import StatementSource, connect_target
@@ -166,6 +166,8 @@ class RecommendationInput:
     settings: AnalyzerSettings = field(default_factory=AnalyzerSettings)
     server_version_num: int = 0
     observed_since: datetime | None = None  # the target's first snapshot
+    # rows written per table over the current window (None: not known, the engine estimates)
+    table_writes: Mapping[str, int] | None = None
 
 
 # The recommendation step: reads the target through the held connection (validation), gets
@@ -503,13 +505,13 @@ def attribute_causes(
 
 
 def observe_applied(store: repository.Conn, target: str, snap: SnapshotResult
-                    ) -> tuple[str, ...]:
+                    ) -> tuple[lifecycle.Change, ...]:
     """Recommendations applied or reverted on the target, as this snapshot's catalog shows;
     recorded at the snapshot's time (its own transaction: it is part of the snapshot)."""
     valid = {i.qualified_name: i.definition for i in snap.catalog.indexes if i.valid}
     with store.transaction():
         changes = verify.observe_catalog(store, target, valid, at=snap.snapshot.taken_at)
-    return tuple(f"{c.recommendation_id}:{c.to_status}" for c in changes)
+    return tuple(changes)
 
 
 def recommendation_input(
@@ -518,9 +520,36 @@ def recommendation_input(
 ) -> RecommendationInput:
     """Everything the recommendation step needs, frozen."""
     first = repository.list_snapshots(store, target)
+    start = stats.windows.current[0].taken_at if stats.windows.current else None
     return RecommendationInput(
         clustering.regressions, clustering.clusters, stats, plans, snap.catalog, settings,
-        snap.server_version_num, first[0].taken_at if first else None)
+        snap.server_version_num, first[0].taken_at if first else None,
+        window_writes(catalog_history.history(store, target, start), start, snap.catalog))
+
+
+def _written(t: TableInfo) -> int:
+    return t.inserts + max(t.updates - t.hot_updates, 0) + t.deletes
+
+
+def window_writes(history: Sequence[tuple[datetime, Catalog]], start: datetime | None,
+                  now: Catalog) -> dict[str, int] | None:
+    """Rows written per table since the window's start (pure).
+
+    Catalogs are stored when their structure changes, so the counters at the start are the
+    last stored catalog's at or before it (or the first one after): the writes counted may
+    reach further back than the window, never less far — an index looks costlier, not
+    cheaper. A counter that went down (statistics reset) counts from zero.
+    """
+    if not history:
+        return None
+    before = [c for at, c in history if start is None or at <= start]
+    base = before[-1] if before else history[0][1]
+    out = {}
+    for t in now.tables:
+        then = base.table(t.qualified)
+        written = _written(t) - (_written(then) if then is not None else 0)
+        out[t.qualified] = written if written >= 0 else _written(t)
+    return out
 
 
 def statement_evidence(inputs: RecommendationInput, dbid: int | None
@@ -559,7 +588,7 @@ def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInpu
     return engine.recommend(
         conn, statement_evidence(inputs, dbid), inputs.catalog,
         dropped_indexes(inputs.clusters), inputs.settings, inputs.server_version_num,
-        observed_since=inputs.observed_since)
+        observed_since=inputs.observed_since, table_writes=inputs.table_writes)
 
 
 def recommend(recommender: Recommender, conn: psycopg.Connection[Any],
