@@ -554,19 +554,20 @@ def window_writes(history: Sequence[tuple[datetime, Catalog]], start: datetime |
 
 def statement_evidence(inputs: RecommendationInput, dbid: int | None
                        ) -> tuple[StatementEvidence, ...]:
-    """The regressed groups and the costliest ones (up to `max_explain`) of one database."""
+    """Every regressed group of one database, then the costliest others while the whole is
+    under `max_explain` (validation has its own bound, `validation.max_candidates`)."""
     stats = inputs.statistics
     regressed = {r.key for r in inputs.regressions}
     groups = sorted(stats.current.values(),
                     key=lambda g: (g.key not in regressed, -g.stat.moments.total))
-    out = []
+    out: list[StatementEvidence] = []
     for g in groups:
         text = stats.texts.get((g.key[0], g.queryids[0]))
         if not text or (dbid is not None and g.key[0] != dbid) or g.stat.calls <= 0:
             continue
-        out.append(StatementEvidence.of_group(g, text, regressed=g.key in regressed))
-        if len(out) >= inputs.settings.max_explain:
+        if g.key not in regressed and len(out) >= inputs.settings.max_explain:
             break
+        out.append(StatementEvidence.of_group(g, text, regressed=g.key in regressed))
     return tuple(out)
 
 

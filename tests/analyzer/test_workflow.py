@@ -201,3 +201,34 @@ def test_shop_audit_proposes_sensible_things(shop15: str, store: str) -> None:
     stored = rows(store, "SELECT count(*) FROM pgarchitect.optimization_log"
                   " WHERE target = 'shop' AND status = 'proposed'")
     assert stored == [(len(report["recommendations"]),)]
+
+
+def test_human_report_prints_recommendations_not_proposed_and_verifications() -> None:
+    from analyzer.pipeline import AuditResult
+    from analyzer.report import render
+
+    now = datetime.now(UTC)
+    result = AuditResult(
+        audit_id=3, target="app", status="succeeded", server_version="15.1", started_at=now,
+        finished_at=now, duration_seconds=1.2, snapshot_id=4, snapshot_duration_seconds=0.1,
+        statements_analyzed=7, regressions=(), clusters=(),
+        recommendations=({"id": "12", "kind": "create_index", "status": "proposed",
+                          "merged": True, "table": "public.orders", "confidence": 0.99,
+                          "validated_by": "hypopg", "estimated_cost_before": 4350.2,
+                          "estimated_cost_after": 12.9, "rationale": "Index x was dropped.",
+                          "ddl": "CREATE INDEX CONCURRENTLY x ON public.orders (customer_id)",
+                          "similar_past": [{"id": "7", "similarity": 0.93,
+                                            "status": "rejected"}]},),
+        not_proposed=({"kind": "create_index", "table": "public.orders", "columns": ["status"],
+                       "reason": "low_selectivity", "detail": "4 distinct values"},),
+        verifications=({"id": "9", "status": "verified", "applied_at": now.isoformat(),
+                        "calls_before": 80, "calls_after": 75, "before_mean_ms": 14.2,
+                        "after_mean_ms": 0.05, "note": "14.2 ms -> 0.05 ms"},),
+        validation={"method": "hypopg", "validations": 4, "plans": 14, "seconds": 0.021})
+    text = render(result)
+    assert "Recommendations (validated by hypopg: 4 validations, 14 plans" in text
+    assert "#12 create_index public.orders [proposed (seen before: merged)]" in text
+    assert "planned cost 4,350 → 13" in text and "similar past: #7 rejected (0.93)" in text
+    assert "CREATE INDEX CONCURRENTLY x ON public.orders (customer_id)" in text
+    assert "low_selectivity" in text and "4 distinct values" in text
+    assert "#9" in text and "verified" in text and "14.2 ms -> 0.05 ms" in text
