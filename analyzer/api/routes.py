@@ -167,7 +167,7 @@ def _limit(request: web.Request) -> int:
     text = request.query.get("limit")
     if text is None:
         return 100
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise ApiError(422, f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(text)
 
@@ -181,7 +181,7 @@ def _choice(request: web.Request, name: str, allowed: list[str]) -> str | None:
 
 def _id(request: web.Request, what: str) -> int:
     text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(404, f"no {what} {text!r}")
     return int(text)
 

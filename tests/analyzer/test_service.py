@@ -199,6 +199,8 @@ def test_bad_requests_are_json_4xx(stack: Stack) -> None:
         ("POST", "/admin/database/run-audit", {"target": "app", "x": 1}, None, 422),
         ("POST", "/admin/database/run-audit", None, b"{not json", 400),
         ("GET", "/admin/database/audits?limit=0", None, None, 422),
+        ("GET", "/admin/database/recommendations?limit=%C2%B9", None, None, 422),  # "¹"
+        ("GET", "/admin/database/audits/%C2%B2", None, None, 404),  # "²": isdigit, not int
         ("GET", "/admin/database/audits?status=bogus", None, None, 422),
         ("GET", "/admin/database/audits/99999999", None, None, 404),
         ("GET", "/admin/database/audits/abc", None, None, 404),
