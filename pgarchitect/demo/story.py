@@ -399,8 +399,9 @@ async def _story(stack: Stack, options: DemoOptions, progress: Progress) -> None
             await _tell(stack, options, progress, api, session)
             if options.keep_running:
                 _say("")
-                _say("Everything keeps running; Ctrl-C stops it all:")
+                _say("Everything keeps running:")
                 _say(render_table(["what", "where"], stack.urls()))
+                _say("Ctrl-C stops it all.")
                 await asyncio.Event().wait()
     finally:
         for child in stack.children():
