@@ -68,12 +68,19 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
         with connect_target(target.dsn, f"target {target.name}", a) as tconn, \
                 repository.connect_store(store_dsn, a.connect_timeout) as store:
             result = take_snapshot(StatementSource(tconn, a.all_databases), store, target.name,
-                                   a.retention)
+                                   a.retention, repository.StatementWriter.for_settings(a))
     except psycopg.Error as exc:
         raise SnapshotFailed(f"snapshot of {target.name} failed: {first_line(exc)}") from None
+    if result.skipped:
+        print(f"snapshot of {target.name} not stored: snapshot {result.snapshot.id}, read "
+              "later, was stored while this one was read")
+        return 0
+    stored = (f"all stored: checkpoint ({result.checkpoint})" if result.checkpoint
+              else f"{result.stored} changed stored")
     print(f"snapshot {result.snapshot.id} of {target.name}: {result.statements} statements "
-          f"({result.new_texts} new texts, {result.own_skipped} of pgarchitect's own left out, "
-          f"{result.pruned} old snapshots pruned) in {result.duration_seconds:.2f}s")
+          f"({stored}; {result.new_texts} new texts, {result.own_skipped} of pgarchitect's own "
+          f"left out, {result.pruned} expired partitions dropped) "
+          f"in {result.duration_seconds:.2f}s")
     return 0
 
 

@@ -150,8 +150,12 @@ def record_check(store: repository.Conn, target: str, snapshot_id: int | None,
     )
 
 
-def snapshot_and_check(settings: Settings, target: Target) -> tuple[str, float]:
+def snapshot_and_check(settings: Settings, target: Target,
+                       writer: repository.StatementWriter | None = None) -> tuple[str, float]:
     """One snapshot job's work: snapshot under the target lock, then the quick check.
+
+    `writer` keeps the target's last state between snapshots (one per target: the target
+    lock makes sure only one thread uses it at a time).
 
     Returns ("succeeded" | "skipped", seconds); "skipped" when the target is locked by an
     audit (which takes its own snapshot) or another snapshot.
@@ -167,7 +171,8 @@ def snapshot_and_check(settings: Settings, target: Target) -> tuple[str, float]:
         try:
             with connect_target(target.dsn, f"target {target.name}", a) as tconn:
                 snap = take_snapshot(StatementSource(tconn, a.all_databases), store,
-                                     target.name, a.retention)
+                                     target.name, a.retention,
+                                     writer or repository.StatementWriter.for_settings(a))
                 check = quick_check(store, tconn, target.name, a)
             record_check(store, target.name, snap.snapshot.id, check)
         finally:
@@ -197,6 +202,15 @@ class Service:
     # The recommendation step of the full audit, when one is wired in (None: none).
     recommender: Callable[..., Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _writers: dict[str, repository.StatementWriter] = field(default_factory=dict)
+
+    def writer(self, target: str) -> repository.StatementWriter:
+        """The snapshot writer of one target (its last state kept in memory)."""
+        with self._lock:
+            if target not in self._writers:
+                self._writers[target] = repository.StatementWriter.for_settings(
+                    self.settings.analyzer)
+            return self._writers[target]
 
     def target(self, name: str) -> Target | None:
         """The configured target called `name`, or None."""
@@ -243,7 +257,8 @@ def make_app(service: Service) -> procrastinate.App:
                 schedule_at=datetime.now(UTC) + timedelta(seconds=a.snapshot_interval),
             ).defer_async(target=target)
         try:
-            outcome, seconds = await service.in_thread(snapshot_and_check, settings, found)
+            outcome, seconds = await service.in_thread(snapshot_and_check, settings, found,
+                                                     service.writer(found.name))
         except (psycopg.Error, UserError, OSError) as exc:
             metrics.snapshot_runs.labels(target, "failed").inc()
             metrics.jobs.labels(SNAPSHOT_TASK, "failed").inc()

@@ -351,7 +351,7 @@ def regression_onsets(
         return {r.key: stats.splits[r.key].taken_at for r in found if r.key in stats.splits}
     metas = stats.windows.current
     queryids = {q for r in found for q in r.queryids}
-    rows = [repository.load_counters(store, m.id, queryids) for m in metas]
+    rows = repository.load_series(store, metas, queryids)
     baseline = {r.key: r.baseline.moments.mean for r in found}
     onsets: dict[GroupKey, datetime] = {}
     for i in range(len(metas) - 1):
@@ -554,7 +554,8 @@ def run_audit(
             connect_target(target.dsn, f"target {target.name}", settings) as tconn:
         _step(on_step, "snapshot")
         snap = take_snapshot(StatementSource(tconn, settings.all_databases), store,
-                             target.name, settings.retention)
+                             target.name, settings.retention,
+                             repository.StatementWriter.for_settings(settings))
 
         _step(on_step, "windows")
         stats = window_statistics(store, target.name, rs, request)

@@ -1,4 +1,4 @@
-"""Analyzer service benchmarks (SPEC 9): admin API reads under 50 concurrent clients (p99
+"""Analyzer service benchmarks: admin API reads under 50 concurrent clients (p99
 against the bare /healthz of the same process), and audits of twenty targets by one replica
 and by two (wall time, and how many audits ran). Figures go to docs/benchmarks.md (section
 `api`)."""

@@ -286,7 +286,7 @@ def main() -> None:
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     intervals = elapsed / interval
     markdown = "\n".join([
-        "## Exporter scrape (SPEC §9)",
+        "## Exporter scrape",
         "",
         f"PostgreSQL 18 (embedded), pg_stat_statements.max 25,000; {RUNS} runs after one "
         "warm-up, the three cases interleaved run by run; times are medians, ratios are "

@@ -1,7 +1,7 @@
 """ORM paths on loopback: read the latest 1,000 logs of a user and batch-insert 1,000 logs
 through each path of the reference app, against a bare asyncpg fetch / COPY measured in the
 same run; and the SDK's cost per observation. Writes the `orm-paths` section of
-docs/benchmarks.md. Bars (SPEC 9): thin read p95 < 5 ms, thin insert p95 < 20 ms, SDK < 5 us.
+docs/benchmarks.md. Bars: thin read p95 < 5 ms, thin insert p95 < 20 ms, SDK < 5 us.
 
 Fairness: inputs (user ids, batches) are made before the clock starts; the cases run in a
 new random order every round, so drift and another case's garbage hit every case alike;
@@ -229,7 +229,7 @@ def report(reads: dict[str, Timings], writes: dict[str, Timings], sdk: dict[str,
         "### SDK overhead (per observation, net of an empty loop)", "",
         "| what | µs |", "|---|---:|",
         *[f"| {k} | {v:.2f} |" for k, v in sdk.items()], "",
-        "### Bars (SPEC 9)", "",
+        "### Bars", "",
         "| bar | measured | bare baseline p95 | met |", "|---|---:|---:|---|",
         f"| thin read p95 < 5 ms | {thin_read:.2f} ms | "
         f"{pct(reads[BARE_READ].call, .95):.2f} ms | {'yes' if thin_read < 5 else 'NO'} |",

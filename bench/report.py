@@ -12,7 +12,7 @@ HEADER = """# Benchmarks
 
 Every figure here is written by a script in `bench/` (run them all with `make bench`), always
 as a ratio against a baseline measured in the same run on the same machine. Machines here are
-shared and noisy; the test suite asserts no timings, the bars of SPEC section 9 are checked here.
+shared and noisy; the test suite asserts no timings, the bars are checked here.
 """
 
 

@@ -1,4 +1,4 @@
-"""The ORM-path latency histograms (SPEC 3.4) and the in-process Python SDK that feeds them.
+"""The ORM-path latency histograms (docs/orm-paths.md) and the in-process SDK that feeds them.
 
 One family for every source: ``pg_orm_query_duration_seconds{orm_path, operation, datname}``
 (successful statements) and ``pg_orm_queries_total{orm_path, operation, datname, outcome}``

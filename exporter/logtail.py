@@ -1,4 +1,4 @@
-"""Server-side ORM-path histograms: tail PostgreSQL's jsonlog (PG15+) into the SPEC 3.4 family.
+"""Server-side ORM-path histograms (docs/orm-paths.md) from PostgreSQL's jsonlog (PG15+).
 
 PostgreSQL writes one JSON object per line when ``logging_collector = on`` and
 ``log_destination = 'jsonlog'``. With ``log_min_duration_statement`` (or the sampled

@@ -17,7 +17,7 @@ CREATE INDEX audit_run_open_idx ON pgarchitect.audit_run (target)
 -- exports the same pgarchitect_regressions / pgarchitect_regression_clusters from it.
 CREATE TABLE pgarchitect.regression_check (
     target      text PRIMARY KEY,
-    snapshot_id bigint REFERENCES pgarchitect.snapshot (id) ON DELETE SET NULL,
+    snapshot_id bigint,  -- no foreign key: snapshot is partitioned by time (0004)
     checked_at  timestamptz NOT NULL DEFAULT now(),
     regressions integer NOT NULL,
     clusters    integer NOT NULL,

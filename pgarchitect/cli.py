@@ -1,4 +1,4 @@
-"""The `pgarchitect` command line: one entry point, subcommands per SPEC section 2.
+"""The `pgarchitect` command line: one entry point, subcommands per docs/architecture.md.
 
 User errors (bad config, a DSN that does not answer, missing privileges) print one line on
 stderr and exit 2; no traceback. Ctrl-C and SIGTERM stop cleanly with exit code 130 / 143.
@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from pgarchitect.config import Settings, describe, load_settings, target_from_dsn
+from pgarchitect.config import (
+    VALIDATION_MODES,
+    Settings,
+    describe,
+    load_settings,
+    target_from_dsn,
+)
 from pgarchitect.dsn import mask_dsn
 from pgarchitect.errors import UserError
 from pgarchitect.log import setup_logging
@@ -67,9 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--target", metavar="[NAME=]DSN", help="target DSN")
     p.add_argument("--store", metavar="DSN", help="store database DSN")
-    p.add_argument("--json", action="store_true", help="print the JSON report (SPEC 6)")
+    p.add_argument("--json", action="store_true", help="print the JSON report (docs/report.md)")
     p.add_argument("--no-validate", action="store_true",
-                   help="skip what-if validation of recommendations")
+                   help="skip what-if validation of recommendations (same as --validation off)")
+    p.add_argument("--validation", metavar="MODE", choices=VALIDATION_MODES,
+                   help="how index recommendations are validated: "
+                        f"{' | '.join(VALIDATION_MODES)} (default: from config, auto)")
     p.add_argument("--baseline", metavar="FROM..TO",
                    help="baseline window: snapshot ids or ISO times (default: from config)")
     p.add_argument("--current", metavar="FROM..TO",
@@ -126,6 +135,10 @@ def flags_to_config(args: argparse.Namespace) -> dict[str, Any]:
     section = {"exporter": "exporter", "analyzer": "analyzer"}.get(args.command)
     if section and getattr(args, "listen", None):
         raw.setdefault(section, {})["listen"] = args.listen
+    if getattr(args, "no_validate", False):
+        raw.setdefault("analyzer", {}).setdefault("validation", {})["mode"] = "off"
+    elif getattr(args, "validation", None):
+        raw.setdefault("analyzer", {}).setdefault("validation", {})["mode"] = args.validation
     if getattr(args, "min_refresh_interval", None) is not None:
         raw.setdefault("exporter", {})["min_refresh_interval"] = args.min_refresh_interval
     return raw

@@ -34,6 +34,7 @@ LISTEN = {"kind": "listen"}
 TIMEZONE = {"kind": "timezone"}
 REGEX = {"kind": "regex"}
 POSITIVE = {"kind": "positive"}
+POSITIVE_DURATION = {"kind": "positive_duration"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class ExporterSettings:
     # Hard cap on statement series per database (top lists + hysteresis), `other` excluded.
     statements_max_series: int = field(default=500, metadata=POSITIVE)
     # work_mem of the exporter's own sessions: the pg_stat_statements() result is materialized
-    # and must not spill to a temp file (SPEC 3.1: a scrape writes zero temp blocks).
+    # and must not spill to a temp file (docs/metrics.md: a scrape writes zero temp blocks).
     work_mem: str = "64MB"
     # Collectors turned off by name (docs/metrics.md lists them; the probe `server` stays).
     disabled_collectors: tuple[str, ...] = ()
@@ -111,7 +112,7 @@ class ExporterSettings:
 
 @dataclass(frozen=True)
 class RegressionSettings:
-    """When a statement counts as regressed (SPEC 5.1)."""
+    """When a statement counts as regressed (docs/analyzer.md)."""
 
     min_ratio: float = field(default=1.5, metadata=POSITIVE)
     min_delta_ms: float = 1.0
@@ -119,6 +120,24 @@ class RegressionSettings:
     min_calls: int = 20
     baseline_window: float = field(default=7 * 86400.0, metadata=DURATION)
     current_window: float = field(default=86400.0, metadata=DURATION)
+
+
+VALIDATION_MODES = ("auto", "hypopg", "sandbox", "transaction", "off")
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How index recommendations are checked before they are proposed (docs/analyzer.md)."""
+
+    mode: str = field(default="auto", metadata={"kind": "choice", "choices": VALIDATION_MODES})
+    sandbox_dsn: Dsn | None = None
+    lock_timeout: float = field(default=1.0, metadata=DURATION)
+    statement_timeout: float = field(default=30.0, metadata=DURATION)
+    # `transaction` builds the index on the target itself, blocking the table's writes for
+    # the build: only on tables up to this size.
+    max_table_bytes: int = field(default=100 * 1024 * 1024, metadata=POSITIVE)
+    # Candidates validated per audit, heaviest (by the time they would save) first.
+    max_candidates: int = field(default=1000, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -146,6 +165,10 @@ class AnalyzerSettings:
     schedule: str = field(default="0 2 * * 0", metadata=CRON)
     timezone: str = field(default="UTC", metadata=TIMEZONE)
     retention: float = field(default=30 * 86400.0, metadata=DURATION)
+    # Store layout at fleet scale (docs/scaling.md): time-partition size, and how often a
+    # snapshot stores every statement rather than only the changed ones.
+    partition_interval: float = field(default=86400.0, metadata=POSITIVE_DURATION)
+    checkpoint_interval: float = field(default=86400.0, metadata=POSITIVE_DURATION)
     admin_token: Secret | None = None
     random_state: int = 0
     min_confidence: float = 0.8
@@ -170,6 +193,8 @@ class AnalyzerSettings:
     worker_concurrency: int = field(default=4, metadata=POSITIVE)
     worker_stalled_timeout: float = field(default=30.0, metadata=DURATION)
     shutdown_timeout: float = field(default=30.0, metadata=DURATION)
+    unused_index_min_age: float = field(default=7 * 86400.0, metadata=DURATION)
+    validation: ValidationSettings = ValidationSettings()
 
 
 @dataclass(frozen=True)
@@ -314,6 +339,11 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
         return _build(tp, value, key)  # type: ignore[arg-type]
     if kind == "duration":
         return parse_duration(value, key)
+    if kind == "positive_duration":
+        seconds = parse_duration(value, key)
+        if seconds <= 0:
+            raise ConfigError(key, f"expected a positive duration, got {value!r}")
+        return seconds
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
@@ -333,12 +363,16 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
-        _check_string_kind(kind, value, key)
+        _check_string_kind(kind, value, key,
+                           tuple(f.metadata.get("choices", ())) if f is not None else ())
         return value
     raise ConfigError(key, f"unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
-def _check_string_kind(kind: object, value: str, key: str) -> None:
+def _check_string_kind(kind: object, value: str, key: str,
+                       choices: tuple[str, ...] = ()) -> None:
+    if kind == "choice" and value not in choices:
+        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
     if kind == "cron":
         try:
             check_cron(value)

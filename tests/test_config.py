@@ -237,3 +237,24 @@ def test_configuration_doc_lists_every_key_with_its_default(tmp_path: Path) -> N
     text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     for key in ("dsn_file", "admin_token_file"):
         assert key in text
+
+
+def test_validation_settings_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from pgarchitect.cli import build_parser, flags_to_config
+
+    s = load_settings(flags={"analyzer": {"validation": {"mode": "sandbox",
+                                                         "lock_timeout": "250ms"}}}, environ={})
+    assert s.analyzer.validation.mode == "sandbox"
+    assert s.analyzer.validation.lock_timeout == 0.25
+    assert s.analyzer.unused_index_min_age == 7 * 86400
+    with pytest.raises(ConfigError, match=r"analyzer\.validation\.mode: expected one of auto"):
+        load_settings(flags={"analyzer": {"validation": {"mode": "always"}}}, environ={})
+    parser = build_parser()
+    raw = flags_to_config(parser.parse_args(["audit", "--validation", "transaction"]))
+    assert raw["analyzer"]["validation"]["mode"] == "transaction"
+    raw = flags_to_config(parser.parse_args(["audit", "--no-validate"]))
+    assert raw["analyzer"]["validation"]["mode"] == "off"
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["audit", "--validation", "maybe"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err

@@ -23,6 +23,7 @@ EXPECTED_TABLES = {
     "optimization_history",  # 0006_memory
     "catalog_snapshot",  # 0003_catalog
     "regression_check",  # 0005_job_engine
+    "time_partition",  # 0004_partitions
 }
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from analyzer.snapshots import partitions
+from analyzer.snapshots.changes import Previous, after, plan, roll_forward
 from analyzer.snapshots.model import (
     STAT_COLUMNS,
     SnapshotMeta,
@@ -22,6 +25,7 @@ from analyzer.snapshots.model import (
     StatementText,
     TargetReading,
 )
+from pgarchitect.config import AnalyzerSettings
 from pgarchitect.db import connect_sync, first_line
 from pgarchitect.dsn import Dsn
 from pgarchitect.errors import UserError
@@ -32,6 +36,8 @@ Conn = psycopg.Connection[Any]
 
 # The store schema version this code needs (migrations/0006_memory.sql).
 SCHEMA_VERSION = 6
+# Advisory lock class of per-target snapshot writes (the second key is the target's hash).
+_TARGET_LOCK = 0x7067_0004
 
 
 def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:
@@ -64,85 +70,286 @@ def known_texts(conn: Conn, target: str) -> dict[tuple[int, int], tuple[str, boo
     return {(int(r[0]), int(r[1])): (str(r[2]), bool(r[3])) for r in rows}
 
 
+# Binary COPY types of statement_stat's columns: (snapshot_id, taken_at, *STAT_COLUMNS).
+_COPY_TYPES = (
+    "int8", "timestamptz", "oid", "text", "oid", "text", "int8", "bool", "int8",
+    "float8", "float8", "float8", "float8", "float8", "float8", "int8", "int8", "int8", "int8",
+    "int8", "int8", "int8", "float8", "float8", "float8", "timestamptz",
+)
+_COPY = ("/* pgarchitect */ COPY pgarchitect.statement_stat ("
+         + ", ".join(("snapshot_id", "taken_at", *STAT_COLUMNS)) + ") FROM STDIN (FORMAT BINARY)")
+
+
+def store_clock(conn: Conn) -> datetime:
+    """The store's current time (snapshots are stamped on the store's clock)."""
+    row = conn.execute("/* pgarchitect */ SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    value: datetime = row[0]
+    return value
+
+
+def insert_texts(conn: Conn, target: str, texts: Sequence[StatementText]) -> None:
+    """Record new statement texts (a racing writer's copy of the same text is kept)."""
+    if not texts:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "/* pgarchitect */ INSERT INTO pgarchitect.statement_text"
+            " (target, dbid, queryid, fingerprint, query, own) VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (target, dbid, queryid) DO NOTHING",
+            [(target, t.dbid, t.queryid, t.fingerprint, t.query, t.own) for t in texts],
+        )
+
+
+def copy_counters(conn: Conn, snapshot_id: int, taken_at: datetime,
+                  statements: Iterable[StatementCounters]) -> None:
+    """COPY counters into statement_stat (binary: no float formatting or parsing)."""
+    with conn.cursor() as cur, cur.copy(_COPY.encode()) as copy:
+        copy.set_types(list(_COPY_TYPES))
+        for s in statements:
+            copy.write_row((snapshot_id, taken_at, *s.as_row()))
+
+
 def insert_snapshot(
     conn: Conn,
     target: str,
     reading: TargetReading,
     texts: Sequence[StatementText],
     statements: Sequence[StatementCounters],
+    taken_at: datetime | None = None,
+    is_checkpoint: bool = True,
+    statement_count: int | None = None,
+    partition_interval: float | None = 86400.0,
 ) -> SnapshotMeta:
-    """Write one snapshot (header, new texts, counters); call inside a transaction."""
+    """Write one snapshot (header, new texts, the given counters); call inside a transaction.
+
+    A checkpoint holds every statement; otherwise `statements` are the changed ones and
+    `statement_count` how many the view held. The time partition is created if missing
+    (pass None when the caller made sure of it). StatementWriter.write is the usual way in.
+    """
+    when = taken_at if taken_at is not None else store_clock(conn)
+    if partition_interval is not None:
+        partitions.ensure(conn, when, partition_interval, ahead=0)
     row = conn.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.snapshot"
-        " (target, server_version, stats_reset, dealloc, statement_count)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id, taken_at",
-        (target, reading.server_version, reading.stats_reset, reading.dealloc, len(statements)),
+        "/* pgarchitect */ INSERT INTO pgarchitect.snapshot (target, taken_at, server_version,"
+        " stats_reset, dealloc, statement_count, stored_count, is_checkpoint)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, taken_at",
+        (target, when, reading.server_version, reading.stats_reset, reading.dealloc,
+         len(statements) if statement_count is None else statement_count, len(statements),
+         is_checkpoint),
     ).fetchone()
     assert row is not None
     snap = SnapshotMeta(int(row[0]), row[1], reading.stats_reset, reading.dealloc)
-    if texts:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "/* pgarchitect */ INSERT INTO pgarchitect.statement_text"
-                " (target, dbid, queryid, fingerprint, query, own) VALUES (%s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (target, dbid, queryid) DO NOTHING",
-                [(target, t.dbid, t.queryid, t.fingerprint, t.query, t.own) for t in texts],
-            )
-    columns = ", ".join(("snapshot_id", *STAT_COLUMNS))
-    with conn.cursor() as cur, cur.copy(
-        f"/* pgarchitect */ COPY pgarchitect.statement_stat ({columns}) FROM STDIN".encode()
-    ) as copy:
-        for s in statements:
-            copy.write_row((snap.id, *s.as_row()))
+    insert_texts(conn, target, texts)
+    copy_counters(conn, snap.id, snap.taken_at, statements)
     return snap
 
 
-def prune(conn: Conn, target: str, retention_seconds: float, keep: int) -> int:
-    """Delete the target's snapshots older than the retention (never the one just taken)."""
-    cur = conn.execute(
-        "/* pgarchitect */ DELETE FROM pgarchitect.snapshot WHERE target = %s AND id <> %s"
-        " AND taken_at < now() - make_interval(secs => %s)",
-        (target, keep, retention_seconds),
-    )
-    return cur.rowcount
-
-
 def list_snapshots(conn: Conn, target: str) -> list[SnapshotMeta]:
-    """All snapshot headers of a target, oldest first."""
+    """The target's snapshot headers, oldest first, from its oldest checkpoint on (a snapshot
+    before it could not be rebuilt)."""
     rows = conn.execute(
         "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc FROM pgarchitect.snapshot"
-        " WHERE target = %s ORDER BY taken_at, id", (target,),
+        " WHERE target = %(t)s AND taken_at >= coalesce((SELECT min(taken_at)"
+        "   FROM pgarchitect.snapshot WHERE target = %(t)s AND is_checkpoint), 'infinity')"
+        " ORDER BY taken_at, id", {"t": target},
     ).fetchall()
     return [SnapshotMeta(int(r[0]), r[1], r[2], None if r[3] is None else int(r[3]))
             for r in rows]
 
 
-_LOAD = ("/* pgarchitect */ SELECT dbid, userid, queryid, toplevel, calls, total_exec_time,"
-         " coalesce(stddev_exec_time, 0), min_exec_time, max_exec_time, rows, shared_blks_hit,"
-         " shared_blks_read, temp_blks_written, stats_since"
-         " FROM pgarchitect.statement_stat WHERE snapshot_id = %s")
+_COLUMNS = ", ".join(STAT_COLUMNS)
+
+
+def _counters(r: Sequence[Any]) -> StatementCounters:
+    """A row in STAT_COLUMNS order back into counters (exactly as it was written)."""
+    return StatementCounters(
+        dbid=int(r[0]), datname=r[1], userid=int(r[2]), username=r[3], queryid=int(r[4]),
+        toplevel=bool(r[5]), calls=int(r[6]), total_exec_time=float(r[7]),
+        min_exec_time=r[8], max_exec_time=r[9], stddev_exec_time=float(r[11] or 0.0),
+        total_plan_time=r[12], rows=int(r[13] or 0), shared_blks_hit=int(r[14] or 0),
+        shared_blks_read=int(r[15] or 0), shared_blks_dirtied=int(r[16] or 0),
+        shared_blks_written=int(r[17] or 0), temp_blks_read=int(r[18] or 0),
+        temp_blks_written=int(r[19] or 0), blk_read_time=float(r[20] or 0.0),
+        blk_write_time=float(r[21] or 0.0), wal_bytes=float(r[22] or 0.0), stats_since=r[23],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: int
+    taken_at: datetime
+    is_checkpoint: bool
+
+
+def _chain(conn: Conn, snapshot_id: int, last_id: int | None = None) -> list[_Stored]:
+    """The target's snapshots from the checkpoint at or before `snapshot_id` up to `last_id`
+    (default: `snapshot_id` itself), oldest first."""
+    rows = conn.execute(
+        "/* pgarchitect */ WITH s AS (SELECT target, taken_at, id FROM pgarchitect.snapshot"
+        "   WHERE id = %(first)s),"
+        " e AS (SELECT taken_at, id FROM pgarchitect.snapshot WHERE id = %(last)s),"
+        " cp AS (SELECT c.taken_at, c.id FROM pgarchitect.snapshot c, s"
+        "   WHERE c.target = s.target AND c.is_checkpoint"
+        "     AND (c.taken_at, c.id) <= (s.taken_at, s.id)"
+        "   ORDER BY c.taken_at DESC, c.id DESC LIMIT 1)"
+        " SELECT x.id, x.taken_at, x.is_checkpoint FROM pgarchitect.snapshot x, s, e, cp"
+        " WHERE x.target = s.target AND x.taken_at BETWEEN cp.taken_at AND e.taken_at"
+        "   AND (x.taken_at, x.id) BETWEEN (cp.taken_at, cp.id) AND (e.taken_at, e.id)"
+        " ORDER BY x.taken_at, x.id",
+        {"first": snapshot_id, "last": snapshot_id if last_id is None else last_id},
+    ).fetchall()
+    return [_Stored(int(r[0]), r[1], bool(r[2])) for r in rows]
 
 
 def load_counters(
     conn: Conn, snapshot_id: int, queryids: Iterable[int] | None = None
 ) -> dict[StatementKey, StatementCounters]:
-    """The counters of one snapshot (optionally only some queryids), keyed by statement."""
-    if queryids is None:
-        rows = conn.execute(_LOAD, (snapshot_id,)).fetchall()
-    else:
-        rows = conn.execute(_LOAD + " AND queryid = ANY(%s)",
-                            (snapshot_id, sorted(set(queryids)))).fetchall()
+    """The full counters at one snapshot (optionally only some queryids), keyed by statement.
+
+    A changed-only snapshot is completed from its checkpoint: each statement's counters are
+    those of its latest row from the checkpoint up to this snapshot.
+    """
+    chain = _chain(conn, snapshot_id)
+    if not chain:
+        return {}
+    sql = (f"/* pgarchitect */ SELECT DISTINCT ON (dbid, userid, queryid, toplevel) {_COLUMNS}"
+           " FROM pgarchitect.statement_stat"
+           " WHERE snapshot_id = ANY(%s) AND taken_at BETWEEN %s AND %s")
+    params: list[Any] = [[c.id for c in chain], chain[0].taken_at, chain[-1].taken_at]
+    if queryids is not None:
+        sql += " AND queryid = ANY(%s)"
+        params.append(sorted(set(queryids)))
+    sql += " ORDER BY dbid, userid, queryid, toplevel, taken_at DESC, snapshot_id DESC"
+    rows = conn.execute(sql.encode(), params).fetchall()
     out: dict[StatementKey, StatementCounters] = {}
     for r in rows:
-        c = StatementCounters(
-            dbid=int(r[0]), userid=int(r[1]), queryid=int(r[2]), toplevel=bool(r[3]),
-            calls=int(r[4]), total_exec_time=float(r[5]), stddev_exec_time=float(r[6]),
-            min_exec_time=r[7], max_exec_time=r[8], rows=int(r[9] or 0),
-            shared_blks_hit=int(r[10] or 0), shared_blks_read=int(r[11] or 0),
-            temp_blks_written=int(r[12] or 0), stats_since=r[13],
-        )
+        c = _counters(r)
         out[c.key] = c
     return out
+
+
+def load_series(
+    conn: Conn, metas: Sequence[SnapshotMeta], queryids: Iterable[int] | None = None
+) -> list[dict[StatementKey, StatementCounters]]:
+    """The full counters at each of `metas` (one target's, oldest first), in one read."""
+    if not metas:
+        return []
+    chain = _chain(conn, metas[0].id, metas[-1].id)
+    if not chain:
+        return [{} for _ in metas]
+    sql = (f"/* pgarchitect */ SELECT snapshot_id, {_COLUMNS} FROM pgarchitect.statement_stat"
+           " WHERE snapshot_id = ANY(%s) AND taken_at BETWEEN %s AND %s")
+    params: list[Any] = [[c.id for c in chain], chain[0].taken_at, chain[-1].taken_at]
+    if queryids is not None:
+        sql += " AND queryid = ANY(%s)"
+        params.append(sorted(set(queryids)))
+    rows: dict[int, list[StatementCounters]] = {c.id: [] for c in chain}
+    for r in conn.execute(sql.encode(), params):
+        rows[int(r[0])].append(_counters(r[1:]))
+    states = roll_forward((c.is_checkpoint, rows[c.id]) for c in chain)
+    by_id = {c.id: state for c, state in zip(chain, states, strict=True)}
+    return [by_id.get(m.id, {}) for m in metas]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one write of a snapshot did."""
+
+    snapshot: SnapshotMeta
+    stored: int            # statement rows written
+    checkpoint: str | None  # why every statement was stored, or None (changed rows only)
+    skipped: bool = False  # a snapshot read later than this one was already stored
+
+
+@dataclass
+class StatementWriter:
+    """Writes snapshots of targets as changed rows plus checkpoints (analyzer/snapshots/changes.py).
+
+    It keeps each target's latest state in memory, so a periodic snapshot compares with it
+    instead of rebuilding it from the store; a state that is not the store's latest (another
+    replica wrote since) is rebuilt. One writer serves many targets; it is not thread-safe.
+    """
+
+    partition_interval: float = 86400.0
+    checkpoint_interval: float = 86400.0
+    partitions_ahead: int = 2
+    _previous: dict[str, Previous] = field(default_factory=dict)
+    _covered_until: datetime | None = None
+    _texts: dict[str, dict[tuple[int, int], tuple[str, bool]]] = field(default_factory=dict)
+
+    @classmethod
+    def for_settings(cls, settings: AnalyzerSettings) -> StatementWriter:
+        """A writer with the configured partition and checkpoint intervals."""
+        return cls(settings.partition_interval, settings.checkpoint_interval)
+
+    def known_texts(self, conn: Conn, target: str) -> dict[tuple[int, int], tuple[str, bool]]:
+        """Like known_texts(), from memory after the first call (a copy: callers may add).
+
+        A text another replica stored meanwhile is missing here; it is then fetched and
+        inserted once more, which the store ignores.
+        """
+        if target not in self._texts:
+            self._texts[target] = known_texts(conn, target)
+        return dict(self._texts[target])
+
+    def write(
+        self, conn: Conn, target: str, reading: TargetReading, read_at: datetime,
+        texts: Sequence[StatementText], statements: Sequence[StatementCounters],
+    ) -> Written:
+        """Store one reading of `target` taken at `read_at`; call outside a transaction."""
+        ahead = read_at + timedelta(seconds=self.partition_interval)
+        if self._covered_until is None or ahead >= self._covered_until:
+            self._covered_until = partitions.ensure(conn, read_at, self.partition_interval,
+                                                    self.partitions_ahead)
+        with conn.transaction():
+            # Writers of one target take turns; what the previous snapshot is, is read
+            # under the lock.
+            conn.execute("/* pgarchitect */ SELECT pg_advisory_xact_lock(%s::int4, hashtext(%s))",
+                         (_TARGET_LOCK, target))
+            latest = conn.execute(
+                "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc"
+                " FROM pgarchitect.snapshot WHERE target = %s"
+                " ORDER BY taken_at DESC, id DESC LIMIT 1", (target,),
+            ).fetchone()
+            if latest is not None and latest[1] >= read_at:
+                meta = SnapshotMeta(int(latest[0]), latest[1], latest[2],
+                                    None if latest[3] is None else int(latest[3]))
+                return Written(meta, 0, None, skipped=True)
+            previous = self._previous_of(conn, target, latest)
+            # The partition actually holding the snapshot (its bounds follow the interval
+            # in force when it was created).
+            partition_start = (partitions.lower_bound_at(conn, read_at)
+                               or partitions.slot(read_at, self.partition_interval)[0])
+            stored = plan(previous, statements, reading.stats_reset, reading.dealloc,
+                          read_at, self.checkpoint_interval, partition_start)
+            snap = insert_snapshot(conn, target, reading, texts, stored.rows, taken_at=read_at,
+                                   is_checkpoint=stored.checkpoint is not None,
+                                   statement_count=len(statements), partition_interval=None)
+        self._previous[target] = after(previous, snap.id, snap.taken_at, reading.stats_reset,
+                                       reading.dealloc, stored)
+        cache = self._texts.get(target)
+        if cache is not None:
+            cache.update({(t.dbid, t.queryid): (t.fingerprint, t.own) for t in texts})
+        return Written(snap, len(stored.rows), stored.checkpoint)
+
+    def _previous_of(self, conn: Conn, target: str,
+                     latest: Sequence[Any] | None) -> Previous | None:
+        if latest is None:
+            self._previous.pop(target, None)
+            return None
+        cached = self._previous.get(target)
+        if cached is not None and cached.snapshot_id == int(latest[0]):
+            return cached
+        row = conn.execute(
+            "/* pgarchitect */ SELECT max(taken_at) FROM pgarchitect.snapshot"
+            " WHERE target = %s AND is_checkpoint", (target,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Previous(int(latest[0]), latest[1], latest[2],
+                        None if latest[3] is None else int(latest[3]), row[0],
+                        load_counters(conn, int(latest[0])))
 
 
 def _by_pairs(conn: Conn, sql: str, pairs: Iterable[tuple[int, Any]],

@@ -137,8 +137,7 @@ class StatementSource:
                 schema=schema, scope=self._scope(),
             )
             register_own(sql)
-            with self.conn.cursor(row_factory=dict_row) as cur:
-                rows = cur.execute(sql.encode()).fetchall()
+            rows = self.conn.execute(sql.encode()).fetchall()
         except psycopg.errors.InsufficientPrivilege as exc:
             raise UserError(f"cannot read pg_stat_statements: {first_line(exc)} "
                             "(grant pg_read_all_stats to the monitoring role)") from None
@@ -167,22 +166,15 @@ class StatementSource:
         return {(int(r[0]), int(r[1])): str(r[2]) for r in rows if r[2] is not None}
 
 
-def _counters(r: dict[str, Any]) -> StatementCounters:
+def _counters(r: tuple[Any, ...]) -> StatementCounters:
+    """One row of STATEMENTS (in its column order; the view's types are already Python's)."""
     return StatementCounters(
-        dbid=int(r["dbid"]), userid=int(r["userid"]), queryid=int(r["queryid"]),
-        toplevel=bool(r["toplevel"]), calls=int(r["calls"]),
-        total_exec_time=float(r["total_exec_time"]),
-        stddev_exec_time=float(r["stddev_exec_time"] or 0.0),
-        min_exec_time=r["min_exec_time"], max_exec_time=r["max_exec_time"],
-        total_plan_time=r["total_plan_time"], rows=int(r["rows"] or 0),
-        shared_blks_hit=int(r["shared_blks_hit"] or 0),
-        shared_blks_read=int(r["shared_blks_read"] or 0),
-        shared_blks_dirtied=int(r["shared_blks_dirtied"] or 0),
-        shared_blks_written=int(r["shared_blks_written"] or 0),
-        temp_blks_read=int(r["temp_blks_read"] or 0),
-        temp_blks_written=int(r["temp_blks_written"] or 0),
-        blk_read_time=float(r["blk_read_time"] or 0.0),
-        blk_write_time=float(r["blk_write_time"] or 0.0),
-        wal_bytes=float(r["wal_bytes"] or 0.0), stats_since=r["stats_since"],
-        datname=r["datname"], username=r["username"],
+        dbid=r[0], datname=r[1], userid=r[2], username=r[3], queryid=r[4], toplevel=r[5],
+        calls=r[6], total_exec_time=r[7], min_exec_time=r[8], max_exec_time=r[9],
+        stddev_exec_time=r[10] or 0.0, total_plan_time=r[11], rows=r[12] or 0,
+        shared_blks_hit=r[13] or 0, shared_blks_read=r[14] or 0,
+        shared_blks_dirtied=r[15] or 0, shared_blks_written=r[16] or 0,
+        temp_blks_read=r[17] or 0, temp_blks_written=r[18] or 0,
+        blk_read_time=r[19] or 0.0, blk_write_time=r[20] or 0.0, wal_bytes=r[21] or 0.0,
+        stats_since=r[22],
     )

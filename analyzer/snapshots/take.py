@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from analyzer.snapshots import catalog_history, repository
+from analyzer.snapshots import catalog_history, partitions, repository
 from analyzer.snapshots.catalog import Catalog, read_catalog
 from analyzer.snapshots.model import SnapshotMeta, StatementText
 from analyzer.snapshots.own import is_own, statement_fingerprint
@@ -31,16 +31,25 @@ class SnapshotResult:
     duration_seconds: float
     catalog: Catalog = field(default_factory=Catalog)  # the target's catalog at this snapshot
     catalog_stored: bool = False  # its structure differed from the last stored one
+    stored: int = 0                # statement rows written (changed ones, or all at a checkpoint)
+    checkpoint: str | None = None  # why every statement was stored, if it was
+    skipped: bool = False          # a racing snapshot read later had already been stored
 
 
 def take_snapshot(
-    source: StatementSource, store: repository.Conn, target: str, retention_seconds: float
+    source: StatementSource, store: repository.Conn, target: str, retention_seconds: float,
+    writer: repository.StatementWriter | None = None,
 ) -> SnapshotResult:
-    """Read `source` and store one snapshot of `target`; old snapshots beyond retention go."""
+    """Read `source` and store one snapshot of `target`; partitions beyond retention go.
+
+    Pass the same `writer` to successive snapshots to keep each target's last state in memory.
+    """
     started = time.perf_counter()
+    writer = writer if writer is not None else repository.StatementWriter()
+    read_at = repository.store_clock(store)
     reading = source.read()
     catalog = read_catalog(source.conn)
-    known = repository.known_texts(store, target)
+    known = writer.known_texts(store, target)
     missing = {s.queryid for s in reading.statements if (s.dbid, s.queryid) not in known}
     fetched = source.texts(missing) if missing else {}
     new_texts: list[StatementText] = []
@@ -54,9 +63,10 @@ def take_snapshot(
     # Statements whose text vanished before we asked (evicted meanwhile) are kept: their
     # counters are still real; they are simply analysed without a fingerprint.
     kept = [s for s in reading.statements if not known.get((s.dbid, s.queryid), ("", False))[1]]
+    written = writer.write(store, target, reading, read_at, new_texts, kept)
+    snap = written.snapshot
+    pruned = partitions.drop_expired(store, retention_seconds)
     with store.transaction():
-        snap = repository.insert_snapshot(store, target, reading, new_texts, kept)
-        pruned = repository.prune(store, target, retention_seconds, keep=snap.id)
         catalog_stored = catalog_history.store_if_changed(store, target, snap, catalog)
         catalog_history.prune(store, target, retention_seconds)
     result = SnapshotResult(
@@ -65,8 +75,11 @@ def take_snapshot(
         own_skipped=len(reading.statements) - len(kept), new_texts=len(new_texts),
         pruned=pruned, duration_seconds=time.perf_counter() - started, catalog=catalog,
         catalog_stored=catalog_stored,
+        stored=written.stored, checkpoint=written.checkpoint, skipped=written.skipped,
     )
     log.info(event("snapshot.taken", target=target, id=snap.id, statements=len(kept),
+                   stored=written.stored, checkpoint=written.checkpoint or "",
+                   skipped=written.skipped,
                    own_skipped=result.own_skipped, new_texts=len(new_texts), pruned=pruned,
                    catalog_stored=catalog_stored,
                    seconds=round(result.duration_seconds, 3)))

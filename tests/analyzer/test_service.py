@@ -156,7 +156,7 @@ def test_failed_audit_is_recorded_and_notified_through_alertmanager(stack: Stack
     # Prometheus has seen the failed counter at 0 (exported from the start), so the alert can
     # see the increase.
     wait_for("Prometheus to scrape the failed counter at 0", lambda: stack.prom.query(
-        'pgarchitect_audit_runs_total{status="failed"} == 0'), within=60)
+        'pgarchitect_audit_runs_total{status="failed"} == 0'), timeout=60)
     status, body = s.request("POST", "/admin/database/run-audit", {"target": "down"})
     assert status == 202
 
@@ -241,7 +241,7 @@ def test_sigterm_stops_cleanly(pg18: PgServer, tmp_path: Path) -> None:
             popen = s.process.popen
             assert popen is not None
             popen.send_signal(signal.SIGTERM)
-            assert popen.wait(within=60) == 143
+            assert popen.wait(timeout=60) == 143
         assert "service.stopped" in s.log() and "Traceback" not in s.log()
         # The worker unregistered itself: nothing of it is left running in the queue.
         assert rows(store, "SELECT count(*) FROM procrastinate_workers")[0][0] == 0

@@ -56,7 +56,7 @@ def workload(dsn: str) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        thread.join(within=60)
+        thread.join(timeout=60)
 
 
 # The current window is the last few seconds, so a fresh store can tell (the defaults, a
@@ -110,7 +110,7 @@ def test_regression_detected_without_audit_and_sigkill_mid_audit_loses_nothing(
         survivor = b if victim is a else a
         assert victim.process.popen is not None
         victim.process.popen.kill()  # SIGKILL: no handler, no cleanup
-        victim.process.popen.wait(within=30)
+        victim.process.popen.wait(timeout=30)
         # Its job is still the target's open audit until the survivor takes it over.
         assert survivor.request("POST", "/admin/database/run-audit", {})[0] == 409
         blocker.rollback()

@@ -8,7 +8,7 @@ and labels docs/monitoring.md assumes, and keeps the counters moving:
   is fast (2 ms).
 - exporter port: the pg_* health, statement and self metrics. Target db1 is up with a
   transaction open for an hour; target db2 is down (pg_up 0) with a 2-hour transaction.
-- analyzer port: the pgarchitect_* metrics of SPEC §5.4 (2 regressions on db1, one
+- analyzer port: the pgarchitect_* metrics of docs/metrics.md (2 regressions on db1, one
   proposed recommendation, a recent successful audit).
 
 Usage: python metrics_source.py EXPORTER_PORT ANALYZER_PORT REFAPP_PORT

@@ -17,7 +17,7 @@ SEVERITIES = {"critical", "warning", "info"}
 CAMEL_CASE = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)*$")
 # Watchdog is always firing by design: it has no input under which it is quiet.
 ALWAYS_FIRING = {"Watchdog"}
-# What SPEC §7 requires at least, each mapped to the alert(s) that cover it.
+# What docs/monitoring.md requires at least, each mapped to the alert(s) that cover it.
 REQUIRED = {
     "ORM-path p95 over target (burn rate)": {
         "OrmPathLatencyBudgetBurnFast",

@@ -1,0 +1,104 @@
+"""DDL from identifiers, quoted the way PostgreSQL's quote_ident quotes them.
+
+Never pasted from a statement's text: a column reaches DDL only as a name (quoted here) or
+as a function of names (the function's name quoted here too); a dropped index comes back from
+the definition PostgreSQL itself printed. psycopg.sql.Identifier would quote every name;
+PostgreSQL's own rule (quote only what needs it) gives DDL a DBA reads as they would write it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from pglast import ast, parse_sql
+from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
+from pglast.parser import ParseError
+
+from analyzer.recommend.model import IndexColumn
+
+NAMEDATALEN = 64  # PostgreSQL truncates names to NAMEDATALEN - 1 bytes
+_SAFE = re.compile(r"[a-z_][a-z0-9_]*")
+_QUOTED_KEYWORDS = RESERVED_KEYWORDS | TYPE_FUNC_NAME_KEYWORDS | COL_NAME_KEYWORDS
+_CREATE = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+
+
+def quote_ident(name: str) -> str:
+    """`name` as an SQL identifier: bare when PostgreSQL would print it bare, else quoted."""
+    if _SAFE.fullmatch(name) and name not in _QUOTED_KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema_table: str) -> str:
+    """`schema.table` (the catalog's unquoted form) as a quoted, qualified name."""
+    schema, _, table = schema_table.partition(".")
+    return f"{quote_ident(schema)}.{quote_ident(table)}" if table else quote_ident(schema)
+
+
+def expression(function: str, columns: Sequence[str]) -> str:
+    """`lower(email)`: a function of columns, as PostgreSQL prints it for text columns."""
+    return f"{quote_ident(function)}({', '.join(quote_ident(c) for c in columns)})"
+
+
+def _truncate(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore")
+
+
+def index_name(table: str, parts: Iterable[str], taken: Iterable[str]) -> str:
+    """A free index name in PostgreSQL's own style: `table_col1_col2_idx` (at most 63 bytes)."""
+    used = set(taken)
+    base = "_".join([table, *parts])
+    for n in range(1000):
+        suffix = "_idx" if n == 0 else f"_idx{n}"
+        name = _truncate(base, NAMEDATALEN - 1 - len(suffix.encode())) + suffix
+        if name not in used:
+            return name
+    raise ValueError(f"no free index name for {table}")  # pragma: no cover
+
+
+def _column_sql(c: IndexColumn) -> str:
+    return c.text + (" DESC" if c.descending else "")
+
+
+def create_index(schema: str, name: str, table: str, columns: Sequence[IndexColumn],
+                 concurrently: bool = True) -> str:
+    """CREATE INDEX [CONCURRENTLY] name ON schema.table (columns)."""
+    how = "CONCURRENTLY " if concurrently else ""
+    cols = ", ".join(_column_sql(c) for c in columns)
+    return (f"CREATE INDEX {how}{quote_ident(name)} ON {quote_ident(schema)}."
+            f"{quote_ident(table)} ({cols})")
+
+
+def drop_index(schema: str, name: str) -> str:
+    """DROP INDEX CONCURRENTLY IF EXISTS schema.name."""
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{quote_ident(name)}"
+
+
+def concurrent(definition: str) -> str:
+    """A catalog definition (pg_get_indexdef) as CREATE INDEX CONCURRENTLY.
+
+    The definition is PostgreSQL's own output, so its form is fixed; it is checked to parse as
+    one CREATE INDEX before the keyword goes in at its one possible place.
+    """
+    if not _CREATE.match(definition) or not is_create_index(definition):
+        raise ValueError("not a CREATE INDEX definition")
+    return _CREATE.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY ", definition,
+                       count=1)
+
+
+def is_create_index(text: str) -> bool:
+    """Whether `text` is exactly one CREATE INDEX statement."""
+    try:
+        stmts = parse_sql(text)
+    except (ParseError, ValueError):
+        return False
+    return len(stmts) == 1 and isinstance(stmts[0].stmt, ast.IndexStmt)
+
+
+def plain(ddl: str) -> str:
+    """The same DDL without CONCURRENTLY (what a what-if check can run in a transaction)."""
+    return ddl.replace(" INDEX CONCURRENTLY ", " INDEX ", 1)

@@ -1,0 +1,336 @@
+"""What-if checks of index candidates: plan the statements with the index, then forget it.
+
+Modes (`analyzer.validation.mode`, docs/analyzer.md):
+- ``hypopg``: a hypothetical index on the target. Hypothetical indexes live in one backend,
+  so create, EXPLAIN and drop all run on the one connection this checker holds; nothing is
+  written and ``hypopg_reset()`` runs at the end whatever happened.
+- ``sandbox``: a real index on the sandbox database (a copy of the target's schema and data),
+  built inside a transaction that is rolled back.
+- ``transaction``: the same on the target itself, only when the operator chose it and only
+  for tables up to ``max_table_bytes``: the build blocks the table's writes while it runs.
+- ``auto``: hypopg where the target has it, else the sandbox when one is configured, else
+  none (candidates are then listed as not validated).
+A real build runs under ``lock_timeout`` and ``statement_timeout``; a lock that cannot be had
+is given up at once and recorded, never waited for.
+
+Plans are generic, as in analyzer/plans.py (``EXPLAIN (GENERIC_PLAN)`` on 16+, PREPARE with
+``force_generic_plan`` before), but each is sent as one multi-statement string — settings,
+PREPARE, EXPLAIN, DEALLOCATE in one round trip instead of nine — because a validation plans
+every statement twice and an audit validates hundreds of candidates (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from pglast import parse_sql
+from pglast.parser import ParseError
+
+from analyzer.analysis.features import plan_shape
+from analyzer.recommend.ddl import quote_ident
+from analyzer.recommend.model import StatementCost, StatementEvidence, Validation
+from analyzer.snapshots.own import register_own
+from pgarchitect.config import ValidationSettings
+from pgarchitect.db import MARKER, connect_sync, first_line, mark
+from pgarchitect.dsn import Dsn
+from pgarchitect.log import event
+
+log = logging.getLogger("pgarchitect.analyzer.validate")
+
+HAS_HYPOPG = "/* pgarchitect */ SELECT 1 FROM pg_extension WHERE extname = 'hypopg'"
+HYPO_CREATE = "/* pgarchitect */ SELECT indexrelid, indexname FROM hypopg_create_index(%s)"
+HYPO_SIZE = "/* pgarchitect */ SELECT hypopg_relation_size(%s)"
+HYPO_DROP = "/* pgarchitect */ SELECT hypopg_drop_index(%s)"
+HYPO_RESET = "/* pgarchitect */ SELECT hypopg_reset()"
+READ_WRITE = "/* pgarchitect */ SET TRANSACTION READ WRITE"
+INDEX_SIZE = "/* pgarchitect */ SELECT pg_relation_size(to_regclass(%s))"
+TABLE_SIZE = "/* pgarchitect */ SELECT pg_table_size(to_regclass(%s))"
+UNTRACK = "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'"
+PREPARED = "pgarchitect_validate"
+SAVEPOINT = "pgarchitect_plan"
+register_own(HAS_HYPOPG, HYPO_CREATE, HYPO_SIZE, HYPO_DROP, HYPO_RESET, READ_WRITE,
+             INDEX_SIZE, TABLE_SIZE, UNTRACK)
+
+METHODS = ("hypopg", "sandbox", "transaction")
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def has_hypopg(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the hypopg extension is installed in the connection's database."""
+    try:
+        return conn.execute(HAS_HYPOPG, prepare=False).fetchone() is not None
+    except psycopg.Error:
+        return False
+
+
+def choose_method(conn: psycopg.Connection[Any], settings: ValidationSettings) -> str:
+    """The method `settings.mode` means for this target: hypopg | sandbox | transaction | none."""
+    mode = settings.mode
+    if mode == "off":
+        return "none"
+    if mode == "auto":
+        if has_hypopg(conn):
+            return "hypopg"
+        return "sandbox" if settings.sandbox_dsn is not None else "none"
+    return mode
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """A REASONS code for a failed real build."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return "lock_not_available"
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return "validation_timeout"
+    return "validation_failed"
+
+
+class Validator:
+    """Plans statements without and with candidate indexes, on one held connection."""
+
+    def __init__(self, target_conn: psycopg.Connection[Any], settings: ValidationSettings,
+                 server_version_num: int, method: str | None = None,
+                 connect_timeout: float = 5.0) -> None:
+        self.settings = settings
+        self.method = method or choose_method(target_conn, settings)
+        self.server_version_num = server_version_num
+        self.plans = 0
+        self.validations = 0
+        self.seconds = 0.0
+        self._before: dict[str, float | None] = {}
+        self._untrack: str | None = None
+        # (reason, detail) of the last plan that failed: a lock or a timeout is worth telling
+        self.last_failure: tuple[str, str] | None = None
+        self._own: psycopg.Connection[Any] | None = None
+        self.unavailable: str | None = None
+        self.conn = target_conn
+        if self.method == "hypopg" and not has_hypopg(target_conn):
+            self.unavailable = "hypopg is not installed in the target database"
+        elif self.method == "sandbox":
+            if settings.sandbox_dsn is None:
+                self.unavailable = "analyzer.validation.sandbox_dsn is not set"
+            else:
+                self._own = self._connect(settings.sandbox_dsn, connect_timeout)
+                if self._own is None:
+                    self.unavailable = "cannot connect to the sandbox"
+                else:
+                    self.conn = self._own
+
+    def _connect(self, dsn: Dsn, timeout: float) -> psycopg.Connection[Any] | None:
+        try:
+            conn = connect_sync(dsn, "sandbox", connect_timeout=timeout)
+        except Exception as exc:  # ConnectError: a UserError with the masked DSN
+            log.warning(event("validate.sandbox_unavailable", error=str(exc)))
+            return None
+        conn.autocommit = True
+        return conn
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Forget every hypothetical index; close the sandbox connection."""
+        if self.method == "hypopg" and self.unavailable is None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    self.conn.rollback()
+                self.conn.execute(HYPO_RESET, prepare=False)
+        if self._own is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._own.close()
+
+    @property
+    def available(self) -> bool:
+        """Whether candidates can be validated at all."""
+        return self.method in METHODS and self.unavailable is None
+
+    def _may_untrack(self) -> str:
+        """`SET LOCAL pg_stat_statements.track = 'none'; ` where the role may (superusers)."""
+        if self._untrack is None:
+            self._untrack = ""
+            try:
+                with self.conn.transaction(force_rollback=True):
+                    self.conn.execute(UNTRACK, prepare=False)
+                self._untrack = UNTRACK + "; "
+            except psycopg.Error:
+                pass
+        return self._untrack
+
+    def _explain(self, query: str, in_transaction: bool = False) -> dict[str, Any] | None:
+        """The generic plan of one statement text, in one round trip; None if it has none."""
+        if MARKER in query:
+            return None
+        try:
+            stmts = parse_sql(query)
+        except (ParseError, ValueError):
+            return None
+        if len(stmts) != 1 or type(stmts[0].stmt).__name__ not in (
+                "SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"):
+            return None
+        self.plans += 1
+        s = self.settings
+        parts = [f"{MARKER} SET LOCAL statement_timeout = {_ms(s.statement_timeout)}",
+                 f"{MARKER} SET LOCAL lock_timeout = {_ms(s.lock_timeout)}"]
+        untrack = self._may_untrack()
+        if untrack:
+            parts.append(UNTRACK)
+        prepared = self.server_version_num < 160000
+        if prepared:
+            params = max((int(p) for p in _PARAM.findall(query)), default=0)
+            args = f"({', '.join(['NULL'] * params)})" if params else ""
+            parts += [f"{MARKER} SET LOCAL plan_cache_mode = force_generic_plan",
+                      f"{MARKER} PREPARE {PREPARED} {MARKER} AS {query}",
+                      f"{MARKER} EXPLAIN {MARKER} (FORMAT JSON, VERBOSE) EXECUTE {PREPARED}{args}",
+                      f"{MARKER} DEALLOCATE {PREPARED}"]
+        else:
+            parts.append(f"{MARKER} EXPLAIN {MARKER} (GENERIC_PLAN, FORMAT JSON, VERBOSE) {query}")
+        if in_transaction:
+            parts = [f"SAVEPOINT {SAVEPOINT}", *parts, f"RELEASE {SAVEPOINT}"]
+        parts = [mark(p) for p in parts]
+        try:
+            cur = self.conn.execute("; ".join(parts).encode(), prepare=False)
+            plan = None
+            while True:
+                if cur.statusmessage == "EXPLAIN":
+                    row = cur.fetchone()
+                    plan = row[0] if row else None
+                if not cur.nextset():
+                    break
+        except psycopg.Error as exc:
+            log.debug(event("validate.plan_unavailable", reason=first_line(exc)))
+            self.last_failure = _reason(exc), first_line(exc)
+            with contextlib.suppress(psycopg.Error):
+                if in_transaction:
+                    self.conn.execute(mark(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"), prepare=False)
+                    self.conn.execute(mark(f"RELEASE {SAVEPOINT}"), prepare=False)
+                if prepared:  # PREPARE is not transactional: it may outlive the error
+                    self.conn.execute(f"/* pgarchitect */ DEALLOCATE {PREPARED}".encode(),
+                                      prepare=False)
+            return None
+        return None if plan is None else plan_shape(plan)
+
+    def cost_before(self, statement: StatementEvidence) -> float | None:
+        """The statement's generic-plan cost as things are (cached per statement)."""
+        if statement.fingerprint not in self._before:
+            plan = self._explain(statement.query)
+            cost = plan.get("total_cost") if plan else None
+            self._before[statement.fingerprint] = float(cost) if cost is not None else None
+        return self._before[statement.fingerprint]
+
+    def check(self, ddl: str, index_name: str, table: str,
+              statements: Sequence[StatementEvidence], analyze: bool = False) -> Validation:
+        """Plan `statements` with the index `ddl` (plain CREATE INDEX) in place, then undo it.
+
+        `analyze`: the index has an expression, whose statistics only a (rolled-back) ANALYZE
+        of the table gives the planner when the index is real.
+        """
+        started = time.perf_counter()
+        plans_before = self.plans
+        if not self.available:
+            return Validation("none", False, "not_validated",
+                              self.unavailable or "validation is off")
+        before = {s.fingerprint: self.cost_before(s) for s in statements}
+        self.validations += 1
+        try:
+            if self.method == "hypopg":
+                result = self._hypopg(ddl, statements, before)
+            else:
+                result = self._transaction(ddl, index_name, table, statements, before,
+                                           analyze)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds += elapsed
+        log.debug(event("validate.checked", method=self.method, table=table, ok=result.ok,
+                        reason=result.reason, seconds=round(elapsed, 4)))
+        return Validation(result.method, result.ok, result.reason, result.detail,
+                          result.costs, result.index_bytes, elapsed, self.plans - plans_before)
+
+    def _after(self, statements: Sequence[StatementEvidence], before: dict[str, float | None],
+               index_names: Sequence[str], in_transaction: bool = False
+               ) -> tuple[StatementCost, ...]:
+        costs = []
+        for s in statements:
+            b = before.get(s.fingerprint)
+            if b is None:
+                continue
+            plan = self._explain(s.query, in_transaction)
+            after = plan.get("total_cost") if plan else None
+            uses = bool(plan) and any(n.get("index") in index_names
+                                      for n in (plan or {}).get("nodes", ()))
+            costs.append(StatementCost(s.queryids[0], b, None if after is None
+                                       else float(after), uses))
+        return tuple(costs)
+
+    def _hypopg(self, ddl: str, statements: Sequence[StatementEvidence],
+                before: dict[str, float | None]) -> Validation:
+        conn = self.conn
+        try:
+            row = conn.execute(HYPO_CREATE, (ddl,), prepare=False).fetchone()
+        except psycopg.Error as exc:
+            return Validation("hypopg", False, _reason(exc), first_line(exc))
+        assert row is not None
+        oid, name = int(row[0]), str(row[1])
+        try:
+            costs = self._after(statements, before, [name])
+            size_row = conn.execute(HYPO_SIZE, (oid,), prepare=False).fetchone()
+            size = int(size_row[0]) if size_row and size_row[0] is not None else None
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(HYPO_DROP, (oid,), prepare=False)
+        return Validation("hypopg", True, costs=costs, index_bytes=size)
+
+    def _transaction(self, ddl: str, index_name: str, table: str,
+                     statements: Sequence[StatementEvidence],
+                     before: dict[str, float | None], analyze: bool) -> Validation:
+        conn, s = self.conn, self.settings
+        method = self.method
+        if method == "transaction":
+            try:
+                row = conn.execute(TABLE_SIZE, (_regclass(table),), prepare=False).fetchone()
+            except psycopg.Error as exc:
+                return Validation(method, False, "validation_failed", first_line(exc))
+            size = int(row[0]) if row and row[0] is not None else 0
+            if size > s.max_table_bytes:
+                return Validation(method, False, "table_too_large",
+                                  f"{size} bytes > analyzer.validation.max_table_bytes")
+        costs: tuple[StatementCost, ...] = ()
+        index_bytes = None
+        try:
+            with conn.transaction(force_rollback=True):
+                setup = [READ_WRITE, f"SET LOCAL lock_timeout = {_ms(s.lock_timeout)}",
+                         f"SET LOCAL statement_timeout = {_ms(s.statement_timeout)}"]
+                conn.execute("; ".join(mark(p) for p in setup), prepare=False)
+                conn.execute(mark(ddl).encode(), prepare=False)
+                if analyze:
+                    conn.execute(mark(f"ANALYZE {_regclass(table)}").encode(), prepare=False)
+                costs = self._after(statements, before, [index_name], in_transaction=True)
+                row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),),
+                                   prepare=False).fetchone()
+                index_bytes = int(row[0]) if row and row[0] is not None else None
+        except psycopg.Error as exc:
+            reason = _reason(exc)
+            log.info(event("validate.gave_up", method=method, table=table, reason=reason,
+                           error=first_line(exc)))
+            return Validation(method, False, reason, first_line(exc))
+        return Validation(method, True, costs=costs, index_bytes=index_bytes)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _regclass(table: str, index: str | None = None) -> str:
+    """A quoted `schema.relation` for to_regclass (the index lives in the table's schema)."""
+    schema, _, name = table.partition(".")
+    rel = index if index is not None else name
+    return f"{quote_ident(schema)}.{quote_ident(rel)}"

@@ -1,0 +1,250 @@
+"""Store benchmarks (docs/scaling.md): snapshot ingest of 5,000 and 20,000 statements against
+the bare fetch of the same view in the same run, store bytes per target-day at 5,000
+statements with 500 moving per 5-minute snapshot, and an audit over 30 days of such history.
+Figures go to docs/benchmarks.md (section `store`)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from analyzer.pipeline import run_audit
+from analyzer.snapshots import partitions, repository
+from analyzer.snapshots.model import StatementCounters, TargetReading
+from analyzer.snapshots.source import StatementSource, connect_target
+from analyzer.snapshots.take import take_snapshot
+from bench.report import write_section
+from pgarchitect.config import AnalyzerSettings, Target
+from pgarchitect.demo.embedded import embedded_postgres
+from pgarchitect.dsn import Dsn
+from pgarchitect.migrate import migrate
+
+BARE = "/* pgarchitect */ SELECT * FROM pg_stat_statements(showtext => false)"
+Row = tuple[str, str, str]
+STATS_RESET = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _median(fn: Callable[[], object], runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _statements(app: str, tables: int, per_table: int, moving: float = 1.0,
+                seed: int = 0) -> None:
+    """Run tables x per_table distinct statements (or the `moving` share of them)."""
+    rng = random.Random(seed)
+    cols = 20
+    with psycopg.connect(app, autocommit=True) as conn:
+        for t in range(tables):
+            for k in range(per_table):
+                if moving < 1.0 and rng.random() >= moving:
+                    continue
+                a, b = divmod(k, cols)
+                conn.execute(f"SELECT c{a % cols} FROM t{t} WHERE c{b} = 1"
+                             f" AND c{(a // cols) % cols} > 0".encode())
+
+
+def bench_ingest(statements: int) -> list[Row]:
+    """Store writes of `statements` rows (checkpoint) and of 10 % moving, vs the bare fetch."""
+    settings = AnalyzerSettings()
+    tables, per_table = 100, statements // 100
+    with embedded_postgres(18, settings={"pg_stat_statements.max": str(statements + 5000)}) as pg:
+        app = pg.create_database("app", extensions=("pg_stat_statements",))
+        store = pg.create_database("store")
+        migrate(Dsn(store))
+        with psycopg.connect(app, autocommit=True) as conn:
+            for t in range(tables):
+                conn.execute(f"CREATE TABLE t{t} ({', '.join(f'c{i} int' for i in range(20))})"
+                             .encode())
+        _statements(app, tables, per_table)
+        with connect_target(Dsn(app), "target", settings) as tconn, \
+                repository.connect_store(Dsn(store)) as sconn:
+            source = StatementSource(tconn)
+            reading = source.read()
+            n = len(reading.statements)
+            writer = repository.StatementWriter()
+            names = iter(range(100))
+
+            def bare() -> float:
+                return _median(lambda: tconn.execute(BARE).fetchall(), runs=3)
+
+            def checkpoint() -> None:
+                # Every row stored (a new target each time; texts left aside).
+                w = writer.write(sconn, f"ckpt{next(names)}", reading,
+                                 repository.store_clock(sconn), (), reading.statements)
+                assert w.stored == n
+
+            checkpoint()  # partitions created, caches warm
+            # Each figure is paired with a bare fetch measured just before it: the machine
+            # is shared, and its load drifts within a run.
+            ingest = [(bare(), _median(checkpoint, runs=1)) for _ in range(5)]
+            reads = [(bare(), _median(source.read, runs=1)) for _ in range(5)]
+            take_snapshot(source, sconn, "app", settings.retention, writer)
+            runs = []
+            for i in range(5):
+                _statements(app, tables, per_table, moving=0.1, seed=i + 1)
+                base = bare()
+                runs.append((base, take_snapshot(source, sconn, "app", settings.retention,
+                                                 writer)))
+    base = statistics.median(b for b, _ in ingest)
+    took = statistics.median(t for _, t in ingest)
+    ratio = statistics.median(t / b for b, t in ingest)
+    read_ratio = statistics.median(t / b for b, t in reads)
+    periodic = statistics.median(r.duration_seconds for _, r in runs)
+    periodic_ratio = statistics.median(r.duration_seconds / b for b, r in runs)
+    stored = statistics.median(r.stored for _, r in runs)
+    return [
+        (f"bare `pg_stat_statements(showtext => false)` fetch, {n:,} entries",
+         f"{base * 1000:.0f} ms", "baseline (median of the fetches paired with each figure)"),
+        (f"checkpoint ingest: COPY of {n:,} statement rows into the store",
+         f"{took * 1000:.0f} ms",
+         f"{ratio:.2f} x bare fetch (bar <= 1.5); {n / took:,.0f} rows/s (bar >= 50,000)"),
+        ("the analyzer's read of the view (typed rows)",
+         f"{statistics.median(t for _, t in reads) * 1000:.0f} ms",
+         f"{read_ratio:.2f} x bare fetch"),
+        (f"whole periodic snapshot, 10 % moving ({stored:,.0f} changed rows stored)",
+         f"{periodic * 1000:.0f} ms", f"{periodic_ratio:.2f} x bare fetch"),
+    ]
+
+
+def _synthetic(n: int, rng: random.Random) -> list[StatementCounters]:
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    return [StatementCounters(
+        dbid=16384, userid=10, queryid=rng.getrandbits(63), toplevel=True,
+        calls=rng.randint(1, 10**6), total_exec_time=rng.uniform(1, 1e7),
+        stddev_exec_time=rng.uniform(0, 50), min_exec_time=rng.uniform(0, 1),
+        max_exec_time=rng.uniform(10, 1000), total_plan_time=0.0, rows=rng.randint(0, 10**8),
+        shared_blks_hit=rng.randint(0, 10**9), shared_blks_read=rng.randint(0, 10**6),
+        shared_blks_dirtied=rng.randint(0, 10**5), shared_blks_written=rng.randint(0, 10**5),
+        temp_blks_read=0, temp_blks_written=0, blk_read_time=rng.uniform(0, 1e4),
+        blk_write_time=0.0, wal_bytes=float(rng.randint(0, 10**9)), stats_since=since,
+        datname="app", username="app") for _ in range(n)]
+
+
+def _move(s: StatementCounters, rng: random.Random) -> StatementCounters:
+    calls = rng.randint(1, 500)
+    return replace(s, calls=s.calls + calls, total_exec_time=s.total_exec_time + calls * 0.7,
+                   rows=s.rows + calls, shared_blks_hit=s.shared_blks_hit + calls * 4,
+                   wal_bytes=s.wal_bytes + calls * 100)
+
+
+def _day(conn: repository.Conn, target: str, day: datetime, statements: int, moving: int,
+         writer: repository.StatementWriter, rng: random.Random,
+         current: list[StatementCounters]) -> list[StatementCounters]:
+    """288 five-minute snapshots of one target over one day; returns the last state."""
+    reading = TargetReading("18.1", 180001, "1.12", STATS_RESET, 0, ())
+    for i in range(288):
+        if i:
+            for j in rng.sample(range(statements), moving):
+                current[j] = _move(current[j], rng)
+        writer.write(conn, target, reading, day + i * timedelta(minutes=5), (), current)
+    return current
+
+
+def _bytes(conn: repository.Conn, lower: datetime) -> tuple[int, int]:
+    """Bytes (tables and indexes) of the statement_stat and snapshot partitions of a day."""
+    out = []
+    for parent in ("statement_stat", "snapshot"):
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size("
+            "   format('%%I.%%I', %s::text, name)::regclass)), 0)"
+            " FROM pgarchitect.time_partition WHERE parent = %s AND lower_bound >= %s"
+            " AND upper_bound <= %s",
+            (partitions.SCHEMA, parent, lower, lower + timedelta(days=1))).fetchone()
+        out.append(int(row[0]) if row else 0)
+    return out[0], out[1]
+
+
+def bench_size(statements: int = 5000, moving: int = 500, days: int = 30) -> list[Row]:
+    """Bytes per target-day, changed-only against full storage; then an audit on 30 days."""
+    rng = random.Random(7)
+    settings = AnalyzerSettings()
+    today = partitions.slot(datetime.now(UTC), 86400.0)[0]
+    with embedded_postgres(18) as pg:
+        store = pg.create_database("store")
+        full_store = pg.create_database("full")
+        app = pg.create_database("app", extensions=("pg_stat_statements",))
+        migrate(Dsn(store))
+        migrate(Dsn(full_store))
+        base = _synthetic(statements, rng)
+        with repository.connect_store(Dsn(store)) as conn:
+            writer = repository.StatementWriter()
+            state = list(base)
+            t0 = time.perf_counter()
+            for d in range(days, 0, -1):
+                state = _day(conn, "app", today - timedelta(days=d), statements, moving, writer,
+                             rng, state)
+            fill = time.perf_counter() - t0
+            stat_bytes, snap_bytes = _bytes(conn, today - timedelta(days=1))
+            row = conn.execute("SELECT count(*) FROM pgarchitect.statement_stat"
+                               " WHERE taken_at >= %s", (today - timedelta(days=1),)).fetchone()
+            rows_day = int(row[0]) if row else 0
+            conn.execute("VACUUM ANALYZE pgarchitect.statement_stat")
+            # The last snapshot of the day written by a writer without the target's state
+            # (another replica wrote the previous one): the state is rebuilt from the store.
+            for j in rng.sample(range(statements), moving):
+                state[j] = _move(state[j], rng)
+            reading = TargetReading("18.1", 180001, "1.12", STATS_RESET, 0, ())
+            when = today - timedelta(seconds=60)
+            t0 = time.perf_counter()
+            cold = repository.StatementWriter().write(conn, "app", reading, when, (), state)
+            rebuild = time.perf_counter() - t0
+            assert cold.checkpoint is None and cold.stored == moving
+        with repository.connect_store(Dsn(full_store)) as conn:
+            every = repository.StatementWriter(checkpoint_interval=1e-6)
+            _day(conn, "app", today - timedelta(days=1), statements, moving, every, rng,
+                 list(base))
+            full_bytes, _ = _bytes(conn, today - timedelta(days=1))
+        # The audit reads the history above for target "app", plus its own snapshot of a
+        # real (small) target; time against the bare fetch of that target's view.
+        with psycopg.connect(app, autocommit=True) as c:
+            c.execute("CREATE TABLE t (a int)")
+            for i in range(50):
+                c.execute(f"SELECT count(*) FROM t WHERE a = {i}".encode())
+        with psycopg.connect(app, autocommit=True) as c:
+            bare = _median(lambda: c.execute(BARE).fetchall())
+        t0 = time.perf_counter()
+        result = run_audit(settings, Target("app", Dsn(app)), Dsn(store))
+        audit = time.perf_counter() - t0
+    per_day = stat_bytes + snap_bytes
+    mb = 1024 * 1024
+    return [
+        (f"store bytes per target-day: {statements:,} statements, {moving} moving per 5-minute "
+         f"snapshot ({rows_day:,} rows a day)", f"{per_day / mb:.1f} MB",
+         f"{per_day / full_bytes:.2f} x storing every statement each time "
+         f"({full_bytes / mb:.0f} MB); goal < 50 MB; {per_day / rows_day:.0f} bytes/row"),
+        (f"a fleet of 1,000 such targets, {settings.retention / 86400:.0f} days of retention",
+         f"{per_day * 1000 * settings.retention / 86400 / 1024**4:.2f} TB",
+         "docs/scaling.md sizes the store from this"),
+        (f"{days} days of history written ({days * 288:,} snapshots)", f"{fill:.0f} s",
+         f"{days * 288 / fill:.0f} snapshots/s"),
+        ("last snapshot of a day by a writer without the state (rebuilt from the store)",
+         f"{rebuild * 1000:.0f} ms", f"{rebuild / (fill / (days * 288)):.1f} x a warm write"),
+        (f"audit over {days} days of snapshots (one target, {result.statements_analyzed:,} "
+         "statements analysed)", f"{audit:.2f} s",
+         f"{audit / bare:.0f} x the bare fetch of the audited target ({bare * 1000:.1f} ms)"),
+    ]
+
+
+def main() -> None:
+    """Run the store benchmarks and write the docs/benchmarks.md section."""
+    rows = bench_ingest(5000) + bench_ingest(20_000) + bench_size()
+    lines = ["## Store", "", "| what | figure | compared with |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    text = "\n".join(lines)
+    print(text)
+    write_section("store", text)
+
+
+if __name__ == "__main__":
+    main()
