@@ -182,6 +182,7 @@ class Stack:
     app_dsn: str
     store_dsn: str
     token: str
+    sandbox_dsn: str = ""
     exporter_url: str = ""
     refapp_url: str = ""
     analyzer: Child | None = None
@@ -377,6 +378,10 @@ async def _story(stack: Stack, options: DemoOptions, progress: Progress) -> None
         log.info(event("demo.data_loaded", seconds=round(time.monotonic() - t0, 2)))
     finally:
         await conn.close()
+    # The validation sandbox: a copy of `app` (schema, data, statistics) made while nothing
+    # is connected to it, kept in step with the target's schema by the steps below.
+    await asyncio.to_thread(stack.server.execute, 'CREATE DATABASE sandbox TEMPLATE app')
+    stack.sandbox_dsn = stack.server.dsn("sandbox")
 
     exporter_settings = load_settings(None, {"targets": [{"name": "app", "dsn": stack.app_dsn}],
                                              "exporter": {"min_refresh_interval": "1s"}}, {})
@@ -422,7 +427,8 @@ def _start_children(stack: Stack, options: DemoOptions) -> str:
         # A snapshot every 2 s instead of 5 min, and verification after 100 calls instead of
         # 200: the demo's phases last seconds (README, "The demo").
         "analyzer": {"listen": f"127.0.0.1:{port}", "snapshot_interval": "2s",
-                     "verification": {"min_calls": 100}},
+                     "verification": {"min_calls": 100},
+                     "validation": {"mode": "sandbox", "sandbox_dsn": stack.sandbox_dsn}},
     }
     if why_not is None:
         config["analyzer"]["alertmanager_url"] = f"http://127.0.0.1:{am_port}"
@@ -493,8 +499,10 @@ async def _tell(stack: Stack, options: DemoOptions, progress: Progress, api: Api
     plant = DEFAULT_PLANT if options.plant_regression else ()
     with progress.step("plant a regression") as out:
         for name in plant:
-            await asyncio.to_thread(stack.server.execute, f'DROP INDEX "{name}"', "app")
-        out.append(f"dropped index {', '.join(plant)}" if plant else "nothing (--no-regression)")
+            for dbname in ("app", "sandbox"):
+                await asyncio.to_thread(stack.server.execute, f'DROP INDEX "{name}"', dbname)
+        out.append(f"dropped index {', '.join(plant)} (on the validation sandbox too)" if plant
+                   else "nothing (--no-regression)")
 
     title = f"traffic after the drop ({seconds:.0f}s"
     title += ", then on until the burn-rate alert fires)" if stack.prometheus else ")"
@@ -530,14 +538,16 @@ async def _tell(stack: Stack, options: DemoOptions, progress: Progress, api: Api
         if rec is None:
             ddl = next((c["definition"] for c in causes if c.get("definition")), None)
             if ddl:
-                await asyncio.to_thread(stack.server.execute, ddl, "app")
+                for dbname in ("app", "sandbox"):
+                    await asyncio.to_thread(stack.server.execute, ddl, dbname)
                 out.append(f"no recommendation to apply; restored the dropped index from the "
                            f"cause's definition instead: {ddl}")
             else:
                 out.append("no recommendation and no dropped index to restore")
         else:
             sql_file = next(proposal.glob("*.sql"))
-            await asyncio.to_thread(_apply, stack.app_dsn, sql_file)
+            for dsn in (stack.app_dsn, stack.sandbox_dsn):
+                await asyncio.to_thread(_apply, dsn, sql_file)
             status, doc = await api.call("POST", f"/admin/database/recommendations/{rec['id']}"
                                          "/status", {"status": "applied",
                                                      "note": "applied by pgarchitect demo"})
