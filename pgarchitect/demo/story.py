@@ -353,7 +353,13 @@ def run_demo(options: DemoOptions) -> int:
                 out.append(f"127.0.0.1:{server.port} (data in {server.directory}); "
                            f"store migrations {', '.join(applied)}")
             stack = Stack(directory, server, app_dsn, store_dsn, secrets.token_urlsafe(24))
-            asyncio.run(_story(stack, options, progress))
+            try:
+                asyncio.run(_story(stack, options, progress))
+            finally:
+                # Again, now that no thread can start one any more (a Ctrl-C while the
+                # children were starting cancels the story before its thread is done).
+                for child in stack.children():
+                    child.stop()
         _say(f"Done in {time.monotonic() - progress.started:.0f}s; every server is stopped. "
              f"Logs and the proposal are in {directory}")
         return 0
