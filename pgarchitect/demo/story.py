@@ -485,10 +485,10 @@ async def _alert_line(session: aiohttp.ClientSession, stack: Stack) -> str:
 
 
 def _footnote() -> None:
-    _say("     SDK: statements the app's driver hooks timed (client side, one per query the "
-         "app sent); jsonlog: statements the server logged for the path's application_name "
-         "(server side, transaction control such as BEGIN/COMMIT included). p95 as "
-         "histogram_quantile computes it from the buckets, for this phase only.")
+    _say("     SDK: statements the app's driver hooks timed (client side: one per query the app\n"
+         "     sent). jsonlog: statements the server logged for the path's application_name\n"
+         "     (server side, transaction control such as BEGIN/COMMIT included). p95 from the\n"
+         "     buckets of this phase only, as histogram_quantile computes it.")
 
 
 async def _tell(stack: Stack, options: DemoOptions, progress: Progress, api: Api,
