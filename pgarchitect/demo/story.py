@@ -290,6 +290,11 @@ def _short(text: object, width: int = 64) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _num(value: object, spec: str) -> str:
+    """A figure of the report formatted, or "-" where the report has none."""
+    return "-" if not isinstance(value, int | float) else format(value, spec)
+
+
 def show_report(report: dict[str, Any]) -> None:
     """The parts of an audit report the story is about."""
     w = report.get("windows") or {}
@@ -311,10 +316,10 @@ def show_report(report: dict[str, Any]) -> None:
                  f"       cause: {cause['kind']} {cause['object']} at {cause['at']}")
     for r in (report.get("recommendations") or []):
         _say(f"     recommendation {r['id']} ({r['status']}): {r['ddl']}")
-        _say(f"       estimated cost {r['estimated_cost_before']:.0f} → "
-             f"{r['estimated_cost_after']:.0f} planner units "
-             f"({r['estimated_improvement']:.0%} less), confidence {r['confidence']:.2f}, "
-             f"validated by {r['validated_by']}")
+        _say(f"       estimated cost {_num(r.get('estimated_cost_before'), '.0f')} → "
+             f"{_num(r.get('estimated_cost_after'), '.0f')} planner units "
+             f"({_num(r.get('estimated_improvement'), '.0%')} less), confidence "
+             f"{_num(r.get('confidence'), '.2f')}, validated by {r.get('validated_by')}")
     for n in (report.get("not_proposed") or []):
         _say(f"     not proposed: {n['kind']} {n.get('table')} {n.get('columns')}: {n['reason']}")
 
@@ -568,13 +573,23 @@ async def _tell(stack: Stack, options: DemoOptions, progress: Progress, api: Api
     _say(orm_table(sdk, jsonlog))
 
     with progress.step("the next audit verifies the recommendation") as out:
+        from pgarchitect.demo.refapp.traffic import drive
+
         report = await api.audit()
         mine = [v for v in (report.get("verifications") or []) if rec and v["id"] == rec["id"]]
+        for _ in range(3):  # pending until enough calls after the change: traffic, again
+            if not mine or mine[0]["status"] != "pending":
+                break
+            await drive(stack.refapp_url, seconds / 2, users, rate=RATE)
+            report = await api.audit()
+            mine = [v for v in (report.get("verifications") or []) if v["id"] == rec["id"]]
         if mine:
             v = mine[0]
-            out.append(f"recommendation {v['id']} {v['status']}: {v['before_mean_ms']:.2f} ms → "
-                       f"{v['after_mean_ms']:.2f} ms per call over {v['calls_after']:,} calls "
-                       f"(p = {v['p_value']:.1e})")
+            out.append(f"recommendation {v['id']} {v['status']}: "
+                       f"{_num(v.get('before_mean_ms'), '.2f')} ms → "
+                       f"{_num(v.get('after_mean_ms'), '.2f')} ms per call over "
+                       f"{_num(v.get('calls_after'), ',')} calls after it was applied "
+                       f"(p = {_num(v.get('p_value'), '.1e')})")
         else:
             out.append(f"audit {report['audit_id']}: {len(report['regressions'])} regressions; "
                        + ("nothing to verify (no recommendation was applied)" if rec is None
