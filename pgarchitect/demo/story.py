@@ -582,7 +582,7 @@ async def _tell(stack: Stack, options: DemoOptions, progress: Progress, api: Api
                 break
             await drive(stack.refapp_url, seconds / 2, users, rate=RATE)
             report = await api.audit()
-            mine = [v for v in (report.get("verifications") or []) if v["id"] == rec["id"]]
+            mine = [v for v in (report.get("verifications") or []) if rec and v["id"] == rec["id"]]
         if mine:
             v = mine[0]
             out.append(f"recommendation {v['id']} {v['status']}: "
