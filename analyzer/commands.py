@@ -10,7 +10,7 @@ import psycopg
 
 from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
 from analyzer.lifecycle import StoredRecommendation
-from analyzer.pipeline import run_audit
+from analyzer.pipeline import observe_applied, run_audit
 from analyzer.report import render
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
@@ -69,6 +69,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
                 repository.connect_store(store_dsn, a.connect_timeout) as store:
             result = take_snapshot(StatementSource(tconn, a.all_databases), store, target.name,
                                    a.retention, repository.StatementWriter.for_settings(a))
+            observed = observe_applied(store, target.name, result)
     except psycopg.Error as exc:
         raise SnapshotFailed(f"snapshot of {target.name} failed: {first_line(exc)}") from None
     if result.skipped:
@@ -81,6 +82,9 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
           f"({stored}; {result.new_texts} new texts, {result.own_skipped} of pgarchitect's own "
           f"left out, {result.pruned} expired partitions dropped) "
           f"in {result.duration_seconds:.2f}s")
+    for change in observed:
+        print(f"recommendation {change.recommendation_id} is {change.to_status} "
+              "(seen in this snapshot's catalog)")
     return 0
 
 

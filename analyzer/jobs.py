@@ -37,12 +37,15 @@ import psycopg
 from croniter import croniter
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from analyzer import notify
+from analyzer import memory, notify
 from analyzer.pipeline import (
     AuditBusy,
     AuditFailed,
     AuditResult,
     QuickCheck,
+    Recommender,
+    engine_recommender,
+    observe_applied,
     quick_check,
     run_audit,
 )
@@ -173,6 +176,7 @@ def snapshot_and_check(settings: Settings, target: Target,
                 snap = take_snapshot(StatementSource(tconn, a.all_databases), store,
                                      target.name, a.retention,
                                      writer or repository.StatementWriter.for_settings(a))
+                observe_applied(store, target.name, snap)
                 check = quick_check(store, tconn, target.name, a)
             record_check(store, target.name, snap.snapshot.id, check)
         finally:
@@ -199,8 +203,9 @@ class Service:
     metrics: JobMetrics
     public_url: str
     busy_threads: int = 0
-    # The recommendation step of the full audit, when one is wired in (None: none).
-    recommender: Callable[..., Any] | None = None
+    # The recommendation step of the full audit: the recommend engine, as `pgarchitect audit`.
+    recommender: Recommender = engine_recommender
+    embedder: memory.Embedder | None = None  # loaded once from analyzer.embedder (first audit)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _writers: dict[str, repository.StatementWriter] = field(default_factory=dict)
 
@@ -211,6 +216,13 @@ class Service:
                 self._writers[target] = repository.StatementWriter.for_settings(
                     self.settings.analyzer)
             return self._writers[target]
+
+    def memory_embedder(self) -> memory.Embedder:
+        """The embedder of the recommendation memory (loaded once per process)."""
+        with self._lock:
+            if self.embedder is None:
+                self.embedder = memory.load_embedder(self.settings.analyzer.embedder)
+            return self.embedder
 
     def target(self, name: str) -> Target | None:
         """The configured target called `name`, or None."""
@@ -284,7 +296,8 @@ def make_app(service: Service) -> procrastinate.App:
         try:
             result: AuditResult = await service.in_thread(
                 run_audit, a, found, settings.store.dsn, None, None, service.recommender,
-                audit_id, "api" if audit_id is not None else "schedule")
+                audit_id, "api" if audit_id is not None else "schedule",
+                service.memory_embedder())
         except AuditBusy:
             busy = True
             log.info(event("audit.busy", target=target, retry_in="1s"))

@@ -84,11 +84,12 @@ def _send(service: Service, kind: str, alerts: Sequence[Mapping[str, Any]]) -> N
 
 
 def new_proposals(service: Service, result: AuditResult) -> None:
-    """Alert on the audit's new proposals at or above the confidence threshold."""
+    """Alert on the audit's new proposals at or above the confidence threshold (a repeat
+    merged into a pending one was alerted on when it was new)."""
     threshold = service.settings.analyzer.min_confidence
     alerts = []
     for rec in result.recommendations:
-        if rec.get("status", "proposed") != "proposed":
+        if rec.get("status", "proposed") != "proposed" or rec.get("merged"):
             continue
         if float(rec.get("confidence") or 0.0) < threshold:
             continue

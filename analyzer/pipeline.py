@@ -1,12 +1,14 @@
 """One audit as a sequence of steps, each taking values and returning values.
 
 `run_audit` is the only place that wires the steps; it reads top to bottom as the workflow
-(docs/architecture.md, "Audit step pipeline"): snapshot → window statistics → regression
-detection → plan analysis → clustering → causes → recommendations → store (one
-transaction). Every step receives frozen values and returns a frozen value; none writes into
-a structure another step reads. A step reads the target or the store at its edges (first the
-I/O, then the pure analysis in `analyzer.analysis`), so adding a step is one new function and
-one line in `run_audit`.
+(docs/architecture.md, "Audit step pipeline"): snapshot → applied / reverted recommendations
+seen in its catalog → window statistics → regression detection → plan analysis → clustering →
+causes → recommendations (validated on the held target session) → memory (repeats merged,
+rejected ones lowered, ineffective ones refused) → verification of applied ones → store, the
+last three in one transaction. Every step receives frozen values and returns a frozen value;
+none writes into a structure another step reads. A step reads the target or the store at its
+edges (first the I/O, then the pure analysis in `analyzer.analysis`), so adding a step is one
+new function and one line in `run_audit`.
 
 The audit is recorded as 'running' first (so a crash leaves a trace) and ends either
 'succeeded' with all its results written in one transaction, or 'failed' with the error; a
@@ -29,6 +31,7 @@ from typing import Any
 
 import psycopg
 
+from analyzer import lifecycle, memory, verify
 from analyzer.analysis.causes import Cause, ClusterFacts, attribute, catalog_changes
 from analyzer.analysis.clustering import ClusterInput, cluster
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
@@ -61,11 +64,16 @@ from analyzer.plans import (
     leading_index_columns,
     resolve_tables,
 )
+from analyzer.recommend import engine
+from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
+from analyzer.recommend.model import Recommendation as Proposal
+from analyzer.recommendation import Recommendation as StoredForm
 from analyzer.snapshots import catalog_history, repository
-from analyzer.snapshots.catalog import Catalog
+from analyzer.snapshots.catalog import Catalog, TableInfo
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.snapshots.own import register_own
 from analyzer.snapshots.source import StatementSource, connect_target
-from analyzer.snapshots.take import take_snapshot
+from analyzer.snapshots.take import SnapshotResult, take_snapshot
 from pgarchitect.config import AnalyzerSettings, RegressionSettings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn, mask_dsn
@@ -77,8 +85,11 @@ log = logging.getLogger("pgarchitect.analyzer.audit")
 StepHook = Callable[[str], None]
 # The step names `on_step` is called with, in order; "store.regressions" is half-way through
 # the result transaction (tests stop the store there).
-STEPS = ("snapshot", "windows", "regressions", "plans", "cluster", "causes", "recommend",
-         "store", "store.regressions")
+STEPS = ("snapshot", "observe", "windows", "regressions", "plans", "cluster", "causes",
+         "recommend", "store", "memory", "verify", "store.regressions")
+
+DATABASE_OID = "/* pgarchitect */ SELECT oid FROM pg_database WHERE datname = current_database()"
+register_own(DATABASE_OID)
 
 
 class AuditFailed(UserError):
@@ -152,19 +163,26 @@ class RecommendationInput:
     statistics: WindowStatistics  # per statement group, baseline and current; texts
     plans: PlanAnalysis
     catalog: Catalog  # the target's catalog at this audit's snapshot
-
-
-@dataclass(frozen=True)
-class Recommendations:
-    """What the recommendation step returns: proposed for review, and considered but not."""
-
-    proposed: tuple[Mapping[str, Any], ...] = ()
-    not_proposed: tuple[Mapping[str, Any], ...] = ()
+    settings: AnalyzerSettings = field(default_factory=AnalyzerSettings)
+    server_version_num: int = 0
+    observed_since: datetime | None = None  # the target's first snapshot
+    # rows written per table over the current window (None: not known, the engine estimates)
+    table_writes: Mapping[str, int] | None = None
 
 
 # The recommendation step: reads the target through the held connection (validation), gets
-# everything else as frozen values. The recommend package plugs in here.
-Recommender = Callable[[psycopg.Connection[Any], RecommendationInput], Recommendations]
+# everything else as frozen values. The default is the recommend engine (`engine_recommender`);
+# tests may pass another.
+Recommender = Callable[[psycopg.Connection[Any], RecommendationInput], RecommendResult]
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """The recommendations after the memory: report entries proposed (new or merged into a
+    pending one, with their ids) and refused or not proposed, each with its reason."""
+
+    proposed: tuple[Mapping[str, Any], ...] = ()
+    not_proposed: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +204,8 @@ class AuditResult:
     recommendations: tuple[Mapping[str, Any], ...] = ()
     not_proposed: tuple[Mapping[str, Any], ...] = ()
     windows: Mapping[str, Any] = field(default_factory=dict)
+    verifications: tuple[Mapping[str, Any], ...] = ()
+    validation: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The audit report (docs/report.md); queryids are strings."""
@@ -202,6 +222,8 @@ class AuditResult:
             "clusters": [cluster_record(c) for c in self.clusters],
             "recommendations": [dict(r) for r in self.recommendations],
             "not_proposed": [dict(r) for r in self.not_proposed],
+            "verifications": [dict(v) for v in self.verifications],
+            "validation": dict(self.validation),
         }
 
 
@@ -482,18 +504,152 @@ def attribute_causes(
         replace(c, summary=_summary(c, clustering.regressions, plans)) for c in clusters))
 
 
-def recommend(
-    recommender: Recommender | None, conn: psycopg.Connection[Any], inputs: RecommendationInput,
-) -> Recommendations:
-    """Candidate generation and validation; nothing until a recommender is plugged in."""
-    return Recommendations() if recommender is None else recommender(conn, inputs)
+def observe_applied(store: repository.Conn, target: str, snap: SnapshotResult
+                    ) -> tuple[lifecycle.Change, ...]:
+    """Recommendations applied or reverted on the target, as this snapshot's catalog shows;
+    recorded at the snapshot's time (its own transaction: it is part of the snapshot)."""
+    valid = {i.qualified_name: i.definition for i in snap.catalog.indexes if i.valid}
+    with store.transaction():
+        changes = verify.observe_catalog(store, target, valid, at=snap.snapshot.taken_at)
+    return tuple(changes)
+
+
+def recommendation_input(
+    store: repository.Conn, target: str, clustering: Clustering, stats: WindowStatistics,
+    plans: PlanAnalysis, snap: SnapshotResult, settings: AnalyzerSettings,
+) -> RecommendationInput:
+    """Everything the recommendation step needs, frozen."""
+    first = repository.list_snapshots(store, target)
+    start = stats.windows.current[0].taken_at if stats.windows.current else None
+    return RecommendationInput(
+        clustering.regressions, clustering.clusters, stats, plans, snap.catalog, settings,
+        snap.server_version_num, first[0].taken_at if first else None,
+        window_writes(catalog_history.history(store, target, start), start, snap.catalog))
+
+
+def _written(t: TableInfo) -> int:
+    return t.inserts + max(t.updates - t.hot_updates, 0) + t.deletes
+
+
+def window_writes(history: Sequence[tuple[datetime, Catalog]], start: datetime | None,
+                  now: Catalog) -> dict[str, int] | None:
+    """Rows written per table since the window's start (pure).
+
+    Catalogs are stored when their structure changes, so the counters at the start are the
+    last stored catalog's at or before it (or the first one after): the writes counted may
+    reach further back than the window, never less far — an index looks costlier, not
+    cheaper. A counter that went down (statistics reset) counts from zero.
+    """
+    if not history:
+        return None
+    before = [c for at, c in history if start is None or at <= start]
+    base = before[-1] if before else history[0][1]
+    out = {}
+    for t in now.tables:
+        then = base.table(t.qualified)
+        written = _written(t) - (_written(then) if then is not None else 0)
+        out[t.qualified] = written if written >= 0 else _written(t)
+    return out
+
+
+def statement_evidence(inputs: RecommendationInput, dbid: int | None
+                       ) -> tuple[StatementEvidence, ...]:
+    """Every regressed group of one database, then the costliest others while the whole is
+    under `max_explain` (validation has its own bound, `validation.max_candidates`)."""
+    stats = inputs.statistics
+    regressed = {r.key for r in inputs.regressions}
+    groups = sorted(stats.current.values(),
+                    key=lambda g: (g.key not in regressed, -g.stat.moments.total))
+    out: list[StatementEvidence] = []
+    for g in groups:
+        text = stats.texts.get((g.key[0], g.queryids[0]))
+        if not text or (dbid is not None and g.key[0] != dbid) or g.stat.calls <= 0:
+            continue
+        if g.key not in regressed and len(out) >= inputs.settings.max_explain:
+            break
+        out.append(StatementEvidence.of_group(g, text, regressed=g.key in regressed))
+    return tuple(out)
+
+
+def dropped_indexes(clusters: Sequence[Cluster]) -> tuple[DroppedIndex, ...]:
+    """The indexes whose drop a cluster was attributed to, to be proposed back."""
+    return tuple(
+        DroppedIndex(c.cause.object, c.cause.table or (c.tables[0] if c.tables else ""),
+                     c.cause.definition, tuple(int(q) for q in c.queryids))
+        for c in clusters
+        if c.cause is not None and c.cause.kind == "index_dropped" and c.cause.definition)
+
+
+def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInput
+                       ) -> RecommendResult:
+    """The default recommendation step: the recommend engine, validating on `conn` as
+    `analyzer.validation` says (docs/analyzer.md, "Recommendations")."""
+    row = conn.execute(DATABASE_OID, prepare=False).fetchone()
+    dbid = int(row[0]) if row else None
+    return engine.recommend(
+        conn, statement_evidence(inputs, dbid), inputs.catalog,
+        dropped_indexes(inputs.clusters), inputs.settings, inputs.server_version_num,
+        observed_since=inputs.observed_since, table_writes=inputs.table_writes)
+
+
+def recommend(recommender: Recommender, conn: psycopg.Connection[Any],
+              inputs: RecommendationInput) -> RecommendResult:
+    """Candidate generation and validation on the held target session."""
+    return recommender(conn, inputs)
+
+
+def _stored_form(rec: Proposal) -> StoredForm:
+    """The engine's recommendation as the memory keeps it."""
+    ev = dict(rec.evidence)
+    statements = [str(s.get("query")) for s in ev.get("statements", ())
+                  if isinstance(s, Mapping) and s.get("query")]
+    if not statements and ev.get("query"):
+        statements = [str(ev["query"])]
+    return StoredForm(
+        kind=rec.kind, table=rec.table or "", columns=tuple(rec.columns), ddl=rec.ddl or "",
+        revert_ddl=rec.revert_ddl or "", rationale=rec.rationale,
+        confidence=min(max(float(rec.confidence), 0.0), 1.0), queryids=tuple(rec.queryids),
+        statements=tuple(statements), evidence=ev,
+        estimated_cost_before=rec.estimated_cost_before,
+        estimated_cost_after=rec.estimated_cost_after, validated_by=rec.validated_by)
+
+
+def remember_recommendations(
+    store: repository.Conn, target: str, found: RecommendResult, embedder: memory.Embedder,
+    settings: AnalyzerSettings, audit_id: int,
+) -> Remembered:
+    """Each proposal through the memory rules (inside the result transaction): new ones
+    stored, repeats merged, rejected repeats lowered, ineffective or applied ones refused."""
+    proposed: list[Mapping[str, Any]] = []
+    refused: list[Mapping[str, Any]] = [n.to_json() for n in found.not_proposed]
+    for rec in found.proposed:
+        outcome = memory.remember(store, target, _stored_form(rec), embedder=embedder,
+                                  settings=settings, audit_id=audit_id)
+        if outcome.proposed:
+            proposed.append({**rec.to_json(), **outcome.to_json()})
+        else:
+            refused.append({"queryids": list(rec.queryids), "validated_by": rec.validated_by,
+                            **outcome.to_json()})
+    return Remembered(tuple(proposed), tuple(refused))
+
+
+def verify_applied(store: repository.Conn, target: str, settings: AnalyzerSettings,
+                   embedder: memory.Embedder, audit_id: int) -> verify.VerifyResult:
+    """Measure the applied recommendations (inside the result transaction)."""
+    return verify.verify(store, target, settings, embedder=embedder, audit_id=audit_id)
+
+
+def validation_record(found: RecommendResult) -> dict[str, Any]:
+    """How the audit's index candidates were checked."""
+    return {"method": found.method, "validations": found.validations, "plans": found.plans,
+            "seconds": round(found.validation_seconds, 3)}
 
 
 def store_audit(
     store: repository.Conn, result: AuditResult, plans: PlanAnalysis,
     on_step: StepHook | None = None,
 ) -> None:
-    """Everything the audit found, in one transaction."""
+    """Everything the audit found, in one transaction (a savepoint of the caller's)."""
     report = result.to_json()
     with store.transaction():
         repository.insert_regressions(store, result.audit_id, report["regressions"])
@@ -539,15 +695,18 @@ def run_audit(
     store_dsn: Dsn,
     request: WindowRequest | None = None,
     on_step: StepHook | None = None,
-    recommender: Recommender | None = None,
+    recommender: Recommender = engine_recommender,
     audit_id: int | None = None,
     requested_by: str = "cli",
+    embedder: memory.Embedder | None = None,
 ) -> AuditResult:
     """Run one audit of `target` and record it in the store; AuditFailed when it fails.
 
-    `audit_id` names an audit queued earlier (the analyzer service's requested audits).
+    `audit_id` names an audit queued earlier (the analyzer service's requested audits);
+    `embedder` defaults to the one `analyzer.embedder` names.
     """
     rs = settings.regression
+    embedder = embedder or memory.load_embedder(settings.embedder)
     with _store_session(store_dsn, settings) as store, \
             _recorded_audit(store, store_dsn, target.name, settings, request,
                             audit_id, requested_by) as run, \
@@ -556,6 +715,10 @@ def run_audit(
         snap = take_snapshot(StatementSource(tconn, settings.all_databases), store,
                              target.name, settings.retention,
                              repository.StatementWriter.for_settings(settings))
+
+        # Recommended indexes that appeared (or went) since the last snapshot: applied / reverted.
+        _step(on_step, "observe")
+        observe_applied(store, target.name, snap)
 
         _step(on_step, "windows")
         stats = window_statistics(store, target.name, rs, request)
@@ -579,22 +742,37 @@ def run_audit(
         # Recommendations: candidates from the regressions, the clusters' causes (a dropped
         # index proposed back) and the catalog, validated on the held target session.
         _step(on_step, "recommend")
-        recommendations = recommend(recommender, tconn, RecommendationInput(
-            caused.regressions, caused.clusters, stats, plans, snap.catalog))
+        candidates = recommend(recommender, tconn, recommendation_input(
+            store, target.name, caused, stats, plans, snap, settings))
 
+        # Memory, verification and the results: one transaction, all or nothing.
         _step(on_step, "store")
-        result = AuditResult(
-            audit_id=run.audit_id, target=target.name, status="succeeded",
-            server_version=snap.server_version, started_at=run.started_at,
-            finished_at=datetime.now(UTC), duration_seconds=run.elapsed(),
-            snapshot_id=snap.snapshot.id, snapshot_duration_seconds=snap.duration_seconds,
-            statements_analyzed=len(stats.current), regressions=caused.regressions,
-            clusters=caused.clusters, recommendations=recommendations.proposed,
-            not_proposed=recommendations.not_proposed, windows=windows_record(stats.windows),
-        )
-        store_audit(store, result, plans, on_step)
+        with store.transaction():
+            _step(on_step, "memory")
+            remembered = remember_recommendations(store, target.name, candidates, embedder,
+                                                  settings, run.audit_id)
+
+            _step(on_step, "verify")
+            verified = verify_applied(store, target.name, settings, embedder, run.audit_id)
+
+            result = AuditResult(
+                audit_id=run.audit_id, target=target.name, status="succeeded",
+                server_version=snap.server_version, started_at=run.started_at,
+                finished_at=datetime.now(UTC), duration_seconds=run.elapsed(),
+                snapshot_id=snap.snapshot.id, snapshot_duration_seconds=snap.duration_seconds,
+                statements_analyzed=len(stats.current), regressions=caused.regressions,
+                clusters=caused.clusters,
+                recommendations=remembered.proposed + tuple(
+                    r.to_json() for r in verified.reverts if r.proposed),
+                not_proposed=remembered.not_proposed, windows=windows_record(stats.windows),
+                verifications=tuple(v.to_json() for v in verified.verifications),
+                validation=validation_record(candidates),
+            )
+            store_audit(store, result, plans, on_step)
     log.info(event("audit.finished", target=target.name, audit_id=result.audit_id,
                    regressions=len(result.regressions), clusters=len(result.clusters),
+                   recommendations=len(result.recommendations),
+                   verifications=len(result.verifications),
                    seconds=round(result.duration_seconds, 2)))
     return result
 
@@ -627,7 +805,7 @@ def quick_check(store: repository.Conn, tconn: psycopg.Connection[Any], target: 
 
 @contextlib.contextmanager
 def _store_session(store_dsn: Dsn, settings: AnalyzerSettings) -> Iterator[repository.Conn]:
-    store = repository.connect_store(store_dsn, settings.connect_timeout)
+    store = memory.connect_store(store_dsn, settings.connect_timeout)
     try:
         yield store
     finally:

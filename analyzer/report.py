@@ -1,4 +1,5 @@
-"""The audit report for terminals: windows, regressions and clusters with their causes."""
+"""The audit report for terminals: windows, regressions, clusters with their causes,
+recommendations, what was not proposed and why, and the verifications of applied ones."""
 
 from __future__ import annotations
 
@@ -58,4 +59,53 @@ def render(result: AuditResult) -> str:
                 lines.append(f"      cause: {_cause(c.cause.to_json())}")
     if not result.regressions:
         lines += ["", "No regressions."]
+    lines += _recommendations(result)
     return "\n".join(lines)
+
+
+def _cost(value: Any) -> str:
+    return "-" if value is None else f"{float(value):,.0f}"
+
+
+def _recommendations(result: AuditResult) -> list[str]:
+    lines: list[str] = []
+    v = result.validation
+    checked = (f" (validated by {v.get('method')}: {v.get('validations', 0)} validations, "
+               f"{v.get('plans', 0)} plans, {v.get('seconds', 0)}s)" if v else "")
+    if result.recommendations:
+        lines += ["", f"Recommendations{checked}:"]
+        for r in result.recommendations:
+            seen = " (seen before: merged)" if r.get("merged") else ""
+            cost = ""
+            if r.get("estimated_cost_before") is not None:
+                cost = (f", planned cost {_cost(r.get('estimated_cost_before'))} → "
+                        f"{_cost(r.get('estimated_cost_after'))}")
+            lines.append(f"  #{r.get('id')} {r.get('kind')} {r.get('table') or ''} "
+                         f"[{r.get('status')}{seen}] confidence "
+                         f"{float(r.get('confidence') or 0):.2f}, validated by "
+                         f"{r.get('validated_by')}{cost}")
+            if r.get("ddl"):
+                lines.append(f"      {r['ddl']}")
+            lines.append(f"      {_short(str(r.get('rationale') or ''), 200)}")
+            similar = r.get("similar_past") or []
+            if similar:
+                lines.append("      similar past: " + ", ".join(
+                    f"#{s['id']} {s['status']} ({s['similarity']:.2f})" for s in similar))
+    else:
+        lines += ["", f"No recommendations{checked}."]
+    if result.not_proposed:
+        lines += ["", "Not proposed:", render_table(
+            ["kind", "table", "columns", "reason", "detail"],
+            [(n.get("kind"), n.get("table") or "-", ", ".join(n.get("columns") or ()),
+              n.get("reason"), _short(str(n.get("detail") or ""), 70))
+             for n in result.not_proposed])]
+    if result.verifications:
+        lines += ["", "Verifications of applied recommendations:", render_table(
+            ["id", "status", "applied at", "calls before", "calls after", "before ms",
+             "after ms", "note"],
+            [(f"#{x.get('id')}", x.get("status"), x.get("applied_at"), x.get("calls_before"),
+              x.get("calls_after"), x.get("before_mean_ms") if x.get("before_mean_ms")
+              is not None else "-", x.get("after_mean_ms") if x.get("after_mean_ms")
+              is not None else "-", _short(str(x.get("note") or ""), 60))
+             for x in result.verifications])]
+    return lines

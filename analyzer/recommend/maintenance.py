@@ -110,7 +110,7 @@ def drop_indexes(catalog: Catalog, now: datetime, observed_since: datetime | Non
             i, "unused",
             f"Index {i.name} has not been used once in {days:.0f} days of statistics and costs "
             f"{_size(i.size_bytes)} plus write overhead on every change to "
-            f"{i.qualified_table}.", _confidence(age / min_age),
+            f"{i.qualified_table}.", _confidence(age / min_age if min_age > 0 else 1.0),
             {"observed_days": round(days, 1)}))
     return out
 

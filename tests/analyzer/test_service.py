@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import hypothesis
+import psycopg
 import pytest
 import schemathesis
 from prometheus_client import CollectorRegistry
@@ -338,3 +340,37 @@ def test_new_proposals_notified_with_a_link(stack: Stack) -> None:
     assert alert["annotations"]["link"] == (  # type: ignore[index]
         "http://analyzer.example:9189/admin/database/recommendations/77")
     assert service.metrics.notifications.labels("recommendation", "sent")._value.get() == 1
+
+
+def test_service_audit_proposes_and_pushes_the_new_proposals(stack: Stack) -> None:
+    """The service's audits use the real recommender: a redundant index is proposed for
+    dropping, stored, and its proposal pushed through Alertmanager with its link."""
+    with psycopg.connect(stack.target, autocommit=True) as conn:
+        conn.execute("CREATE TABLE skus (sku text NOT NULL, warehouse int NOT NULL)")
+        conn.execute("CREATE INDEX skus_sku_warehouse_idx ON skus (sku, warehouse)")
+        conn.execute("CREATE INDEX skus_sku_idx ON skus (sku)")
+    s = stack.service
+    status, body = s.request("POST", "/admin/database/run-audit", {"target": "app"})
+    assert status == 202
+    audit_id = body["audit_id"]
+
+    def done() -> bool:
+        code, audit = s.request("GET", f"/admin/database/audits/{audit_id}")
+        return code == 200 and audit.get("status", "succeeded") == "succeeded" \
+            and "recommendations" in audit
+
+    eventually(done, f"audit {audit_id} to succeed")
+    _, report = s.request("GET", f"/admin/database/audits/{audit_id}")
+    (rec,) = [r for r in report["recommendations"] if r["kind"] == "drop_index"]
+    assert rec["evidence"]["index"] == "public.skus_sku_idx" and rec["status"] == "proposed"
+    assert rows(stack.store, "SELECT status FROM pgarchitect.optimization_log WHERE id = %s",
+                int(rec["id"])) == [("proposed",)]
+
+    def pushed() -> list[dict[str, Any]]:
+        return [a for n in stack.sink.notifications() for a in n.body.get("alerts", [])
+                if a["labels"].get("alertname") == "PgarchitectRecommendationProposed"
+                and a["labels"].get("kind") == "drop_index"]
+
+    eventually(lambda: bool(pushed()), "the new proposal at the webhook")
+    assert pushed()[0]["annotations"]["link"].endswith(
+        f"/admin/database/recommendations/{rec['id']}")

@@ -131,7 +131,10 @@ def test_regression_detected_without_audit_and_sigkill_mid_audit_loses_nothing(
         assert rows(store, "SELECT count(*) FROM pgarchitect.regression_cluster"
                     " WHERE audit_id = %s", int(audit_id))[0][0] == clusters
         assert rows(store, "SELECT count(*) FROM pgarchitect.audit_run")[0][0] == 1
-        assert "job.stalled_retried" in survivor.log()
+        # The survivor ran the job again (our maintenance loop's retry, or procrastinate's own
+        # clean-up of the dead worker got there first: either is fine, the outcome is what
+        # counts, and it is checked above).
+        assert f"audit_id={audit_id}) ended with status: Success" in survivor.log()
 
 
 @pytest.mark.slow
