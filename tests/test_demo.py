@@ -57,9 +57,15 @@ def popen() -> Iterator[list[subprocess.Popen[str]]]:
             proc.wait()
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored: the demo gets Ctrl-C as a terminal would deliver it, whoever runs the tests.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(popen: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen([*DEMO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     popen.append(proc)
     return proc
 
@@ -99,7 +105,23 @@ def test_demo_tells_the_whole_story_and_cleans_up() -> None:
                      r"and received by Alertmanager", after_drop), after_drop
     assert re.search(r"index public\.behavior_logs_user_id_created_at_idx was dropped at "
                      r"\d{4}-\d\d-\d\dT", rest), rest
+    # A validated recommendation with its costs, proposed, applied, then verified.
+    rec = re.search(r"recommendation (\d+) \(proposed\): CREATE INDEX CONCURRENTLY \S+ ON "
+                    r"public\.behavior_logs .*\n\s+estimated cost [\d.]+ → [\d.]+ planner units "
+                    r".*validated by sandbox", rest)
+    assert rec, rest
+    rec_id = rec.group(1)
+    proposal = re.search(rf"wrote (pgarchitect_{rec_id}_create_index_public_behavior_logs\.md), "
+                         rf"(pgarchitect_{rec_id}_create_index_public_behavior_logs\.sql) into "
+                         r"(\S+)", rest)
+    assert proposal, rest
+    assert (Path(proposal.group(3)) / proposal.group(2)).read_text().rstrip().endswith(";")
+    assert f"recommendation {rec_id} is now applied" in rest
     assert "every path's p95 back within the 50 ms target" in rest
+    verified = re.search(rf"recommendation {rec_id} verified: ([\d.]+) ms → ([\d.]+) ms per call",
+                         rest)
+    assert verified, rest
+    assert float(verified.group(2)) < float(verified.group(1))
     assert not LOG_LINE.search(out) and not LOG_LINE.search(proc.stderr), "log lines on console"
     demo_dir, data_dir = _directories(out)
     log = (Path(demo_dir) / "demo.log").read_text()

@@ -316,9 +316,11 @@ def show_report(report: dict[str, Any]) -> None:
                  f"       cause: {cause['kind']} {cause['object']} at {cause['at']}")
     for r in (report.get("recommendations") or []):
         _say(f"     recommendation {r['id']} ({r['status']}): {r['ddl']}")
+        if r.get("estimated_cost_before") is None:
+            continue
         _say(f"       estimated cost {_num(r.get('estimated_cost_before'), '.0f')} → "
              f"{_num(r.get('estimated_cost_after'), '.0f')} planner units "
-             f"({_num(r.get('estimated_improvement'), '.0%')} less), confidence "
+             f"({_num(r.get('estimated_improvement'), '.1%')} less), confidence "
              f"{_num(r.get('confidence'), '.2f')}, validated by {r.get('validated_by')}")
     for n in (report.get("not_proposed") or []):
         _say(f"     not proposed: {n['kind']} {n.get('table')} {n.get('columns')}: {n['reason']}")
@@ -544,6 +546,11 @@ async def _tell(stack: Stack, options: DemoOptions, progress: Progress, api: Api
             out.append("the recommendation step found nothing to propose; nothing to write")
         else:
             out.append(await asyncio.to_thread(_propose, stack, rec["id"], proposal))
+    if rec is not None:
+        sql = next(proposal.glob("*.sql")).read_text().splitlines()
+        title = next(proposal.glob("*.md")).read_text().splitlines()[0]
+        _say(f"     migration: {next(ln for ln in sql if ln and not ln.startswith('--'))}")
+        _say(f"     PR text:   {title.lstrip('# ')}")
 
     with progress.step("apply the migration to the demo's own database") as out:
         if rec is None:
@@ -562,8 +569,13 @@ async def _tell(stack: Stack, options: DemoOptions, progress: Progress, api: Api
             status, doc = await api.call("POST", f"/admin/database/recommendations/{rec['id']}"
                                          "/status", {"status": "applied",
                                                      "note": "applied by pgarchitect demo"})
-            out.append(f"ran {sql_file.name}; recommendation {rec['id']} is now "
-                       f"{doc.get('status') if status == 200 else doc.get('error')}")
+            if status == 200:
+                out.append(f"ran {sql_file.name}; recommendation {rec['id']} is now "
+                           f"{doc['status']} (recorded through the API)")
+            else:  # the service's snapshot saw the new index first and recorded it itself
+                _, doc = await api.call("GET", f"/admin/database/recommendations/{rec['id']}")
+                out.append(f"ran {sql_file.name}; recommendation {rec['id']} is now "
+                           f"{doc.get('status')} (the analyzer's snapshot saw the index)")
 
     with progress.step(f"traffic after the fix ({seconds:.0f}s)") as out:
         sdk, jsonlog, n = await traffic_phase(stack, seconds, users)
