@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 PACKAGES := pgarchitect exporter analyzer
+# Flags for `pgarchitect demo`, e.g. make demo DEMO_ARGS=--keep-running
+DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck unit bench debian-packages clean
 
@@ -28,7 +30,7 @@ debian-packages:
 	@scripts/ensure-debian-packages.sh
 
 demo: $(DEMO_STAMP)
-	$(VENV)/bin/pgarchitect demo
+	$(VENV)/bin/pgarchitect demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PACKAGES) tests bench

@@ -109,8 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)
-    p.add_argument("--seconds", type=float, default=20.0, help="workload duration (default 20)")
+    p.add_argument("--seconds", type=float, default=8.0,
+                   help="traffic per phase: healthy, after the drop, after the fix (default 8)")
     p.add_argument("--no-regression", action="store_true", help="do not plant a regression")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the stack up at the end and print every URL, until Ctrl-C")
+    p.add_argument("--verbose", action="store_true", help="log lines on the console too")
+    p.add_argument("--no-monitoring", action="store_true",
+                   help="do not start Prometheus and Alertmanager even where installed")
     return parser
 
 
@@ -159,7 +165,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the embedded demo."""
     from pgarchitect.demo.story import DemoOptions, run_demo
 
-    return run_demo(DemoOptions(seconds=args.seconds, plant_regression=not args.no_regression))
+    if args.seconds <= 0:
+        raise UserError("demo: --seconds must be positive")
+    return run_demo(DemoOptions(seconds=args.seconds, plant_regression=not args.no_regression,
+                                keep_running=args.keep_running, verbose=args.verbose,
+                                monitoring=not args.no_monitoring))
 
 
 def cmd_exporter(args: argparse.Namespace, settings: Settings) -> int:

@@ -176,6 +176,69 @@ def test_cli_process_prints_no_traceback(tmp_path: Path) -> None:
     )
 
 
+def _documented_block() -> str:
+    """The YAML block of docs/configuration.md, "Keys and defaults"."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    section = text.split("## Keys and defaults", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def _setting_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a settings dataclass, nested ones and list items (`[]`) included."""
+    import dataclasses
+    import typing
+
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        tp = hints[f.name]
+        args = typing.get_args(tp)
+        if dataclasses.is_dataclass(tp):
+            keys += _setting_keys(tp, key + ".")  # type: ignore[arg-type]
+        elif typing.get_origin(tp) is tuple and args and dataclasses.is_dataclass(args[0]):
+            keys += _setting_keys(args[0], key + "[].")
+    return keys
+
+
+def _yaml_keys(value: object, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.add(prefix + k)
+            out |= _yaml_keys(v, prefix + k + ".")
+    elif isinstance(value, list):
+        for item in value:
+            out |= _yaml_keys(item, prefix.rstrip(".") + "[].")
+    return out
+
+
+def test_configuration_doc_lists_every_key_with_its_default(tmp_path: Path) -> None:
+    """docs/configuration.md shows every key (nested ones too) and its true default."""
+    import yaml
+
+    from pgarchitect.config import Settings
+
+    block = _documented_block()
+    documented = _yaml_keys(yaml.safe_load(block))
+    # List items shown as `[]` are described in the comment on their line instead.
+    missing = [k for k in _setting_keys(Settings)
+               if k not in documented and k.rsplit(".", 1)[-1] not in block]
+    assert missing == [], f"keys missing from docs/configuration.md: {missing}"
+    # The block is a valid configuration and, apart from the example target and store,
+    # its values are the defaults.
+    loaded = load_settings(write(tmp_path, block), {}, {})
+    defaults = Settings()
+    assert loaded.exporter == defaults.exporter
+    assert loaded.analyzer == defaults.analyzer
+    assert loaded.log_level == defaults.log_level
+    # The secret-from-file variants are documented too.
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for key in ("dsn_file", "admin_token_file"):
+        assert key in text
+
+
 def test_validation_settings_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
     from pgarchitect.cli import build_parser, flags_to_config
 

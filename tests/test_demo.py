@@ -1,15 +1,25 @@
-"""`pgarchitect demo` end to end: prints its table, exits 0, leaves no server running."""
+"""`pgarchitect demo` end to end: the story in order, exit 0, no server left (also on Ctrl-C and
+after --keep-running); log lines in the demo's log file, not on the console."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 
-def _postgres_pids_for(directory: str) -> list[int]:
+DEMO = [sys.executable, "-m", "pgarchitect", "demo"]
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", re.M)
+
+
+def _pids_with(text: str) -> list[int]:
+    """Processes whose command line mentions `text` (a directory only the demo uses)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -18,52 +28,141 @@ def _postgres_pids_for(directory: str) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "postgres" in cmdline and directory in cmdline:
+        if text in cmdline:
             pids.append(int(proc.name))
     return pids
 
 
-def test_demo_prints_top_statements_and_cleans_up() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pgarchitect", "demo", "--seconds", "4"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout
-    assert "Top 10 statements by total time" in out
-    assert re.search(r"calls\s+total ms\s+mean ms\s+rows\s+query", out)
-    assert "FROM behavior_logs WHERE user_id" in out
-    m = re.search(r"data in (\S+)\)", out)
-    assert m, out
-    datadir = m.group(1)
-    assert not Path(datadir).exists()
-    assert _postgres_pids_for(datadir) == []
+def _directories(out: str) -> tuple[str, str]:
+    """The demo's own directory and the embedded server's, from its first two lines."""
+    demo = re.search(r"logs in (\S+)/demo\.log", out)
+    data = re.search(r"data in (\S+)\)", out)
+    assert demo and data, out
+    return demo.group(1), data.group(1)
 
 
-def test_demo_ctrl_c_stops_the_server() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pgarchitect", "demo", "--seconds", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    datadir = None
-    try:
-        for line in proc.stdout:
-            m = re.search(r"data in (\S+)\)", line)
-            if m:
-                datadir = m.group(1)
-            if line.lstrip().startswith("workload:"):
-                break
-        assert datadir is not None
-        assert _postgres_pids_for(datadir), "the demo server should be running now"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
+def _assert_nothing_left(demo_dir: str, data_dir: str) -> None:
+    assert not Path(data_dir).exists()
+    assert _pids_with(data_dir) == [], "the embedded server is still running"
+    assert _pids_with(demo_dir) == [], "a child of the demo is still running"
+
+
+@pytest.fixture
+def popen() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored: the demo gets Ctrl-C as a terminal would deliver it, whoever runs the tests.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start(popen: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([*DEMO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_default_sigint)
+    popen.append(proc)
+    return proc
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str) -> str:
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"the demo ended before {marker!r}:\n{''.join(seen)}")
+
+
+def test_demo_tells_the_whole_story_and_cleans_up() -> None:
+    proc = subprocess.run([*DEMO, "--seconds", "4"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    steps = re.findall(r"^\[\s*(\d+)/11\s+[\d.]+s\] ", out, re.M)
+    assert steps == [str(n) for n in range(1, 12)], out
+    healthy, _, rest = out.partition("plant a regression: dropped index "
+                                     "behavior_logs_user_id_created_at_idx")
+    assert rest, out
+    # Measured before the drop: the three paths, each within the target, both sources.
+    for path in ("analytics", "orm", "thin"):
+        row = re.search(rf"^{path}\s+([\d,]+)\s+[\d.]+\s+[\d.]+%\s+([\d,]+)\s+[\d.]+\s+"
+                        r"within target$", healthy, re.M)
+        assert row, healthy
+        assert int(row.group(1).replace(",", "")) > 0
+        assert int(row.group(2).replace(",", "")) > 0
+    assert "every path's p95 within the 50 ms target" in healthy
+    assert "SDK: statements the app's driver hooks timed" in healthy
+    after_drop, _, rest = rest.partition("audit through the analyzer service")
+    assert "OVER TARGET" in after_drop
+    # Prometheus and Alertmanager are installed here (make test installs them).
+    assert re.search(r"OrmPathLatencyBudgetBurnFast firing in Prometheus for orm_path \S+.* "
+                     r"and received by Alertmanager", after_drop), after_drop
+    assert re.search(r"index public\.behavior_logs_user_id_created_at_idx was dropped at "
+                     r"\d{4}-\d\d-\d\dT", rest), rest
+    # A validated recommendation with its costs, proposed, applied, then verified.
+    rec = re.search(r"recommendation (\d+) \(proposed\): CREATE INDEX CONCURRENTLY \S+ ON "
+                    r"public\.behavior_logs .*\n\s+estimated cost [\d.]+ → [\d.]+ planner units "
+                    r".*validated by sandbox", rest)
+    assert rec, rest
+    rec_id = rec.group(1)
+    proposal = re.search(rf"wrote (pgarchitect_{rec_id}_create_index_public_behavior_logs\.md), "
+                         rf"(pgarchitect_{rec_id}_create_index_public_behavior_logs\.sql) into "
+                         r"(\S+)", rest)
+    assert proposal, rest
+    assert (Path(proposal.group(3)) / proposal.group(2)).read_text().rstrip().endswith(";")
+    assert f"recommendation {rec_id} is now applied" in rest
+    assert "every path's p95 back within the 50 ms target" in rest
+    verified = re.search(rf"recommendation {rec_id} verified: ([\d.]+) ms → ([\d.]+) ms per call",
+                         rest)
+    assert verified, rest
+    assert float(verified.group(2)) < float(verified.group(1))
+    assert not LOG_LINE.search(out) and not LOG_LINE.search(proc.stderr), "log lines on console"
+    demo_dir, data_dir = _directories(out)
+    log = (Path(demo_dir) / "demo.log").read_text()
+    assert "demo.step_finished step=11" in log
+    assert "Traceback" not in log + proc.stderr
+    assert (Path(demo_dir) / "analyzer.log").stat().st_size > 0
+    _assert_nothing_left(demo_dir, data_dir)
+
+
+def test_ctrl_c_while_the_stack_runs_leaves_nothing(popen: list[subprocess.Popen[str]]) -> None:
+    proc = _start(popen, "--seconds", "60")
+    out = _read_until(proc, "[ 2/11")  # server, analyzer, Prometheus, Alertmanager all up
+    demo_dir, data_dir = _directories(out)
+    assert _pids_with(data_dir), "the demo server should be running now"
+    assert len(_pids_with(demo_dir)) >= 3, "analyzer, Prometheus and Alertmanager should run"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert "Traceback" not in err
-    assert not Path(datadir).exists()
-    assert _postgres_pids_for(datadir) == []
+    _assert_nothing_left(demo_dir, data_dir)
+
+
+def test_keep_running_serves_every_url_until_ctrl_c(popen: list[subprocess.Popen[str]]) -> None:
+    proc = _start(popen, "--seconds", "1", "--keep-running", "--no-monitoring",
+                  "--no-regression")
+    out = _read_until(proc, "Ctrl-C stops it all")
+    demo_dir, data_dir = _directories(out)
+    exporter = re.search(r"^exporter\s+(http://\S+/metrics)\s*$", out, re.M)
+    api = re.search(r"^analyzer API\s+(http://\S+) \(Authorization: Bearer (\S+)\)\s*$", out, re.M)
+    assert exporter and api, out
+    with urllib.request.urlopen(exporter.group(1), timeout=10) as resp:
+        assert "pg_up" in resp.read().decode()
+    request = urllib.request.Request(api.group(1),
+                                     headers={"Authorization": f"Bearer {api.group(2)}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        audits = json.loads(resp.read())
+    assert [a["status"] for a in audits] == ["succeeded", "succeeded"]
+    assert proc.poll() is None and _pids_with(data_dir), "it waits for Ctrl-C"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    _assert_nothing_left(demo_dir, data_dir)

@@ -76,14 +76,24 @@ def path_latencies(registry: CollectorRegistry, q: float = 0.95) -> list[PathLat
 
 
 async def drive(base_url: str, seconds: float, users: int, concurrency: int = 4,
-                orm_share: float = 0.25, seed: int = 1) -> Counter[str]:
-    """Send a read / aggregate / batch-insert mix for `seconds`; part of it forced through orm."""
+                orm_share: float = 0.25, seed: int = 1,
+                rate: float | None = None) -> Counter[str]:
+    """Send a read / aggregate / batch-insert mix for `seconds`; part of it forced through orm.
+
+    With `rate`, at most that many requests a second in all (as users arrive, whatever the
+    latency); without it, each worker sends its next request as soon as one is answered.
+    """
     done: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
+    interval = concurrency / rate if rate else 0.0
 
     async def worker(session: aiohttp.ClientSession, index: int) -> None:
         rng = random.Random(f"{seed}-{index}")
+        next_at = time.monotonic() + interval * index / concurrency
         while time.monotonic() < deadline:
+            if interval:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at + interval, time.monotonic() - interval)
             user = rng.randint(1, users)
             force = "?path=orm" if rng.random() < orm_share else ""
             kind = rng.choices(("read", "aggregate", "insert"), (6, 2, 1))[0]
