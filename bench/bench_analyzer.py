@@ -9,7 +9,6 @@ import collections
 import random
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,27 +20,16 @@ from analyzer.pipeline import run_audit
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
-from bench.report import write_section
+from bench.report import BARE, median_seconds, write_section
 from pgarchitect.config import AnalyzerSettings, RegressionSettings, Target, ValidationSettings
 from pgarchitect.demo.embedded import embedded_postgres
 from pgarchitect.dsn import Dsn
 from pgarchitect.migrate import migrate
 
-BARE = "/* pgarchitect */ SELECT * FROM pg_stat_statements(showtext => false)"
-
-
-def _median(fn: Callable[[], object], runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
 
 def _bare_fetch(dsn: str) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return _median(lambda: conn.execute(BARE).fetchall())
+        return median_seconds(lambda: conn.execute(BARE).fetchall())
 
 
 def _snapshot(app: str, store: str, settings: AnalyzerSettings) -> Any:
@@ -180,8 +168,8 @@ def synthetic_regressions(n: int, tables: int = 200, seed: int = 0) -> list[Clus
 def bench_clustering(n: int = 10_000) -> list[tuple[str, str, str]]:
     """Clustering of n regressions, against building their feature matrix alone."""
     items = synthetic_regressions(n)
-    features = _median(lambda: ClusteringModel().features(items), runs=3)
-    took = _median(lambda: cluster(items), runs=3)
+    features = median_seconds(lambda: ClusteringModel().features(items), runs=3)
+    took = median_seconds(lambda: cluster(items), runs=3)
     clusters = len(set(cluster(items)))
     return [(f"clustering {n:,} regressions ({clusters:,} clusters)", f"{took:.2f} s",
              f"{took / features:.1f} x building the feature matrix ({features:.2f} s); "

@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,24 +18,14 @@ from analyzer.snapshots import partitions, repository
 from analyzer.snapshots.model import StatementCounters, TargetReading
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
-from bench.report import write_section
+from bench.report import BARE, median_seconds, write_section
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.demo.embedded import embedded_postgres
 from pgarchitect.dsn import Dsn
 from pgarchitect.migrate import migrate
 
-BARE = "/* pgarchitect */ SELECT * FROM pg_stat_statements(showtext => false)"
 Row = tuple[str, str, str]
 STATS_RESET = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _median(fn: Callable[[], object], runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _statements(app: str, tables: int, per_table: int, moving: float = 1.0,
@@ -76,7 +65,7 @@ def bench_ingest(statements: int) -> list[Row]:
             names = iter(range(100))
 
             def bare() -> float:
-                return _median(lambda: tconn.execute(BARE).fetchall(), runs=3)
+                return median_seconds(lambda: tconn.execute(BARE).fetchall(), runs=3)
 
             def checkpoint() -> None:
                 # Every row stored (a new target each time; texts left aside).
@@ -87,8 +76,8 @@ def bench_ingest(statements: int) -> list[Row]:
             checkpoint()  # partitions created, caches warm
             # Each figure is paired with a bare fetch measured just before it: the machine
             # is shared, and its load drifts within a run.
-            ingest = [(bare(), _median(checkpoint, runs=1)) for _ in range(5)]
-            reads = [(bare(), _median(source.read, runs=1)) for _ in range(5)]
+            ingest = [(bare(), median_seconds(checkpoint, runs=1)) for _ in range(5)]
+            reads = [(bare(), median_seconds(source.read, runs=1)) for _ in range(5)]
             take_snapshot(source, sconn, "app", settings.retention, writer)
             runs = []
             for i in range(5):
@@ -212,7 +201,7 @@ def bench_size(statements: int = 5000, moving: int = 500, days: int = 30) -> lis
             for i in range(50):
                 c.execute(f"SELECT count(*) FROM t WHERE a = {i}".encode())
         with psycopg.connect(app, autocommit=True) as c:
-            bare = _median(lambda: c.execute(BARE).fetchall())
+            bare = median_seconds(lambda: c.execute(BARE).fetchall())
         t0 = time.perf_counter()
         result = run_audit(settings, Target("app", Dsn(app)), Dsn(store))
         audit = time.perf_counter() - t0

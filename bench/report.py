@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import platform
 import re
+import statistics
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +17,19 @@ Every figure here is written by a script in `bench/` (run them all with `make be
 as a ratio against a baseline measured in the same run on the same machine. Machines here are
 shared and noisy; the test suite asserts no timings, the bars are checked here.
 """
+
+# The baseline every snapshot figure is a ratio of: the view without texts, as the tool reads it.
+BARE = "/* pgarchitect */ SELECT * FROM pg_stat_statements(showtext => false)"
+
+
+def median_seconds(fn: Callable[[], object], runs: int = 5) -> float:
+    """The median wall time of `runs` calls of `fn`."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def machine() -> str:
