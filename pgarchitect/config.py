@@ -153,7 +153,7 @@ class MemorySettings:
 class VerificationSettings:
     """When an applied recommendation's effect counts as measured."""
 
-    min_calls: int = field(default=200, metadata=POSITIVE)
+    min_calls: int = field(default=30, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
