@@ -29,7 +29,7 @@ from analyzer.recommend.model import (
     StatementEvidence,
     Validation,
 )
-from analyzer.recommend.predicates import Access, access
+from analyzer.recommend.predicates import Access, access, read_relations
 from analyzer.snapshots.catalog import Catalog, TableInfo
 from analyzer.snapshots.own import register_own
 from analyzer.validate import Validator
@@ -121,7 +121,7 @@ def _ddl_for(c: Candidate, catalog: Catalog) -> tuple[str, str, str, str]:
     parts = [col.text.partition("(")[0].strip('"') if col.expression or col.column is None
              else col.column for col in c.columns]
     name = ddl.index_name(table, parts, (i.name for i in catalog.indexes if i.schema == schema))
-    create = ddl.create_index(schema, name, table, c.columns)
+    create = ddl.create_index(schema, name, table, c.columns, method=c.method, where=c.where)
     return create, ddl.plain(create), ddl.drop_index(schema, name), name
 
 
@@ -259,11 +259,14 @@ def recommend(
     total_ms = sum(s.total_ms for s in statements)
     written = sorted({t for s in statements for t in parse_statement(s.query).tables})
     resolved = resolve_tables(target_conn, written)
-    columns_of, stats = column_stats(target_conn, sorted(set(resolved.values())))
+    relations = read_relations(target_conn, written)  # views, partitions, column types
+    columns_of, stats = column_stats(target_conn, sorted(set(resolved.values())
+                                                         | set(relations.tables())))
     accesses: dict[str, Access] = {}
     for s in statements:
-        accesses.setdefault(s.fingerprint, access(s.query, resolved, columns_of))
-    candidates, not_proposed = generate(statements, accesses, catalog, stats, dropped)
+        accesses.setdefault(s.fingerprint, access(s.query, resolved, columns_of, relations))
+    candidates, not_proposed = generate(statements, accesses, catalog, stats, dropped,
+                                        relations)
 
     proposed: list[Recommendation] = []
     own = validator is None

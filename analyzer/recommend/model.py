@@ -25,6 +25,7 @@ REASONS = (
     "table_too_large",  # transaction mode and the table is above max_table_bytes
     "too_young",  # an unused index observed for less than unused_index_min_age
     "not_explainable",  # no served statement could be planned
+    "shape_not_handled",  # a predicate shape no index candidate is made for (detail: which)
 )
 
 
@@ -81,6 +82,7 @@ class IndexColumn:
     descending: bool = False
     column: str | None = None  # the bare column underneath (None: not known)
     expression: bool = False  # a function of the column, not the column itself
+    opclass: str | None = None  # text_pattern_ops, gin_trgm_ops, ... (None: the default)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class Candidate:
     source: str = "predicates"  # predicates | dropped_index
     definition: str | None = None  # dropped_index: the catalog's definition
     name: str | None = None  # dropped_index: the old index's name (schema.index)
+    method: str = "btree"  # btree | gin
+    where: str | None = None  # a partial index's predicate, built from names and constants
 
     @property
     def column_texts(self) -> tuple[str, ...]:

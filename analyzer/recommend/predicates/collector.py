@@ -1,325 +1,369 @@
-"""How a statement reaches each table: its equality, IN, range, join and sort columns.
+"""Query levels and the relations in them: tables, views, subqueries, CTEs.
 
-Read from pglast's parse tree (the parser analyzer/analysis/features.py uses too), per query
-level: the FROM list and JOIN ... ON conditions, the WHERE clause's top-level AND terms, and
-ORDER BY when a LIMIT makes an ordered index scan worth having. Subqueries, CTEs and set
-operations are levels of their own. A column wrapped in something an index cannot use as
-written (a cast, arithmetic, a function with parameters) is kept apart as a rewrite hint.
+Per query level (subqueries, CTE bodies and each branch of a UNION are levels of their own)
+the FROM list is read into relations: a base table (a partition stands for its partitioned
+root: the index belongs on the parent), or a *derived* relation -- a view (its definition
+read from the target, nested views to any depth), a subquery in FROM, or a CTE the planner
+inlines (a plain one referenced once, or `NOT MATERIALIZED`) -- whose output columns map to
+expressions of the level below. A condition on a derived column reaches the base table when
+the planner would push it down (no LIMIT, aggregate or window function in the way); a
+`MATERIALIZED` CTE (or one referenced twice, or recursive) is scanned as it is, so conditions
+on it reach no index: those are reported, never dropped silently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
-from analyzer.recommend.ddl import expression, quote_ident
+from analyzer.recommend.predicates.relations import Relations
+from analyzer.recommend.predicates.terms import Term, Unhandled, Wrapped
 
-_RANGE_OPS = {"<", ">", "<=", ">="}
-# Functions whose result an expression index can hold (immutable for their usual arguments).
-INDEXABLE_FUNCTIONS = {"lower", "upper", "btrim", "trim", "md5", "abs"}
-# Casts an ORM puts inside such a function (`upper(email::text)` on a varchar column), printed
-# the way PostgreSQL prints them in an index definition.
-INDEXABLE_CASTS = {"text"}
-
-
-@dataclass(frozen=True)
-class Term:
-    """One column (or indexable expression of one column) a predicate uses."""
-
-    table: str  # as written or resolved (schema.table where known)
-    text: str  # as PostgreSQL prints it: `customer_id`, `"Customer"`, `lower(email)`
-    column: str  # the bare column underneath
-    role: str  # equality | in | range | join | sort
-    descending: bool = False
-    expression: bool = False
-
-
-@dataclass(frozen=True)
-class Wrapped:
-    """A column hidden from its indexes by what surrounds it (`created_at::date = $1`)."""
-
-    table: str
-    column: str
-    how: str  # cast | arithmetic | function
-
-
-@dataclass(frozen=True)
-class Access:
-    """Everything one statement asks of its tables."""
-
-    terms: tuple[Term, ...] = ()
-    wrapped: tuple[Wrapped, ...] = ()
-    tables: tuple[str, ...] = ()
-    parsed: bool = False
+_MAX_DEPTH = 16
 
 
 @dataclass
-class _Level:
-    aliases: dict[str, str]
-    tables: list[str]
-    parent: _Level | None = None
+class Rel:
+    """One relation of a level: a base table, or a derived one with its output columns."""
 
-    def lookup(self, qualifier: str) -> str | None:
-        level: _Level | None = self
+    name: str  # base: schema.table; derived: its alias
+    base: bool
+    # derived: output column -> (expression, level it is evaluated in), one per UNION branch
+    columns: dict[str, list[tuple[object, Level]]] = field(default_factory=dict)
+    why_not: str | None = None  # derived: why conditions on it do not reach base tables
+    # derived: output columns only grouping lets conditions through (None: all of them)
+    pushable: frozenset[str] | None = None
+
+
+@dataclass
+class Level:
+    """One query level: its relations by alias, the CTEs it sees, its select list."""
+
+    aliases: dict[str, Rel] = field(default_factory=dict)
+    rels: list[Rel] = field(default_factory=list)
+    parent: Level | None = None
+    ctes: dict[str, ast.CommonTableExpr] = field(default_factory=dict)
+    materialized: set[str] = field(default_factory=set)
+    merged: dict[str, Rel] = field(default_factory=dict)  # USING / NATURAL columns
+    targets: list[ast.ResTarget] = field(default_factory=list)
+
+    def lookup(self, qualifier: str) -> Rel | None:
+        level: Level | None = self
         while level is not None:
             if qualifier in level.aliases:
                 return level.aliases[qualifier]
             level = level.parent
         return None
 
-
-@dataclass
-class _Collector:
-    resolve: Mapping[str, str]
-    columns_of: Mapping[str, frozenset[str]]
-    terms: list[Term] = field(default_factory=list)
-    wrapped: list[Wrapped] = field(default_factory=list)
-    tables: list[str] = field(default_factory=list)
-
-    # -- tables and levels ------------------------------------------------------------
-    def table_name(self, rv: ast.RangeVar) -> str:
-        name = f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname)
-        return self.resolve.get(name, name)
-
-    def from_item(self, node: object, level: _Level, quals: list[object]) -> None:
-        if isinstance(node, ast.RangeVar):
-            name = self.table_name(node)
-            level.tables.append(name)
-            self.tables.append(name)
-            level.aliases[str(node.relname)] = name
-            if node.alias is not None and node.alias.aliasname:
-                level.aliases[str(node.alias.aliasname)] = name
-        elif isinstance(node, ast.JoinExpr):
-            self.from_item(node.larg, level, quals)
-            self.from_item(node.rarg, level, quals)
-            if node.quals is not None:
-                quals.append(node.quals)
-        elif isinstance(node, ast.RangeSubselect) and node.subquery is not None:
-            self.statement(node.subquery, level)
-
-    def statement(self, node: object, parent: _Level | None) -> None:
-        if isinstance(node, ast.SelectStmt):
-            self.select(node, parent)
-        elif isinstance(node, ast.UpdateStmt | ast.DeleteStmt):
-            level = _Level({}, [], parent)
-            quals: list[object] = []
-            if node.relation is not None:
-                self.from_item(node.relation, level, quals)
-            extra = node.fromClause if isinstance(node, ast.UpdateStmt) else node.usingClause
-            for item in extra or ():
-                self.from_item(item, level, quals)
-            self.conditions([*quals, node.whereClause], level)
-        elif isinstance(node, ast.InsertStmt) and node.selectStmt is not None:
-            self.statement(node.selectStmt, parent)
-
-    def select(self, node: ast.SelectStmt, parent: _Level | None) -> None:
-        for cte in (node.withClause.ctes if node.withClause else ()) or ():
-            if isinstance(cte, ast.CommonTableExpr):
-                self.statement(cte.ctequery, parent)
-        if node.op != enums.SetOperation.SETOP_NONE:
-            self.statement(node.larg, parent)
-            self.statement(node.rarg, parent)
-            return
-        level = _Level({}, [], parent)
-        quals: list[object] = []
-        for item in node.fromClause or ():
-            self.from_item(item, level, quals)
-        self.conditions([*quals, node.whereClause], level)
-        if node.limitCount is not None and node.sortClause:
-            self.sort(node.sortClause, level)
-
-    # -- predicates -------------------------------------------------------------------
-    def conditions(self, roots: Sequence[object], level: _Level) -> None:
-        for root in roots:
-            for term in _conjuncts(root):
-                self.condition(term, level)
-                self.sublinks(term, level)
-
-    def sublinks(self, node: object, level: _Level) -> None:
-        """Subqueries anywhere in a condition are levels of their own (correlated or not)."""
-        if isinstance(node, ast.SubLink):
-            self.statement(node.subselect, level)
-            return
-        if isinstance(node, tuple | list):
-            for item in node:
-                self.sublinks(item, level)
-        elif isinstance(node, ast.Node):
-            for slot in getattr(type(node), "__slots__", ()):
-                self.sublinks(getattr(node, slot, None), level)
-
-    def condition(self, node: object, level: _Level) -> None:
-        if not isinstance(node, ast.A_Expr):
-            return
-        op = _op(node)
-        kind = node.kind
-        if kind == enums.A_Expr_Kind.AEXPR_IN or (
-                kind == enums.A_Expr_Kind.AEXPR_OP_ANY and op == "="):
-            role = "in"
-        elif kind == enums.A_Expr_Kind.AEXPR_BETWEEN:
-            role = "range"
-        elif kind == enums.A_Expr_Kind.AEXPR_OP and op == "=":
-            role = "equality"
-        elif kind == enums.A_Expr_Kind.AEXPR_OP and op in _RANGE_OPS:
-            role = "range"
-        else:
-            return
-        left = self.side(node.lexpr, level)
-        right = self.side(node.rexpr, level) if role in ("equality", "range") else None
-        if left is not None and right is not None and left.table != right.table:
-            if role == "equality":  # a join key on both sides
-                self.terms.append(_with_role(left, "join"))
-                self.terms.append(_with_role(right, "join"))
-            return
-        for mine, other in ((left, node.rexpr), (right, node.lexpr)):
-            if mine is not None and not self.refers(other, level, mine.table):
-                self.terms.append(_with_role(mine, role))
-                return
-        self.wrapped_columns(node.lexpr, level)
-        if role in ("equality", "range"):
-            self.wrapped_columns(node.rexpr, level)
-
-    def refers(self, node: object, level: _Level, table: str) -> bool:
-        """Whether `node` mentions a column of `table` (then the term is no index key)."""
-        found: list[str] = []
-        _column_refs(node, found, self, level)
-        return table in found
-
-    def side(self, node: object, level: _Level) -> Term | None:
-        """The column (or indexable function of one column) an operand is, if it is one."""
-        if isinstance(node, ast.ColumnRef):
-            ref = self.column(node, level)
-            if ref is None:
-                return None
-            table, column = ref
-            return Term(table, quote_ident(column), column, "")
-        if isinstance(node, ast.FuncCall) and node.args and len(node.args) == 1:
-            name = ".".join(str(n.sval) for n in node.funcname or () if isinstance(n, ast.String))
-            arg, cast = node.args[0], None
-            if isinstance(arg, ast.TypeCast) and isinstance(arg.arg, ast.ColumnRef):
-                cast = _type_name(arg.typeName)
-                arg = arg.arg if cast in INDEXABLE_CASTS else None
-            if name.lower() in INDEXABLE_FUNCTIONS and isinstance(arg, ast.ColumnRef) \
-                    and not node.agg_star and not node.agg_distinct and node.over is None:
-                ref = self.column(arg, level)
-                if ref is None:
-                    return None
-                table, column = ref
-                text = expression(name.lower(), [column]) if cast is None else (
-                    f"{name.lower()}(({quote_ident(column)})::{cast})")
-                return Term(table, text, column, "", expression=True)
+    def cte(self, name: str) -> tuple[ast.CommonTableExpr, bool] | None:
+        level: Level | None = self
+        while level is not None:
+            if name in level.ctes:
+                return level.ctes[name], name in level.materialized
+            level = level.parent
         return None
 
-    def wrapped_columns(self, node: object, level: _Level) -> None:
-        how = None
-        if isinstance(node, ast.TypeCast):
-            how, inner = "cast", node.arg
-        elif isinstance(node, ast.A_Expr) and node.kind == enums.A_Expr_Kind.AEXPR_OP:
-            how, inner = "arithmetic", node
-        elif isinstance(node, ast.FuncCall):
-            how, inner = "function", node
-        if how is None:
-            return
-        found: list[tuple[str, str]] = []
-        _columns(inner, found, self, level)
-        for table, column in dict.fromkeys(found):
-            self.wrapped.append(Wrapped(table, column, how))
 
-    def column(self, node: ast.ColumnRef, level: _Level) -> tuple[str, str] | None:
-        parts = [str(f.sval) for f in node.fields or () if isinstance(f, ast.String)]
-        if not parts or len(parts) != len(node.fields or ()):
-            return None  # `t.*`
-        if len(parts) >= 2:
-            table = level.lookup(parts[-2])
-            return None if table is None else (table, parts[-1])
-        column = parts[0]
-        lv: _Level | None = level
-        while lv is not None:
-            if len(lv.tables) == 1:
-                return lv.tables[0], column
-            owners = [t for t in lv.tables if column in self.columns_of.get(t, ())]
-            if len(owners) == 1:
-                return owners[0], column
-            lv = lv.parent
-        return None
-
-    def sort(self, clause: Sequence[object], level: _Level) -> None:
-        for item in clause:
-            if not isinstance(item, ast.SortBy):
-                return
-            term = self.side(item.node, level)
-            if term is None:
-                return
-            self.terms.append(Term(term.table, term.text, term.column, "sort",
-                                   item.sortby_dir == enums.SortByDir.SORTBY_DESC,
-                                   term.expression))
-
-
-def _type_name(t: ast.TypeName | None) -> str | None:
-    if t is None or t.arrayBounds:
-        return None
-    names = [str(n.sval) for n in t.names or () if isinstance(n, ast.String)]
-    return names[-1] if names else None
-
-
-def _with_role(t: Term, role: str) -> Term:
-    return Term(t.table, t.text, t.column, role, t.descending, t.expression)
-
-
-def _op(node: ast.A_Expr) -> str:
-    return "".join(str(n.sval) for n in node.name or () if isinstance(n, ast.String))
-
-
-def _conjuncts(node: object) -> list[object]:
-    if node is None:
-        return []
-    if isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.AND_EXPR:
-        return [t for a in node.args or () for t in _conjuncts(a)]
-    return [node]
-
-
-def _walk(node: object, visit: Callable[[ast.ColumnRef], None]) -> None:
+def _names(node: object, out: dict[str, int]) -> None:
+    """How often each unqualified relation name is referenced (for CTE inlining)."""
     if isinstance(node, tuple | list):
         for item in node:
-            _walk(item, visit)
-        return
-    if isinstance(node, ast.SubLink):
-        return
-    if isinstance(node, ast.ColumnRef):
-        visit(node)
-        return
-    if isinstance(node, ast.Node):
+            _names(item, out)
+    elif isinstance(node, ast.RangeVar):
+        if not node.schemaname:
+            out[str(node.relname)] = out.get(str(node.relname), 0) + 1
+    elif isinstance(node, ast.Node):
         for slot in getattr(type(node), "__slots__", ()):
-            _walk(getattr(node, slot, None), visit)
+            _names(getattr(node, slot, None), out)
 
 
-def _columns(node: object, out: list[tuple[str, str]], c: _Collector, level: _Level) -> None:
-    def visit(ref: ast.ColumnRef) -> None:
-        found = c.column(ref, level)
-        if found is not None:
-            out.append(found)
-
-    _walk(node, visit)
-
-
-def _column_refs(node: object, out: list[str], c: _Collector, level: _Level) -> None:
-    pairs: list[tuple[str, str]] = []
-    _columns(node, pairs, c, level)
-    out.extend(t for t, _ in pairs)
+def _has(node: object, kinds: tuple[type, ...], stop_at_sublink: bool = True) -> bool:
+    if isinstance(node, tuple | list):
+        return any(_has(i, kinds, stop_at_sublink) for i in node)
+    if isinstance(node, kinds):
+        return True
+    if stop_at_sublink and isinstance(node, ast.SubLink):
+        return False
+    if isinstance(node, ast.Node):
+        return any(_has(getattr(node, s, None), kinds, stop_at_sublink)
+                   for s in getattr(type(node), "__slots__", ()))
+    return False
 
 
-def access(query: str, resolve: Mapping[str, str] | None = None,
-           columns_of: Mapping[str, frozenset[str]] | None = None) -> Access:
-    """The access paths one normalized statement text asks for; unparsable text gives none."""
-    try:
-        stmts = parse_sql(query)
-    except (ParseError, ValueError):
-        return Access()
-    if len(stmts) != 1:
-        return Access()
-    c = _Collector(resolve or {}, columns_of or {})
-    c.statement(stmts[0].stmt, None)
-    return Access(tuple(dict.fromkeys(c.terms)), tuple(dict.fromkeys(c.wrapped)),
-                  tuple(dict.fromkeys(c.tables)), True)
+def _aggregate(node: object) -> bool:
+    """Whether an expression holds an aggregate or window call (approximated by FuncCall
+    with `*`, DISTINCT, OVER, or a well-known aggregate name)."""
+    if isinstance(node, tuple | list):
+        return any(_aggregate(i) for i in node)
+    if isinstance(node, ast.FuncCall):
+        name = str(node.funcname[-1].sval) if node.funcname else ""
+        if node.agg_star or node.agg_distinct or node.over is not None or name.lower() in {
+                "count", "sum", "avg", "min", "max", "array_agg", "string_agg", "bool_and",
+                "bool_or", "every", "jsonb_agg", "json_agg", "jsonb_object_agg"}:
+            return True
+    if isinstance(node, ast.SubLink):
+        return False
+    if isinstance(node, ast.Node):
+        return any(_aggregate(getattr(node, s, None)) for s in getattr(type(node), "__slots__", ()))
+    return False
+
+
+def output_name(t: ast.ResTarget) -> str | None:
+    """The name a select-list entry is known by outside (PostgreSQL's rule, roughly)."""
+    if t.name:
+        return str(t.name)
+    v = t.val
+    if isinstance(v, ast.ColumnRef) and v.fields and isinstance(v.fields[-1], ast.String):
+        return str(v.fields[-1].sval)
+    if isinstance(v, ast.FuncCall) and v.funcname:
+        return str(v.funcname[-1].sval)
+    if isinstance(v, ast.TypeCast) and isinstance(v.arg, ast.ColumnRef) and v.arg.fields \
+            and isinstance(v.arg.fields[-1], ast.String):
+        return str(v.arg.fields[-1].sval)
+    return None
+
+
+@dataclass
+class Reader:
+    """Walks a statement's levels; `on_level` reads each level's conditions (predicates)."""
+
+    resolve: Mapping[str, str]
+    columns_of: Mapping[str, frozenset[str]]
+    relations: Relations
+    tables: list[str] = field(default_factory=list)
+    terms: list[Term] = field(default_factory=list)
+    wrapped: list[Wrapped] = field(default_factory=list)
+    unhandled: list[Unhandled] = field(default_factory=list)
+    depth: int = 0
+
+    # -- to be provided by the predicate reader ------------------------------------------
+    def on_level(self, level: Level, quals: Sequence[object], node: ast.SelectStmt | None,
+                 joins: Sequence[tuple[Rel, Rel, str, str]]) -> None:
+        raise NotImplementedError
+
+    # -- relations -----------------------------------------------------------------------
+    def table_name(self, rv: ast.RangeVar) -> str:
+        name = f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname)
+        return self.resolve.get(name, self.relations.resolved.get(name, name))
+
+    def base(self, name: str) -> Rel:
+        rel = self.relations.get(name)
+        if rel is not None and rel.root is not None:
+            name = rel.root  # a partition: the index belongs on its partitioned root
+        self.tables.append(name)
+        return Rel(name, True)
+
+    def known_columns(self, rel: Rel) -> frozenset[str] | None:
+        if not rel.base:
+            return frozenset(rel.columns)
+        found = self.columns_of.get(rel.name)
+        if found is None:
+            r = self.relations.get(rel.name)
+            found = frozenset(r.columns) if r is not None and r.columns else None
+        return found
+
+    def range_var(self, node: ast.RangeVar, level: Level) -> Rel:
+        alias = str(node.alias.aliasname) if node.alias and node.alias.aliasname else None
+        cte = level.cte(str(node.relname)) if not node.schemaname else None
+        if cte is not None:
+            body, materialized = cte
+            if materialized:
+                rel = Rel(alias or str(node.relname), False,
+                          why_not=f"CTE {node.relname} is materialized: conditions on it "
+                                  "are applied to its result, not to a table")
+            else:
+                rel = self.derived(body.ctequery, alias or str(node.relname), level,
+                                   [str(c.sval) for c in body.aliascolnames or ()])
+        else:
+            name = self.table_name(node)
+            info = self.relations.get(name)
+            if info is not None and info.kind == "view" and info.definition \
+                    and self.depth < _MAX_DEPTH:
+                rel = self.view(info.definition, alias or str(node.relname))
+            else:
+                rel = self.base(name)
+        level.aliases[str(node.relname)] = rel
+        if alias:
+            level.aliases[alias] = rel
+        level.rels.append(rel)
+        return rel
+
+    def view(self, definition: str, alias: str) -> Rel:
+        try:
+            stmts = parse_sql(definition)
+        except (ParseError, ValueError):
+            stmts = ()
+        if len(stmts) != 1:
+            return Rel(alias, False, why_not=f"the definition of view {alias} does not parse")
+        return self.derived(stmts[0].stmt, alias, None, [])
+
+    def derived(self, query: object, alias: str, parent: Level | None,
+                colnames: Sequence[str]) -> Rel:
+        """A derived relation from a SELECT (a view, a FROM subquery, an inlined CTE)."""
+        if not isinstance(query, ast.SelectStmt):
+            return Rel(alias, False, why_not=f"{alias} is not a SELECT")
+        self.depth += 1
+        try:
+            branches = self.select(query, parent)
+        finally:
+            self.depth -= 1
+        rel = Rel(alias, False)
+        why = _not_pushable(query)
+        if why is not None:
+            rel.why_not = f"{alias}: {why}"
+        grouped: set[str] | None = None
+        for node, level in branches:
+            names: list[tuple[str | None, object]] = []
+            for t in node.targetList or ():
+                if not isinstance(t, ast.ResTarget):
+                    continue
+                if isinstance(t.val, ast.ColumnRef) and t.val.fields and isinstance(
+                        t.val.fields[-1], ast.A_Star):
+                    for r in level.rels:
+                        for col in sorted(self.known_columns(r) or ()):
+                            names.append((col, ref(level, r, col)))
+                    continue
+                names.append((output_name(t), t.val))
+            if colnames and len(colnames) <= len(names):
+                names = [(colnames[i] if i < len(colnames) else n, v)
+                         for i, (n, v) in enumerate(names)]
+            for name, value in names:
+                if name is not None:
+                    rel.columns.setdefault(name, []).append((value, level))
+            if node.groupClause or node.havingClause or _aggregate(node.targetList):
+                keys = {_last_field(g) for g in node.groupClause or ()} - {None}
+                grouped = (grouped or set()) | {
+                    n for n, v in names if n is not None and _last_field(v) in keys}
+        if grouped is not None:
+            rel.pushable = frozenset(grouped)
+        return rel
+
+    def from_item(self, node: object, level: Level, quals: list[object],
+                  joins: list[tuple[Rel, Rel, str, str]]) -> list[Rel]:
+        if isinstance(node, ast.RangeVar):
+            return [self.range_var(node, level)]
+        if isinstance(node, ast.JoinExpr):
+            left = self.from_item(node.larg, level, quals, joins)
+            right = self.from_item(node.rarg, level, quals, joins)
+            using = [str(s.sval) for s in node.usingClause or ()]
+            if node.isNatural:
+                lc = set().union(*(self.known_columns(r) or () for r in left))
+                rc = set().union(*(self.known_columns(r) or () for r in right))
+                using = sorted(lc & rc)
+            for col in using:
+                a = next((r for r in left if col in (self.known_columns(r) or ())), None)
+                b = next((r for r in right if col in (self.known_columns(r) or ())), None)
+                if a is None and len(left) == 1:
+                    a = left[0]
+                if b is None and len(right) == 1:
+                    b = right[0]
+                if a is not None and b is not None:
+                    joins.append((a, b, col, col))
+                    level.merged.setdefault(col, a)
+            if node.quals is not None:
+                quals.append(node.quals)
+            return left + right
+        if isinstance(node, ast.RangeSubselect) and node.subquery is not None:
+            alias = str(node.alias.aliasname) if node.alias and node.alias.aliasname else ""
+            colnames = [str(c.sval) for c in (node.alias.colnames or ())] if node.alias else []
+            rel = self.derived(node.subquery, alias, level if node.lateral else None, colnames)
+            if alias:
+                level.aliases[alias] = rel
+            level.rels.append(rel)
+            return [rel]
+        return []
+
+    def statement(self, node: object, parent: Level | None) -> list[tuple[ast.SelectStmt, Level]]:
+        if isinstance(node, ast.SelectStmt):
+            return self.select(node, parent)
+        if isinstance(node, ast.UpdateStmt | ast.DeleteStmt):
+            level = Level(parent=parent)
+            self.with_clause(node.withClause, node, level)
+            quals: list[object] = []
+            joins: list[tuple[Rel, Rel, str, str]] = []
+            if node.relation is not None:
+                self.from_item(node.relation, level, quals, joins)
+            extra = node.fromClause if isinstance(node, ast.UpdateStmt) else node.usingClause
+            for item in extra or ():
+                self.from_item(item, level, quals, joins)
+            self.on_level(level, [*quals, node.whereClause], None, joins)
+        elif isinstance(node, ast.InsertStmt) and node.selectStmt is not None:
+            level = Level(parent=parent)
+            self.with_clause(node.withClause, node, level)
+            return self.statement(node.selectStmt, level)
+        return []
+
+    def with_clause(self, clause: ast.WithClause | None, owner: object, level: Level) -> None:
+        """Register the CTEs a level sees; walk the bodies the planner keeps as they are."""
+        if clause is None:
+            return
+        counts: dict[str, int] = {}
+        _names(owner, counts)
+        for cte in clause.ctes or ():
+            if not isinstance(cte, ast.CommonTableExpr) or not cte.ctename:
+                continue
+            name = str(cte.ctename)
+            refs = counts.get(name, 0)
+            how = cte.ctematerialized
+            select = isinstance(cte.ctequery, ast.SelectStmt)
+            inlined = select and not clause.recursive and (
+                how == enums.CTEMaterialize.CTEMaterializeNever
+                or (how == enums.CTEMaterialize.CTEMaterializeDefault and refs <= 1))
+            level.ctes[name] = cte
+            if not inlined:
+                level.materialized.add(name)
+                if refs or not select:  # an unreferenced SELECT CTE is never run
+                    self.statement(cte.ctequery, level)
+
+    def select(self, node: ast.SelectStmt, parent: Level | None
+               ) -> list[tuple[ast.SelectStmt, Level]]:
+        """Read one SELECT (every branch of a set operation); its branches and levels."""
+        scope = Level(parent=parent)
+        self.with_clause(node.withClause, node, scope)
+        if node.op != enums.SetOperation.SETOP_NONE:
+            out = []
+            for side in (node.larg, node.rarg):
+                if side is not None:
+                    out += self.select(side, scope)
+            return out
+        level = Level(parent=scope)
+        quals: list[object] = []
+        joins: list[tuple[Rel, Rel, str, str]] = []
+        for item in node.fromClause or ():
+            self.from_item(item, level, quals, joins)
+        level.targets = [t for t in node.targetList or () if isinstance(t, ast.ResTarget)]
+        self.on_level(level, [*quals, node.whereClause], node, joins)
+        return [(node, level)]
+
+
+def ref(level: Level, rel: Rel, column: str) -> ast.ColumnRef:
+    """A column reference to `rel.column` as the level knows the relation (by an alias)."""
+    key = next((k for k, v in level.aliases.items() if v is rel), rel.name)
+    return ast.ColumnRef(fields=(ast.String(sval=key), ast.String(sval=column)))
+
+
+def _last_field(node: object) -> str | None:
+    if isinstance(node, ast.ColumnRef) and node.fields and isinstance(node.fields[-1], ast.String):
+        return str(node.fields[-1].sval)
+    return None
+
+
+def _not_pushable(q: ast.SelectStmt) -> str | None:
+    """Why conditions on this subquery's output stay above it (None: they are pushed down)."""
+    if q.limitCount is not None or q.limitOffset is not None:
+        return "it has a LIMIT or OFFSET"
+    if q.distinctClause:
+        return "it has DISTINCT"
+    if _has(q.targetList, (ast.WindowDef,), True) or any(
+            isinstance(t, ast.ResTarget) and isinstance(t.val, ast.FuncCall)
+            and t.val.over is not None for t in q.targetList or ()):
+        return "it has a window function"
+    if q.op != enums.SetOperation.SETOP_NONE:
+        for side in (q.larg, q.rarg):
+            why = _not_pushable(side) if side is not None else None
+            if why is not None:
+                return why
+    return None
