@@ -53,10 +53,12 @@ READ_WRITE = "/* pgarchitect */ SET TRANSACTION READ WRITE"
 INDEX_SIZE = "/* pgarchitect */ SELECT pg_relation_size(to_regclass(%s))"
 TABLE_SIZE = "/* pgarchitect */ SELECT pg_table_size(to_regclass(%s))"
 UNTRACK = "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'"
+PARTITION_INDEXES = ("/* pgarchitect */ SELECT c.relname FROM pg_partition_tree(to_regclass(%s))"
+                     " t JOIN pg_class c ON c.oid = t.relid")
 PREPARED = "pgarchitect_validate"
 SAVEPOINT = "pgarchitect_plan"
 register_own(HAS_HYPOPG, HYPO_CREATE, HYPO_SIZE, HYPO_DROP, HYPO_RESET, READ_WRITE,
-             INDEX_SIZE, TABLE_SIZE, UNTRACK)
+             INDEX_SIZE, TABLE_SIZE, UNTRACK, PARTITION_INDEXES)
 
 METHODS = ("hypopg", "sandbox", "transaction")
 _PARAM = re.compile(r"\$(\d+)")
@@ -313,7 +315,11 @@ class Validator:
                 conn.execute(mark(ddl).encode(), prepare=False)
                 if analyze:
                     conn.execute(mark(f"ANALYZE {_regclass(table)}").encode(), prepare=False)
-                costs = self._after(statements, before, [index_name], in_transaction=True)
+                # a partitioned table's index has one child index per partition
+                names = [str(r[0]) for r in conn.execute(
+                    PARTITION_INDEXES, (_regclass(table, index_name),), prepare=False)]
+                costs = self._after(statements, before, [index_name, *names],
+                                    in_transaction=True)
                 row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),),
                                    prepare=False).fetchone()
                 index_bytes = int(row[0]) if row and row[0] is not None else None

@@ -94,13 +94,14 @@ def _reasons(skipped: list[tuple[str | None, str, str | None]]) -> str:
 
 # -- views ------------------------------------------------------------------------------
 def test_a_view_column_reaches_its_base_table_and_nested_views_too() -> None:
+    # (the view's own constant predicate is no partial index: it is not the statement's)
     assert advise("SELECT * FROM open_orders WHERE buyer = $1")[0] == {
-        "public.orders (customer_id) WHERE shipped_at IS NULL"}
+        "public.orders (customer_id)"}
     assert advise("SELECT id FROM recent_open r WHERE r.buyer = $1")[0] == {
-        "public.orders (customer_id) WHERE shipped_at IS NULL"}
+        "public.orders (customer_id)"}
     # an expression column of a view is an expression index
     assert advise("SELECT * FROM open_orders WHERE note_l = $1")[0] == {
-        "public.orders (lower(note)) WHERE shipped_at IS NULL"}
+        "public.orders (lower(note))"}
 
 
 def test_a_view_whose_rows_are_computed_keeps_its_conditions_and_says_so() -> None:

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from pglast import parse_sql
 from pglast.parser import ParseError
 
-from analyzer.recommend.predicates.reader import INDEXABLE_CASTS, INDEXABLE_FUNCTIONS, Predicates
+from analyzer.recommend.predicates.operands import INDEXABLE_CASTS, INDEXABLE_FUNCTIONS
+from analyzer.recommend.predicates.reader import Predicates
 from analyzer.recommend.predicates.relations import Column, Relation, Relations, read_relations
 from analyzer.recommend.predicates.terms import Access, Term, Unhandled, Wrapped
 

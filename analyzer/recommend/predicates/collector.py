@@ -36,6 +36,7 @@ class Rel:
     why_not: str | None = None  # derived: why conditions on it do not reach base tables
     # derived: output columns only grouping lets conditions through (None: all of them)
     pushable: frozenset[str] | None = None
+    reads: list[str] = field(default_factory=list)  # a materialized CTE: its base tables
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Level:
     rels: list[Rel] = field(default_factory=list)
     parent: Level | None = None
     ctes: dict[str, ast.CommonTableExpr] = field(default_factory=dict)
-    materialized: set[str] = field(default_factory=set)
+    materialized: dict[str, list[str]] = field(default_factory=dict)  # CTE -> tables read
     merged: dict[str, Rel] = field(default_factory=dict)  # USING / NATURAL columns
     targets: list[ast.ResTarget] = field(default_factory=list)
 
@@ -58,11 +59,11 @@ class Level:
             level = level.parent
         return None
 
-    def cte(self, name: str) -> tuple[ast.CommonTableExpr, bool] | None:
+    def cte(self, name: str) -> tuple[ast.CommonTableExpr, list[str] | None] | None:
         level: Level | None = self
         while level is not None:
             if name in level.ctes:
-                return level.ctes[name], name in level.materialized
+                return level.ctes[name], level.materialized.get(name)
             level = level.parent
         return None
 
@@ -138,6 +139,7 @@ class Reader:
     wrapped: list[Wrapped] = field(default_factory=list)
     unhandled: list[Unhandled] = field(default_factory=list)
     depth: int = 0
+    in_view: int = 0  # reading a view's definition: its constants are not the statement's
 
     # -- to be provided by the predicate reader ------------------------------------------
     def on_level(self, level: Level, quals: Sequence[object], node: ast.SelectStmt | None,
@@ -170,10 +172,11 @@ class Reader:
         cte = level.cte(str(node.relname)) if not node.schemaname else None
         if cte is not None:
             body, materialized = cte
-            if materialized:
+            if materialized is not None:
                 rel = Rel(alias or str(node.relname), False,
                           why_not=f"CTE {node.relname} is materialized: conditions on it "
-                                  "are applied to its result, not to a table")
+                                  "are applied to its result, not to a table",
+                          reads=materialized)
             else:
                 rel = self.derived(body.ctequery, alias or str(node.relname), level,
                                    [str(c.sval) for c in body.aliascolnames or ()])
@@ -198,7 +201,11 @@ class Reader:
             stmts = ()
         if len(stmts) != 1:
             return Rel(alias, False, why_not=f"the definition of view {alias} does not parse")
-        return self.derived(stmts[0].stmt, alias, None, [])
+        self.in_view += 1
+        try:
+            return self.derived(stmts[0].stmt, alias, None, [])
+        finally:
+            self.in_view -= 1
 
     def derived(self, query: object, alias: str, parent: Level | None,
                 colnames: Sequence[str]) -> Rel:
@@ -314,9 +321,10 @@ class Reader:
                 or (how == enums.CTEMaterialize.CTEMaterializeDefault and refs <= 1))
             level.ctes[name] = cte
             if not inlined:
-                level.materialized.add(name)
+                before = len(self.tables)
                 if refs or not select:  # an unreferenced SELECT CTE is never run
                     self.statement(cte.ctequery, level)
+                level.materialized[name] = list(dict.fromkeys(self.tables[before:]))
 
     def select(self, node: ast.SelectStmt, parent: Level | None
                ) -> list[tuple[ast.SelectStmt, Level]]:

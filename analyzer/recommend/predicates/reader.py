@@ -16,23 +16,18 @@ from dataclasses import dataclass
 
 from pglast import ast, enums
 
-from analyzer.recommend.ddl import expression, quote_ident
-from analyzer.recommend.predicates.collector import Level, Reader, Rel, ref
+from analyzer.recommend.predicates.collector import Level, Rel, ref
+from analyzer.recommend.predicates.operands import Operands
 from analyzer.recommend.predicates.patterns import like_shape, regex_literal
-from analyzer.recommend.predicates.terms import Term, Unhandled, Wrapped
+from analyzer.recommend.predicates.terms import Term, Unhandled
 
 _RANGE_OPS = {"<", ">", "<=", ">="}
 _GIN_OPS = {"@>", "<@", "?", "?|", "?&", "&&", "@?", "@@"}
-# Functions whose result an expression index can hold (immutable for their usual arguments).
-INDEXABLE_FUNCTIONS = {"lower", "upper", "btrim", "trim", "md5", "abs"}
-# Casts an ORM puts inside such a function (`upper(email::text)` on a varchar column), printed
-# the way PostgreSQL prints them in an index definition.
-INDEXABLE_CASTS = {"text"}
 AEXPR = enums.A_Expr_Kind
 
 
 @dataclass
-class Predicates(Reader):
+class Predicates(Operands):
     """The predicate side of the statement walk (see collector.Reader)."""
 
     def on_level(self, level: Level, quals: Sequence[object], node: ast.SelectStmt | None,
@@ -146,7 +141,7 @@ class Predicates(Reader):
             keys = [t for t in mine if not self.refers(other, level, t.table)]
             if keys:
                 self.terms += [_with_role(t, role) for t in keys]
-                if role == "equality":
+                if role == "equality" and not self.in_view:
                     literal = _literal(other)
                     if literal is not None:
                         self.terms += [Term(t.table, f"{t.text} = {literal}", t.column,
@@ -157,8 +152,14 @@ class Predicates(Reader):
             self.wrapped_columns(node.rexpr, level)
 
     def partial(self, node: object, level: Level, how: str) -> None:
-        """A constant predicate (IS NULL, a boolean column): a partial index's WHERE."""
+        """A constant predicate (IS NULL, a boolean column): a partial index's WHERE.
+
+        Only the statement's own: a view's constant predicates hold for every statement on
+        the view, and a partial index the planner must prove from a view's body is one it
+        does not always take (seen with hypopg), so those give plain indexes."""
         for t in self.side(node, level):
+            if self.in_view:
+                return
             if t.expression:
                 continue
             text = f"NOT {t.text}" if how == "NOT" else f"{t.text} {how}".strip()
@@ -244,127 +245,6 @@ class Predicates(Reader):
             self.terms.append(Term(t.table, t.text, t.column, "gin", expression=t.expression,
                                    method="gin"))
 
-    # -- operands -------------------------------------------------------------------------
-    def refers(self, node: object, level: Level, table: str) -> bool:
-        """Whether `node` mentions a column of `table` (then the term is no index key)."""
-        return table in self.tables_in(node, level)
-
-    def tables_in(self, node: object, level: Level) -> list[str]:
-        """The base tables whose columns `node` mentions (through derived relations)."""
-        out: list[str] = []
-
-        def visit(n: object, lv: Level, depth: int) -> None:
-            if depth > 16:
-                return
-            if isinstance(n, tuple | list):
-                for item in n:
-                    visit(item, lv, depth)
-            elif isinstance(n, ast.ColumnRef):
-                found = self.locate(n, lv)
-                if found is None:
-                    return
-                rel, col = found
-                if rel.base:
-                    out.append(rel.name)
-                else:
-                    for expr, inner in rel.columns.get(col, ()):
-                        visit(expr, inner, depth + 1)
-            elif isinstance(n, ast.Node) and not isinstance(n, ast.SubLink):
-                for slot in getattr(type(n), "__slots__", ()):
-                    visit(getattr(n, slot, None), lv, depth)
-
-        visit(node, level, 0)
-        return list(dict.fromkeys(out))
-
-    def locate(self, node: ast.ColumnRef, level: Level) -> tuple[Rel, str] | None:
-        """The relation (as the level sees it) and column a column reference names."""
-        parts = [str(f.sval) for f in node.fields or () if isinstance(f, ast.String)]
-        if not parts or len(parts) != len(node.fields or ()):
-            return None  # `t.*`
-        if len(parts) >= 2:
-            rel = level.lookup(parts[-2])
-            return None if rel is None else (rel, parts[-1])
-        column = parts[0]
-        lv: Level | None = level
-        while lv is not None:
-            if column in lv.merged:
-                return lv.merged[column], column
-            owners = [r for r in lv.rels if column in (self.known_columns(r) or ())]
-            if len(owners) == 1:
-                return owners[0], column
-            if len(lv.rels) == 1 and (self.known_columns(lv.rels[0]) is None or (
-                    not lv.rels[0].base and not lv.rels[0].columns)):
-                return lv.rels[0], column  # a table of unknown columns, a materialized CTE
-            lv = lv.parent
-        return None
-
-    def side(self, node: object, level: Level, depth: int = 0) -> list[Term]:
-        """The base-table columns (or indexable functions of one) an operand is."""
-        if depth > 16:
-            return []
-        if isinstance(node, ast.ColumnRef):
-            found = self.locate(node, level)
-            if found is None:
-                return []
-            rel, column = found
-            if rel.base:
-                return [Term(rel.name, quote_ident(column), column, "")]
-            why = rel.why_not or (f"{rel.name}.{column} is computed by grouping"
-                                  if rel.pushable is not None and column not in rel.pushable
-                                  else None)
-            branches = rel.columns.get(column, [])
-            out = [t for expr, inner in branches for t in self.side(expr, inner, depth + 1)]
-            if why is not None or not out:
-                detail = why or f"{rel.name}.{column} is an expression, not a table column"
-                where: list[str | None] = list(self.tables_in(node, level)) or [None]
-                for table in where:
-                    self.unhandled.append(Unhandled(table, "derived", detail))
-                return []
-            return out
-        if isinstance(node, ast.FuncCall) and node.args and len(node.args) == 1:
-            name = ".".join(str(n.sval) for n in node.funcname or () if isinstance(n, ast.String))
-            arg, cast = node.args[0], None
-            if isinstance(arg, ast.TypeCast) and isinstance(arg.arg, ast.ColumnRef):
-                cast = _type_name(arg.typeName)
-                arg = arg.arg if cast in INDEXABLE_CASTS else None
-            if name.lower() in INDEXABLE_FUNCTIONS and isinstance(arg, ast.ColumnRef) \
-                    and not node.agg_star and not node.agg_distinct and node.over is None:
-                out = []
-                for t in self.side(arg, level, depth + 1):
-                    if t.expression:
-                        continue
-                    text = expression(name.lower(), [t.column]) if cast is None else (
-                        f"{name.lower()}(({quote_ident(t.column)})::{cast})")
-                    out.append(Term(t.table, text, t.column, "", expression=True))
-                return out
-        return []
-
-    def wrapped_columns(self, node: object, level: Level) -> None:
-        how = None
-        if isinstance(node, ast.TypeCast):
-            how = "cast"
-        elif isinstance(node, ast.A_Expr) and node.kind == AEXPR.AEXPR_OP:
-            how = "arithmetic"
-        elif isinstance(node, ast.FuncCall):
-            how = "function"
-        if how is None:
-            return
-        found: list[tuple[str, str]] = []
-
-        def visit(n: object) -> None:
-            if isinstance(n, tuple | list):
-                for item in n:
-                    visit(item)
-            elif isinstance(n, ast.ColumnRef):
-                found.extend((t.table, t.column) for t in self.side(n, level))
-            elif isinstance(n, ast.Node) and not isinstance(n, ast.SubLink):
-                for slot in getattr(type(n), "__slots__", ()):
-                    visit(getattr(n, slot, None))
-
-        visit(node)
-        for table, column in dict.fromkeys(found):
-            self.wrapped.append(Wrapped(table, column, how))
-
     def sort(self, clause: Sequence[object], level: Level) -> None:
         """ORDER BY ... LIMIT: by expression, by select-list alias, or by ordinal."""
         terms: list[Term] = []
@@ -400,13 +280,6 @@ class Predicates(Reader):
                 if t.name and str(t.name) == name:
                     return t.val
         return node
-
-
-def _type_name(t: ast.TypeName | None) -> str | None:
-    if t is None or t.arrayBounds:
-        return None
-    names = [str(n.sval) for n in t.names or () if isinstance(n, ast.String)]
-    return names[-1] if names else None
 
 
 def _with_role(t: Term, role: str) -> Term:
