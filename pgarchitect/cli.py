@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--git", metavar="REPO",
                    help="commit the files on a new branch of this git repository (no push)")
 
+    p = sub.add_parser("advise", help="the index each statement needs, checked on a target")
+    _common(p)
+    p.add_argument("statements", nargs="*", metavar="STATEMENT", help="SQL statements")
+    p.add_argument("--file", metavar="F", help="an SQL file of statements (- for stdin)")
+    p.add_argument("--log", metavar="F", help="a server log: jsonlog, csvlog or stderr")
+    p.add_argument("--dsn", dest="target", metavar="DSN", required=True, help="target DSN")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--fail-on-advice", action="store_true", help="exit 1 when an index is advised")
+    p.add_argument("--validation", metavar="MODE", choices=VALIDATION_MODES,
+                   help="auto (hypopg where installed) | hypopg | sandbox | transaction | off")
+
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)
     p.add_argument("--seconds", type=float, default=8.0,
@@ -207,6 +218,13 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_advise(args: argparse.Namespace, settings: Settings) -> int:
+    """Advise the indexes statements need."""
+    from analyzer.advise import cmd_advise as run
+
+    return run(args, settings)
+
+
 def cmd_analyzer(args: argparse.Namespace, settings: Settings) -> int:
     """Run the analyzer service."""
     from analyzer.service import run
@@ -223,6 +241,7 @@ def _handlers() -> dict[str, Handler]:
         "audit": cmd_audit,
         "recommendations": cmd_recommendations,
         "propose": cmd_propose,
+        "advise": cmd_advise,
         "demo": cmd_demo,
     }
     return handlers
@@ -232,6 +251,7 @@ def _handlers() -> dict[str, Handler]:
 # see docs/architecture.md, "Extras".
 _EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
            "audit": "analyzer", "recommendations": "analyzer", "propose": "analyzer",
+           "advise": "analyzer",
            "demo": "demo"}
 _OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 
