@@ -76,9 +76,6 @@ SHAPES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("public.orders", ("customer_id",), ""),
     "SELECT * FROM orders WHERE note LIKE 'ref-00042%'":
         ("public.orders", ("note",), "(note text_pattern_ops)"),
-    "SELECT * FROM orders WHERE status = 'open' AND created_at > '2026-03-01' "
-    "AND created_at < '2026-03-02'":
-        ("public.orders", ("created_at",), "WHERE status = 'open'"),
     "SELECT * FROM orders WHERE customer_id = 42 AND shipped_at IS NULL":
         ("public.orders", ("customer_id",), "WHERE shipped_at IS NULL"),
 }

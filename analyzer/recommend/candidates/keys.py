@@ -4,8 +4,9 @@ Column order: equality and join-key columns first (those most used across the ta
 statements lead, then the most selective), then IN columns, then one range column (a LIKE
 prefix is one) -- or, without a range, the ORDER BY columns when a LIMIT makes an ordered
 scan pay. A GIN term (jsonb `@>`/`?`, arrays, tsvector, trigram) is an index of its own. A
-constant predicate of the statement (`x IS NULL`, a boolean column, `status = 'open'` on a
-column of few values) becomes the partial index's WHERE when other columns make the key.
+constant predicate of the statement (`x IS NULL`, `x IS NOT NULL`, a boolean column) becomes
+the partial index's WHERE when other columns make the key. A literal (`user_id = 1`) is not
+one: it is the value a parameter had, and normalised texts have `$1` there anyway.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pglast.parser import ParseError
 from analyzer.recommend.model import IndexColumn, StatementEvidence
 from analyzer.recommend.predicates import Access, Term
 
-# Equality columns whose distinct values multiply to fewer than this select too much of the
-# table for an index to beat a sequential scan (a status, a kind, a boolean).
-MIN_DISTINCT = 100
+# Equality columns whose distinct values multiply to fewer than this select a tenth of the
+# table or more per value: a sequential scan reads that faster (a status, a kind, a boolean).
+# Between this and a selective key, validation decides: the planner knows the frequencies.
+MIN_DISTINCT = 10
 MAX_COLUMNS = 4
 
 ColumnStats = Mapping[str, Mapping[str, float]]  # schema.table -> column -> distinct values
@@ -62,11 +64,6 @@ def _unique(terms: Sequence[Term]) -> tuple[Term, ...]:
     return tuple(seen.values())
 
 
-def _few_values(stats: ColumnStats, table: str, column: str) -> bool:
-    n = stats.get(table, {}).get(column)
-    return n is not None and n < MIN_DISTINCT
-
-
 def wishes(statement: StatementEvidence, acc: Access, stats: ColumnStats
            ) -> tuple[list[Wish], list[tuple[str, str]]]:
     """Per table: one wish from its filters (and sort), one from its join keys, one per GIN
@@ -83,21 +80,12 @@ def wishes(statement: StatementEvidence, acc: Access, stats: ColumnStats
     out: list[Wish] = []
     lonely: list[tuple[str, str]] = []
     for table, terms in by_table.items():
-        partial = [t for t in terms if t.role == "partial"]
-        constant = {t.column for t in partial if " = " in t.text}
-        where = [t for t in partial if " = " not in t.text]
+        where = [t for t in terms if t.role == "partial"]
         eq = _unique([t for t in terms if t.role == "equality"])
-        # an equality on a column of few values, against a constant, goes into the WHERE
-        few = {t.column for t in eq if t.column in constant and not t.expression
-               and _few_values(stats, table, t.column)}
         eq_texts = {t.text for t in eq}
         ins = _unique([t for t in terms if t.role == "in" and t.text not in eq_texts])
         ranges = _unique([t for t in terms if t.role == "range" and t.text not in eq_texts])
         sorts = tuple(t for t in terms if t.role == "sort") if sort_tables == {table} else ()
-        keep = tuple(t for t in eq if t.column not in few)
-        if few and (keep or ins or ranges or sorts):
-            where += [t for t in partial if " = " in t.text and t.column in few]
-            eq = keep
         predicate = " AND ".join(sorted({t.text for t in where})) or None
         if eq or ins or ranges or sorts:
             out.append(Wish(statement, table, eq, ins, ranges, sorts, where=predicate))

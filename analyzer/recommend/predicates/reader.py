@@ -141,11 +141,6 @@ class Predicates(Operands):
             keys = [t for t in mine if not self.refers(other, level, t.table)]
             if keys:
                 self.terms += [_with_role(t, role) for t in keys]
-                if role == "equality" and not self.in_view:
-                    literal = _literal(other)
-                    if literal is not None:
-                        self.terms += [Term(t.table, f"{t.text} = {literal}", t.column,
-                                            "partial") for t in keys if not t.expression]
                 return
         self.wrapped_columns(node.lexpr, level)
         if role in ("equality", "range"):
@@ -309,20 +304,6 @@ def _const(node: object) -> str | None:
         node = node.arg
     if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
         return str(node.val.sval)
-    return None
-
-
-def _literal(node: object) -> str | None:
-    """A constant as SQL text (for a partial index's WHERE), built from its value."""
-    if not isinstance(node, ast.A_Const) or node.isnull:
-        return None
-    v = node.val
-    if isinstance(v, ast.String):
-        return "'" + str(v.sval).replace("'", "''") + "'"
-    if isinstance(v, ast.Integer):
-        return str(int(v.ival or 0))
-    if isinstance(v, ast.Boolean):
-        return "true" if v.boolval else "false"
     return None
 
 
