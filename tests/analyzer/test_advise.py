@@ -5,6 +5,7 @@ log formats (jsonlog, stderr, csvlog) on crafted lines as PostgreSQL writes them
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,6 +173,16 @@ def test_a_file(logged: tuple[PgServer, str], capsys: pytest.CaptureFixture[str]
     assert select["index"]["columns"] == ["customer_id"]
     assert update["statement"].startswith("UPDATE orders")
     assert update["index"]["columns"] == ["customer_id"]
+
+
+def test_sql_on_stdin(logged: tuple[PgServer, str], capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    server, dsn = logged
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{NEEDS};\n{COVERED};\n"))
+    code, report = _json(capsys, ["advise", "--dsn", dsn, "--json", *_validation(server)])
+    assert code == 0
+    assert [s["statement"] for s in report["statements"]] == [NEEDS, COVERED]  # type: ignore[attr-defined]
+    assert report["statements"][0]["index"]["columns"] == ["customer_id"]  # type: ignore[index]
 
 
 def test_the_servers_own_jsonlog_with_bind_parameters(
