@@ -15,8 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from pglast import ast, parse_sql
-from pglast.parser import ParseError
+from pglast import ast
 from pglast.stream import RawStream
 
 from analyzer.recommend.candidates.keys import (
@@ -27,6 +26,7 @@ from analyzer.recommend.candidates.keys import (
     is_prefix,
     key,
     normalize,
+    parse_index,
     selective,
     sort_direction,
     wishes,
@@ -93,16 +93,13 @@ def covering_index(columns: Sequence[IndexColumn], indexes: Sequence[IndexInfo],
 
 def dropped_columns(definition: str) -> tuple[IndexColumn, ...] | None:
     """The key columns of a catalog definition, as printed; None when it does not parse."""
-    try:
-        stmts = parse_sql(definition)
-    except (ParseError, ValueError):
-        return None
-    if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.IndexStmt):
-        return None
+    stmt = parse_index(definition)
     shape = index_shape(definition)
-    classes = shape[1] if shape else ()
+    if stmt is None or shape is None:
+        return None
+    classes = shape[1]
     cols = []
-    for n, elem in enumerate(stmts[0].stmt.indexParams or ()):
+    for n, elem in enumerate(stmt.indexParams or ()):
         if not isinstance(elem, ast.IndexElem):
             return None
         opclass = classes[n] if n < len(classes) else None

@@ -163,15 +163,22 @@ def is_prefix(short: Sequence[IndexColumn], long: Sequence[IndexColumn]) -> bool
     return a in (b, flipped)
 
 
-def index_shape(definition: str) -> tuple[str, tuple[str | None, ...]] | None:
-    """(method, opclass per key column) of a catalog definition; None if it does not parse."""
+def parse_index(definition: str) -> ast.IndexStmt | None:
+    """A catalog definition as one CREATE INDEX; None when it is not one."""
     try:
         stmts = parse_sql(definition)
     except (ParseError, ValueError):
         return None
     if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.IndexStmt):
         return None
-    stmt = stmts[0].stmt
+    return stmts[0].stmt
+
+
+def index_shape(definition: str) -> tuple[str, tuple[str | None, ...]] | None:
+    """(method, opclass per key column) of a catalog definition; None if it does not parse."""
+    stmt = parse_index(definition)
+    if stmt is None:
+        return None
     classes = []
     for elem in stmt.indexParams or ():
         names = [str(n.sval) for n in (elem.opclass or ()) if isinstance(n, ast.String)] \
