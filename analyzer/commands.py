@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import psycopg
@@ -96,6 +97,25 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(render(result))
+    if getattr(args, "html", None):
+        from analyzer.page import write_audit_page
+
+        path = write_audit_page(store_dsn, result.audit_id, Path(args.html),
+                                settings.analyzer.connect_timeout)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the page of a stored audit (docs/report.md, "The page")."""
+    from analyzer.page import write_audit_page
+
+    text = str(args.audit_id)
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise UserError(f"audit id must be a number, not {text!r}")
+    path = write_audit_page(settings.require_store(), int(text), Path(args.html),
+                            settings.analyzer.connect_timeout)
+    print(f"wrote {path}")
     return 0
 
 

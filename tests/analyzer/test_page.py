@@ -1,0 +1,199 @@
+"""The audit as a page (analyzer/page/): one real audit of the planted regression (an index
+dropped between two snapshots, a statement with hostile text among those it slows down),
+written by `pgarchitect report --html`, loaded in headless Chromium and read from the DOM."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from analyzer.analysis.windows import WindowRequest
+from analyzer.page import svg
+from analyzer.pipeline import run_audit
+from analyzer.snapshots import repository
+from analyzer.snapshots.source import StatementSource, connect_target
+from analyzer.snapshots.take import take_snapshot
+from pgarchitect.cli import main
+from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
+from pgarchitect.demo.embedded import PgServer
+from pgarchitect.dsn import Dsn
+from pgarchitect.migrate import migrate
+from tests.analyzer import planted
+from tests.analyzer.browser import Node, rendered_dom, screenshot
+from tests.conftest import drop_database, new_database
+
+HOSTILE = "</script><img src=x onerror=alert(1)>"
+HOSTILE_SQL = f"SELECT /* {HOSTILE} */ amount FROM orders WHERE customer_id = %s"
+SETTINGS = AnalyzerSettings(validation=ValidationSettings(mode="transaction"))
+ORDERS = tuple(planted.ORDERS_STATEMENTS)
+
+
+@dataclass(frozen=True)
+class Audited:
+    store: str
+    audit_id: int
+    report: dict[str, Any]
+    snapshots: tuple[tuple[int, datetime], ...]  # the audit's windows, oldest first
+
+
+def _snapshot(app: str, store: str) -> int:
+    with connect_target(Dsn(app), "target", SETTINGS) as tconn, \
+            repository.connect_store(Dsn(store)) as sconn:
+        return take_snapshot(StatementSource(tconn), sconn, "app", SETTINGS.retention).snapshot.id
+
+
+def _traffic(app: str, seed: int) -> None:
+    planted.run(app, planted.Phase(rounds=12, statements=ORDERS, seed=seed))
+    rng = random.Random(seed)
+    with psycopg.connect(app, autocommit=True) as conn:
+        for _ in range(24):
+            conn.execute(HOSTILE_SQL.encode(), (rng.randint(1, planted.CUSTOMERS),)).fetchall()
+
+
+@pytest.fixture(scope="module")
+def audited(pg18: PgServer) -> Iterator[Audited]:
+    """Snapshots s0..s3 with traffic between them, the index dropped between s2 and s3, then
+    the audit (its own snapshot s4): baseline s0..s2, current s2..s4."""
+    store = new_database(pg18, "store")
+    app = new_database(pg18, "app", extensions=("pg_stat_statements",))
+    try:
+        migrate(Dsn(store))
+        planted.create(app)
+        ids = [_snapshot(app, store)]
+        for seed in (1, 2):
+            _traffic(app, seed)
+            ids.append(_snapshot(app, store))
+        with psycopg.connect(app, autocommit=True) as conn:
+            conn.execute("DROP INDEX orders_customer_id_idx")
+        _traffic(app, 3)
+        ids.append(_snapshot(app, store))
+        _traffic(app, 4)
+        result = run_audit(SETTINGS, Target("app", Dsn(app)), Dsn(store),
+                           WindowRequest(ids[0], ids[2], ids[2], None))
+        with psycopg.connect(store) as conn:
+            snaps = conn.execute(
+                "SELECT id, taken_at FROM pgarchitect.snapshot WHERE target = 'app'"
+                " AND id BETWEEN %s AND %s ORDER BY taken_at", (ids[0], result.snapshot_id)
+            ).fetchall()
+        yield Audited(store, result.audit_id, result.to_json(), tuple(snaps))
+    finally:
+        drop_database(pg18, app)
+        drop_database(pg18, store)
+
+
+@pytest.fixture(scope="module")
+def page(audited: Audited, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The page as `pgarchitect report AUDIT_ID --html FILE` writes it."""
+    out = tmp_path_factory.mktemp("page") / "audit.html"
+    assert main(["report", str(audited.audit_id), "--store", audited.store,
+                 "--html", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def dom(page: Path, tmp_path_factory: pytest.TempPathFactory) -> Node:
+    return rendered_dom(page, tmp_path_factory.mktemp("chromium"))
+
+
+def _translate(node: Node) -> tuple[float, float]:
+    m = re.fullmatch(r"translate\(([-\d.]+),([-\d.]+)\)", node.attrs["transform"])
+    assert m, node.attrs
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_the_audit_found_the_planted_cluster(audited: Audited) -> None:
+    (cluster,) = audited.report["clusters"]
+    assert cluster["cause"]["kind"] == "index_dropped"
+    assert any(HOSTILE in r["query"] for r in audited.report["regressions"])
+    assert len(audited.snapshots) == 5
+
+
+def test_each_cluster_chart_has_one_point_per_snapshot_and_the_cause_at_its_time(
+        audited: Audited, dom: Node) -> None:
+    times = [t for _, t in audited.snapshots]
+    for cluster in audited.report["clusters"]:
+        article = dom.find("article", "cluster", data_cluster=str(cluster["cluster_id"]))
+        chart = article.find("svg", "chart")
+        assert chart.find("title").text() and chart.find("desc").text()
+        series = chart.find_all("g", "series")
+        assert {s.attrs["data-series"] for s in series} == set(cluster["queryids"]) & {
+            r["queryid"] for r in audited.report["regressions"]}
+        for s in series:
+            points = s.find_all("g", "point")
+            # one per snapshot after the first: the calls since the snapshot before
+            assert [int(p.attrs["data-snapshot"]) for p in points] == [
+                i for i, _ in audited.snapshots[1:]]
+            assert [datetime.fromisoformat(p.attrs["data-time"]) for p in points] == times[1:]
+            xs = [_translate(p)[0] for p in points]
+            assert xs == sorted(xs) and len(set(xs)) == len(xs)
+        (marker,) = chart.find_all("g", "cause-marker")
+        at = datetime.fromisoformat(cluster["cause"]["at"])
+        assert datetime.fromisoformat(marker.attrs["data-time"]) == at
+        # The index was dropped between the third and the fourth snapshot: the fourth's
+        # catalog saw it gone, and the marker sits on the fourth snapshot's points.
+        assert at == times[3]
+        line = marker.find("line")
+        assert line.attrs["x1"] == line.attrs["x2"]
+        on_time = [p for s in series for p in s.find_all("g", "point")
+                   if datetime.fromisoformat(p.attrs["data-time"]) == at]
+        assert on_time and all(abs(_translate(p)[0] - float(line.attrs["x1"])) < 0.11
+                               for p in on_time)
+        assert "index dropped" in marker.text()
+
+
+def test_hostile_statement_text_is_shown_escaped(dom: Node) -> None:
+    assert dom.find_all("img") == [] and dom.find_all("script") == []
+    shown = [n for n in dom.find_all("code", "statement") if HOSTILE in n.text()]
+    assert len(shown) >= 2  # the cluster's legend and the workload table
+    for node in dom.iter():
+        assert not any(k.startswith("on") for k in node.attrs), node
+
+
+def test_page_is_self_contained_and_every_chart_described(dom: Node, page: Path,
+                                                          tmp_path: Path) -> None:
+    for node in dom.iter():
+        for attr in ("src", "href"):
+            assert node.attrs.get(attr, "#").startswith("#"), node
+    charts = dom.find_all("svg", "chart")
+    assert {c.attrs["id"] for c in charts} >= {"cluster-0-chart", "workload-chart"}
+    assert any(c.attrs["id"].startswith("rec-") for c in charts)
+    for c in charts:
+        assert c.find("title").text().strip() and c.find("desc").text().strip()
+    sections = {n.attrs["id"] for n in dom.find_all("section")}
+    assert sections == {"summary", "clusters", "recommendations", "verifications", "workload",
+                        "not-proposed"}
+    summary = dom.find("section", id="summary").text()
+    assert "statements analysed" in summary and "clusters" in summary
+    workload = dom.find("section", id="workload")
+    assert re.search(r"\(\d+\.\d%\)", workload.text())
+    assert workload.find_all("g", "bar-row")
+    shot = screenshot(page, tmp_path / "profile", tmp_path / "audit.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_refuses_bad_ids_in_one_line(audited: Audited, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    for bad, why in (("x1", "must be a number"), ("999999", "no audit 999999")):
+        code = main(["report", bad, "--store", audited.store, "--html",
+                     str(tmp_path / "a.html")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and why in err[0], err
+    assert not (tmp_path / "a.html").exists()
+
+
+def test_chart_text_is_escaped_and_valid_xml() -> None:
+    import xml.etree.ElementTree as ET
+
+    chart = svg.bar_chart("c", f"t {HOSTILE}", f"d \x00{HOSTILE}",
+                          [svg.BarRow(HOSTILE, [svg.Bar(1.0, HOSTILE, hatched=True)])])
+    assert HOSTILE not in chart
+    root = ET.fromstring(chart)
+    assert root.find("{http://www.w3.org/2000/svg}desc").text == f"d {HOSTILE}"
