@@ -174,7 +174,7 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
         stored = lifecycle.get(store, rec_id)
     git = Path(args.git) if getattr(args, "git", None) else None
     result = propose(stored, Path(args.out), settings.analyzer, git)
-    for path in (result.migration, result.description):
+    for path in (result.migration, result.description, result.chart):
         if path is not None:
             print(f"wrote {path}")
     if result.commit:
