@@ -89,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("audit_id", metavar="AUDIT_ID", help="audit id")
     p.add_argument("--store", metavar="DSN", help="store database DSN")
-    p.add_argument("--html", metavar="FILE", required=True, help="the file to write")
+    p.add_argument("--html", metavar="FILE", help="write the page to this file")
+    p.add_argument("--link", action="store_true",
+                   help="print a short-lived signed link to the page on the admin API")
+    p.add_argument("--expires", metavar="DURATION", default="15m",
+                   help="how long the --link is valid (default 15m, at most 24h)")
 
     p = sub.add_parser("recommendations", help="list recommendations, or set-status ID STATUS")
     _common(p)

@@ -1,14 +1,17 @@
 """`GET /admin/database/audits/{id}` with `Accept: text/html`: the audit's page
-(analyzer/page/), behind the same bearer token as every /admin/ route."""
+(analyzer/page/), behind the same bearer token as every /admin/ route, or a short-lived
+signed link to that one page (analyzer/page/link.py) for a browser."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from aiohttp import web
 
 from analyzer import page
+from analyzer.page import link
 from analyzer.page.html import CSP
 from pgarchitect.dsn import Dsn
 from pgarchitect.errors import UserError
@@ -50,3 +53,14 @@ async def serve(store: Dsn, audit_id: int, connect_timeout: float) -> web.Respon
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers={
         "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store"})
+
+
+_PAGE = re.compile(r"/admin/database/audits/([0-9]{1,18})")
+
+
+def signed(request: web.Request, token: str) -> bool:
+    """A GET of an audit's page with a valid signed link (analyzer/page/link.py)."""
+    m = _PAGE.fullmatch(request.path)
+    return (request.method == "GET" and m is not None and "signature" in request.query
+            and link.valid(token, int(m.group(1)), request.query.get("expires"),
+                           request.query.get("signature")))

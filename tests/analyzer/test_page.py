@@ -197,3 +197,28 @@ def test_chart_text_is_escaped_and_valid_xml() -> None:
     assert HOSTILE not in chart
     root = ET.fromstring(chart)
     assert root.find("{http://www.w3.org/2000/svg}desc").text == f"d {HOSTILE}"
+
+
+def test_signed_link_is_bound_to_token_audit_and_time() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from analyzer.page import link
+
+    url = link.signed_url("http://h:1/", "tok", 42, ttl=600, now=1000.0)
+    parts = urlsplit(url)
+    assert parts.path == "/admin/database/audits/42"
+    q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert q["expires"] == "1600" and "tok" not in url
+    assert link.valid("tok", 42, q["expires"], q["signature"], now=1000.0)
+    assert link.valid("tok", 42, q["expires"], q["signature"], now=1600.0)
+    assert not link.valid("tok", 42, q["expires"], q["signature"], now=1600.5)  # expired
+    assert not link.valid("tok2", 42, q["expires"], q["signature"], now=1000.0)
+    assert not link.valid("tok", 43, q["expires"], q["signature"], now=1000.0)
+    assert not link.valid("tok", 42, "1601", q["signature"], now=1000.0)
+    assert not link.valid("tok", 42, q["expires"], q["signature"][:-1], now=1000.0)
+    assert not link.valid("tok", 42, "-1", q["signature"], now=1000.0)
+    assert not link.valid("tok", 42, q["expires"], "é" * 64, now=1000.0)
+    far = str(int(1000 + link.MAX_TTL + 10))  # signed, but longer than any link may last
+    assert not link.valid("tok", 42, far, link.signature("tok", 42, int(far)), now=1000.0)
+    with pytest.raises(ValueError):
+        link.signed_url("http://h", "tok", 1, ttl=link.MAX_TTL + 1)

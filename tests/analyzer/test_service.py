@@ -378,7 +378,8 @@ def test_service_audit_proposes_and_pushes_the_new_proposals(stack: Stack) -> No
         f"/admin/database/recommendations/{rec['id']}")
 
 
-def test_audit_page_served_only_with_the_token(stack: Stack) -> None:
+def test_audit_page_served_only_with_the_token(stack: Stack,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     import urllib.error
     import urllib.request
 
@@ -417,3 +418,24 @@ def test_audit_page_served_only_with_the_token(stack: Stack) -> None:
     # Without Accept: text/html the same route answers the JSON report.
     status, report = s.request("GET", f"/admin/database/audits/{audit_id}")
     assert status == 200 and report["audit_id"] == audit_id
+    # A browser opens the page with the signed link `report --link` prints, and with nothing
+    # else: the link opens that page only, until it expires.
+    import time
+
+    from analyzer.page.link import signed_url
+
+    code = main(["report", audit_id, "--link", "--expires", "5m", "--config",
+                 str(stack.tmp / "service.yml")])
+    assert code == 0
+    (url,) = capsys.readouterr().out.split()
+    path = url.removeprefix(s.url)
+    assert path.startswith(f"/admin/database/audits/{audit_id}?expires=")
+    status, ctype, csp, text = get(path, None)
+    assert status == 200 and ctype.startswith("text/html") and "default-src 'none'" in csp
+    forged = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
+    other = path.replace(f"/audits/{audit_id}?", "/audits/99999999?")
+    listing = "/admin/database/audits?" + path.partition("?")[2]
+    expired = signed_url(s.url, TOKEN, int(audit_id), 10, now=time.time() - 60).removeprefix(
+        s.url)
+    for bad in (forged, other, listing, expired):
+        assert get(bad, None)[0] == 401, bad
