@@ -39,8 +39,11 @@ def cluster_chart(cluster: Mapping[str, Any], series: Sequence[Series],
     """Each statement's mean time per call at every snapshot, the cause on the time axis."""
     cid = int(cluster["cluster_id"])
     cause = cluster.get("cause")
-    markers = [Marker(datetime.fromisoformat(str(cause["at"])), cause_label(cause))] if (
-        cause and cause.get("at")) else []
+    markers = []
+    if cause and cause.get("at"):
+        at = datetime.fromisoformat(str(cause["at"]))
+        words = CAUSE_WORDS.get(str(cause["kind"]), str(cause["kind"]))
+        markers.append(Marker(at, f"{words} at {at:%H:%M:%S}", cause_label(cause)))
     lines = [Line(s.queryid, series_label(i), [
         LinePoint(p.at, p.mean_ms, f"{series_label(i)} at {p.at:%H:%M:%S}: {p.mean_ms:.3f} ms "
                   f"per call over {p.calls} calls — {_flat(s.query, 60)}",
@@ -49,7 +52,7 @@ def cluster_chart(cluster: Mapping[str, Any], series: Sequence[Series],
         for i, s in enumerate(series)]
     desc = (f"Mean execution time per call of the {len(series)} statements of cluster {cid} "
             f"at each of {len(times)} snapshots (the calls since the snapshot before)"
-            + (f"; marked: {markers[0].label}" if markers else "") + ". " + "; ".join(
+            + (f"; marked: {markers[0].title}" if markers else "") + ". " + "; ".join(
                 f"{series_label(i)} queryid {s.queryid}: " + ", ".join(
                     f"{p.mean_ms:.3f}" for p in s.points) + " ms" for i, s in enumerate(series)))
     return time_chart(f"cluster-{cid}-chart", f"Cluster {cid}: mean time per call", desc,

@@ -92,7 +92,8 @@ class Marker:
     """A moment marked on the time axis (a cause)."""
 
     at: datetime
-    label: str
+    label: str  # short, drawn beside the marker
+    title: str = ""  # the whole story, as its tooltip (default: the label)
 
 
 def _time_label(t: datetime, span_seconds: float) -> str:
@@ -170,13 +171,14 @@ def time_chart(chart_id: str, title: str, desc: str, lines: Sequence[Line],
                f'{" (log scale)" if scale.log else ""}</text></g>')
     for m in markers:
         mx = x(m.at)
-        side = 'text-anchor="end" ' if mx > (left + right) / 2 else ""
-        tx = mx - 4 if side else mx + 4
+        side = 'text-anchor="end" ' if mx + 7 * len(m.label) > right else ""
+        tx = mx - 5 if side else mx + 5
         out.append(f'<g class="cause-marker" data-time="{esc(m.at.isoformat())}">'
-                   f'<title>{esc(m.label)}</title>'
+                   f'<title>{esc(m.title or m.label)}</title>'
                    f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{top - 8}" y2="{bottom}" '
                    f'stroke="#000" stroke-width="2" stroke-dasharray="5 2"/>'
-                   f'<text x="{tx:.1f}" y="{top - 1}" {side}{TEXT} font-weight="bold">'
+                   f'<text x="{tx:.1f}" y="{top + 10}" {side}{TEXT} font-weight="bold" '
+                   'paint-order="stroke" stroke="#fff" stroke-width="3">'
                    f'▼ {esc(m.label)}</text></g>')
     ends = _spread({i: scale.y(ln.points[-1].value) for i, ln in enumerate(lines)
                     if ln.points})
