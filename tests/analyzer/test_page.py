@@ -15,14 +15,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from analyzer.analysis.windows import WindowRequest
 from analyzer.page import svg
-from analyzer.pipeline import run_audit
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
 from pgarchitect.cli import main
-from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
+from pgarchitect.config import AnalyzerSettings, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
 from pgarchitect.migrate import migrate
@@ -42,6 +40,7 @@ class Audited:
     audit_id: int
     report: dict[str, Any]
     snapshots: tuple[tuple[int, datetime], ...]  # the audit's windows, oldest first
+    written: Path  # the page `audit --html` wrote
 
 
 def _snapshot(app: str, store: str) -> int:
@@ -59,7 +58,7 @@ def _traffic(app: str, seed: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def audited(pg18: PgServer) -> Iterator[Audited]:
+def audited(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
     """Snapshots s0..s3 with traffic between them, the index dropped between s2 and s3, then
     the audit (its own snapshot s4): baseline s0..s2, current s2..s4."""
     store = new_database(pg18, "store")
@@ -76,14 +75,18 @@ def audited(pg18: PgServer) -> Iterator[Audited]:
         _traffic(app, 3)
         ids.append(_snapshot(app, store))
         _traffic(app, 4)
-        result = run_audit(SETTINGS, Target("app", Dsn(app)), Dsn(store),
-                           WindowRequest(ids[0], ids[2], ids[2], None))
+        # `audit --html` writes the page of the audit it ran.
+        written = tmp_path_factory.mktemp("audit") / "audit.html"
+        assert main(["audit", "--target", f"app={app}", "--store", store, "--validation",
+                     "transaction", "--baseline", f"{ids[0]}:{ids[2]}", "--current",
+                     f"{ids[2]}:", "--html", str(written)]) == 0
         with psycopg.connect(store) as conn:
+            audit_id, report, last = conn.execute(
+                "SELECT id, report, snapshot_id FROM pgarchitect.audit_run").fetchone()
             snaps = conn.execute(
                 "SELECT id, taken_at FROM pgarchitect.snapshot WHERE target = 'app'"
-                " AND id BETWEEN %s AND %s ORDER BY taken_at", (ids[0], result.snapshot_id)
-            ).fetchall()
-        yield Audited(store, result.audit_id, result.to_json(), tuple(snaps))
+                " AND id BETWEEN %s AND %s ORDER BY taken_at", (ids[0], last)).fetchall()
+        yield Audited(store, audit_id, report, tuple(snaps), written)
     finally:
         drop_database(pg18, app)
         drop_database(pg18, store)
@@ -109,11 +112,13 @@ def _translate(node: Node) -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-def test_the_audit_found_the_planted_cluster(audited: Audited) -> None:
+def test_the_audit_found_the_planted_cluster(audited: Audited, page: Path) -> None:
     (cluster,) = audited.report["clusters"]
     assert cluster["cause"]["kind"] == "index_dropped"
     assert any(HOSTILE in r["query"] for r in audited.report["regressions"])
     assert len(audited.snapshots) == 5
+    # `report --html` of the stored audit is the page `audit --html` wrote.
+    assert page.read_text() == audited.written.read_text()
 
 
 def test_each_cluster_chart_has_one_point_per_snapshot_and_the_cause_at_its_time(
