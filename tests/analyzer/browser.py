@@ -94,12 +94,17 @@ def _run(page: Path, profile: Path, *flags: str) -> str:
     return done.stdout
 
 
-def rendered_dom(page: Path, profile: Path) -> Node:
-    """The DOM Chromium builds from `page` (after load, scripts allowed to run, if any)."""
+def parse(text: str) -> Node:
+    """An element tree of HTML text."""
     builder = _Builder()
-    builder.feed(_run(page, profile, "--dump-dom"))
+    builder.feed(text)
     builder.close()
     return builder.root
+
+
+def rendered_dom(page: Path, profile: Path) -> Node:
+    """The DOM Chromium builds from `page` (after load, scripts allowed to run, if any)."""
+    return parse(_run(page, profile, "--dump-dom"))
 
 
 def screenshot(page: Path, profile: Path, out: Path, size: str = "1280,2400") -> Path:

@@ -25,7 +25,7 @@ from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
 from pgarchitect.migrate import migrate
 from tests.analyzer import planted
-from tests.analyzer.browser import Node, rendered_dom, screenshot
+from tests.analyzer.browser import Node, parse, rendered_dom, screenshot
 from tests.conftest import drop_database, new_database
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
@@ -227,3 +227,62 @@ def test_signed_link_is_bound_to_token_audit_and_time() -> None:
     assert not link.valid("tok", 42, far, link.signature("tok", 42, int(far)), now=1000.0)
     with pytest.raises(ValueError):
         link.signed_url("http://h", "tok", 1, ttl=link.MAX_TTL + 1)
+
+
+def test_report_needs_html_or_link(audited: Audited, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(audited.audit_id), "--store", audited.store]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--html FILE, --link" in err[0]
+
+
+def test_a_browser_gets_html_and_a_client_json() -> None:
+    from analyzer.api.page import wants_html
+
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    assert wants_html(browser) and wants_html("text/html")
+    for accept in ("", "*/*", "application/json", "application/json, text/html;q=0.5",
+                   "text/html;q=0", "text/html;q=x"):
+        assert not wants_html(accept), accept
+
+
+def test_fields_present_only_in_newer_reports_are_shown() -> None:
+    """benefit_ms_per_day, ms per day before -> after, evidence_kind, workload and a
+    verification: rendered when the report has them (pure: no store, no browser)."""
+    from analyzer.page import render_page
+    from analyzer.page.data import PageData, TopStatement
+
+    report = {
+        "audit_id": "9", "target": "t", "windows": {"mode": "no_baseline", "baseline": None,
+                                                    "current": None, "note": "n"},
+        "regressions": [], "clusters": [], "not_proposed": [],
+        "recommendations": [{"id": "3", "kind": "create_index", "table": "public.a",
+                             "columns": ["b"], "status": "proposed", "benefit_ms_per_day": 1234.5,
+                             "ms_per_day_before": 2000.0, "ms_per_day_after": 765.5,
+                             "evidence_kind": "measured_history", "queryids": ["1"],
+                             "ddl": "CREATE INDEX CONCURRENTLY a_b_idx ON public.a (b)",
+                             "revert_ddl": "DROP INDEX CONCURRENTLY public.a_b_idx",
+                             "validated_by": "hypopg", "confidence": 0.9,
+                             "similar_past": [{"id": "1", "similarity": 0.93,
+                                               "status": "rejected"}]}],
+        "verifications": [{"id": "2", "status": "verified", "before_mean_ms": 14.2,
+                           "after_mean_ms": 0.05, "ratio": 0.0035, "p_value": 1e-30,
+                           "calls_before": 800, "calls_after": 240, "note": HOSTILE}],
+        "workload": {"ms_per_day_before": 5000.0, "ms_per_day_after": 3765.5},
+    }
+    top = (TopStatement("1", HOSTILE_SQL, 10, 300.0, ("3",)),
+           TopStatement("5", "SELECT 1", 10, 100.0, ()))
+    text = render_page(PageData(report, (), {}, top, 400.0, 300.0))
+    dom = parse(text)
+    rec = dom.find("article", "recommendation").text()
+    assert "1,234.5 ms per day saved" in rec and "measured_history" in rec
+    assert "2,000.0 ms before → 765.5 ms after" in rec
+    assert "2,000.0 ms/day before" in dom.find("svg", id="rec-3-chart").text()
+    assert "rejected" in rec and "DROP INDEX CONCURRENTLY public.a_b_idx" in rec
+    workload = dom.find("section", id="workload").text()
+    assert "(75.0%)" in workload and "5,000.0 ms per day before → 3,765.5 ms after" in workload
+    rows = dom.find("svg", id="workload-chart").find_all("g", "bar-row")
+    assert [r.attrs["data-queryid"] for r in rows] == ["1", "5"]
+    verified = dom.find("svg", id="verifications-chart")
+    assert "14.200 ms before" in verified.text() and "0.050 ms after" in verified.text()
+    assert HOSTILE in dom.find("section", id="verifications").text()
+    assert dom.find_all("img") == [] and HOSTILE not in text
