@@ -51,8 +51,17 @@ class _Markup:
         self.html = html
 
 
+FOLD = 400  # characters of a statement shown before the rest folds away (<details>)
+
+
 def _code(text: object) -> _Markup:
-    return _Markup(f'<code class="statement">{esc(text)}</code>')
+    """A statement's text; a long one folded after FOLD characters (no script needed)."""
+    whole = str(text)
+    if len(whole) <= FOLD:
+        return _Markup(f'<code class="statement">{esc(whole)}</code>')
+    return _Markup(f'<details><summary><code class="statement">{esc(whole[:FOLD])}…</code> '
+                   f'({len(whole):,} characters)</summary><code class="statement">'
+                   f"{esc(whole)}</code></details>")
 
 
 def _num(value: Any, digits: int = 3) -> str | None:

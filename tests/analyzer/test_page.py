@@ -269,8 +269,9 @@ def test_fields_present_only_in_newer_reports_are_shown() -> None:
                            "calls_before": 800, "calls_after": 240, "note": HOSTILE}],
         "workload": {"ms_per_day_before": 5000.0, "ms_per_day_after": 3765.5},
     }
+    long = "SELECT " + ", ".join(f"c{i}" for i in range(300)) + " FROM wide"
     top = (TopStatement("1", HOSTILE_SQL, 10, 300.0, ("3",)),
-           TopStatement("5", "SELECT 1", 10, 100.0, ()))
+           TopStatement("5", long, 10, 100.0, ()))
     text = render_page(PageData(report, (), {}, top, 400.0, 300.0))
     dom = parse(text)
     rec = dom.find("article", "recommendation").text()
@@ -286,3 +287,6 @@ def test_fields_present_only_in_newer_reports_are_shown() -> None:
     assert "14.200 ms before" in verified.text() and "0.050 ms after" in verified.text()
     assert HOSTILE in dom.find("section", id="verifications").text()
     assert dom.find_all("img") == [] and HOSTILE not in text
+    (folded,) = dom.find_all("details")  # the long statement: its start, then all of it
+    assert folded.find("summary").text().startswith("SELECT c0, c1")
+    assert long in [c.text() for c in folded.find_all("code", "statement")]
