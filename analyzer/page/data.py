@@ -9,17 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from analyzer.analysis.delta import (
-    EMPTY,
-    Moments,
-    combine,
-    merge_windows,
-    pair_delta,
-    segments,
-    was_reset,
-)
+from analyzer.analysis.delta import EMPTY, Moments, combine, pair_delta, was_reset
+from analyzer.pipeline import window_stats
 from analyzer.snapshots import repository
-from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.snapshots.model import SnapshotMeta, StatementKey
 from pgarchitect.errors import UserError
 
 TOP_STATEMENTS = 10
@@ -138,24 +131,12 @@ def regression_series(store: repository.Conn, metas: Sequence[SnapshotMeta],
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _window(store: repository.Conn, metas: Sequence[SnapshotMeta]
-            ) -> dict[StatementKey, Moments]:
-    cache: dict[int, dict[StatementKey, StatementCounters]] = {}
-    parts = []
-    for a, b in segments(metas):
-        for m in (a, b):
-            if m.id not in cache:
-                cache[m.id] = repository.load_counters(store, m.id)
-        parts.append(pair_delta(cache[a.id], cache[b.id], was_reset(a, b)))
-    return {k: s.moments for k, s in merge_windows(parts).items()}
-
-
 def top_statements(store: repository.Conn, report: Mapping[str, Any],
                    current: Sequence[SnapshotMeta]
                    ) -> tuple[tuple[TopStatement, ...], float, float]:
     """The current window's statement groups (same database, fingerprint and top-level flag)
     by total time: the top ones, the total, and the part the proposals are for."""
-    window = _window(store, current)
+    window = {k: s.moments for k, s in window_stats(store, current).items()}
     texts = repository.load_texts(store, str(report["target"]), {(k[0], k[2]) for k in window})
     groups: dict[tuple[int, str, bool], dict[int, Moments]] = {}
     for key, m in window.items():
