@@ -5,7 +5,7 @@ Each takes report entries (docs/report.md) and returns SVG text (analyzer/page/s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from analyzer.page.data import Series, TopStatement
@@ -29,7 +29,7 @@ def _flat(text: str, width: int = 80) -> str:
 
 def cause_label(cause: Mapping[str, Any]) -> str:
     """"index dropped public.orders_customer_id_idx at 14:05"."""
-    at = datetime.fromisoformat(str(cause["at"]))
+    at = datetime.fromisoformat(str(cause["at"])).astimezone(UTC)
     return f"{CAUSE_WORDS.get(str(cause['kind']), cause['kind'])} {cause.get('object')} " \
            f"at {at:%H:%M:%S} UTC"
 
@@ -43,10 +43,11 @@ def cluster_chart(cluster: Mapping[str, Any], series: Sequence[Series],
     if cause and cause.get("at"):
         at = datetime.fromisoformat(str(cause["at"]))
         words = CAUSE_WORDS.get(str(cause["kind"]), str(cause["kind"]))
-        markers.append(Marker(at, f"{words} at {at:%H:%M:%S}", cause_label(cause)))
+        markers.append(Marker(at, f"{words} at {at.astimezone(UTC):%H:%M:%S}",
+                              cause_label(cause)))
     lines = [Line(s.queryid, series_label(i), [
-        LinePoint(p.at, p.mean_ms, f"{series_label(i)} at {p.at:%H:%M:%S}: {p.mean_ms:.3f} ms "
-                  f"per call over {p.calls} calls — {_flat(s.query, 60)}",
+        LinePoint(p.at, p.mean_ms, f"{series_label(i)} at {p.at.astimezone(UTC):%H:%M:%S} UTC: "
+                  f"{p.mean_ms:.3f} ms per call over {p.calls} calls — {_flat(s.query, 60)}",
                   {"snapshot": str(p.snapshot_id), "time": p.at.isoformat(),
                    "mean-ms": f"{p.mean_ms:.4f}"}) for p in s.points])
         for i, s in enumerate(series)]
