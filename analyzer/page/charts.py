@@ -28,10 +28,12 @@ def _flat(text: str, width: int = 80) -> str:
 
 
 def cause_label(cause: Mapping[str, Any]) -> str:
-    """"index dropped public.orders_customer_id_idx at 14:05"."""
-    at = datetime.fromisoformat(str(cause["at"])).astimezone(UTC)
-    return f"{CAUSE_WORDS.get(str(cause['kind']), cause['kind'])} {cause.get('object')} " \
-           f"at {at:%H:%M:%S} UTC"
+    """"index dropped public.orders_customer_id_idx at 14:05:00 UTC"."""
+    kind = str(cause.get("kind"))
+    text = f"{CAUSE_WORDS.get(kind, kind)} {cause.get('object')}"
+    if not cause.get("at"):
+        return text
+    return f"{text} at {datetime.fromisoformat(str(cause['at'])).astimezone(UTC):%H:%M:%S} UTC"
 
 
 def cluster_chart(cluster: Mapping[str, Any], series: Sequence[Series],
