@@ -16,7 +16,7 @@ from analyzer.report import render
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
-from pgarchitect.config import Settings, Target, parse_duration
+from pgarchitect.config import Settings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
 from pgarchitect.errors import ConfigError, UserError
@@ -104,38 +104,6 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
                                 settings.analyzer.connect_timeout)
         print(f"wrote {path}", file=sys.stderr)
     return 0
-
-
-def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    """Write the page of a stored audit (docs/report.md, "The page")."""
-    from analyzer.page import write_audit_page
-
-    text = str(args.audit_id)
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise UserError(f"audit id must be a number, not {text!r}")
-    if not args.html and not args.link:
-        raise UserError("report: give --html FILE, --link or both")
-    if args.html:
-        path = write_audit_page(settings.require_store(), int(text), Path(args.html),
-                                settings.analyzer.connect_timeout)
-        print(f"wrote {path}")
-    if args.link:
-        print(_page_link(settings, int(text), parse_duration(args.expires, "--expires")))
-    return 0
-
-
-def _page_link(settings: Settings, audit_id: int, ttl: float) -> str:
-    """The admin API's URL of the page: signed when the API has a token, else plain (the API
-    is then open to local processes only)."""
-    from analyzer.page.link import MAX_TTL, signed_url
-
-    a = settings.analyzer
-    base = (a.public_url or f"http://{a.listen}").rstrip("/")
-    if a.admin_token is None:
-        return f"{base}/admin/database/audits/{audit_id}"
-    if not 0 < ttl <= MAX_TTL:
-        raise UserError("--expires: a link lasts from 1s to 24h")
-    return signed_url(base, a.admin_token.reveal(), audit_id, ttl)
 
 
 def _rec_id(text: str) -> int:

@@ -205,8 +205,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    """Write the page of a stored audit."""
-    from analyzer.commands import cmd_report as run
+    """Write the page of a stored audit, or print a signed link to it."""
+    from analyzer.page.command import cmd_report as run
 
     return run(args, settings)
 
