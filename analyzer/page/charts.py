@@ -49,7 +49,9 @@ def cluster_chart(cluster: Mapping[str, Any], series: Sequence[Series],
                               cause_label(cause)))
     lines = [Line(s.queryid, series_label(i), [
         LinePoint(p.at, p.mean_ms, f"{series_label(i)} at {p.at.astimezone(UTC):%H:%M:%S} UTC: "
-                  f"{p.mean_ms:.3f} ms per call over {p.calls} calls — {_flat(s.query, 60)}",
+                  f"{p.mean_ms:.3f} ms per call over {p.calls} calls"
+                  + (f" (the {p.steps} snapshot intervals up to here)" if p.steps > 1 else "")
+                  + f" — {_flat(s.query, 60)}",
                   {"snapshot": str(p.snapshot_id), "time": p.at.isoformat(),
                    "mean-ms": f"{p.mean_ms:.4f}"}) for p in s.points])
         for i, s in enumerate(series)]

@@ -4,6 +4,7 @@ the current window's top statements by total time with the share the proposals a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from analyzer.snapshots.model import SnapshotMeta, StatementKey
 from pgarchitect.errors import UserError
 
 TOP_STATEMENTS = 10
+MAX_POINTS = 400  # per line of a chart; more snapshots are merged into runs (see `thin`)
 
 
 class NoReport(UserError):
@@ -30,6 +32,7 @@ class Point:
     at: datetime
     calls: int
     mean_ms: float
+    steps: int = 1  # snapshot intervals merged into this point (more than MAX_POINTS)
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,27 @@ def _moments(stats: Iterable[Moments]) -> Moments:
     return out
 
 
+def thin(steps: Sequence[tuple[SnapshotMeta, Moments]], max_points: int = MAX_POINTS
+         ) -> tuple[Point, ...]:
+    """A point per step (the calls since the snapshot before, at the snapshot); with more
+    steps than `max_points`, runs of consecutive steps merged into one point at the run's last
+    snapshot, so that a week of 5-minute snapshots stays a readable (and light) chart."""
+    size = max(1, math.ceil(len(steps) / max_points))
+    out = []
+    for i in range(0, len(steps), size):
+        run = steps[i: i + size]
+        m = _moments(x for _, x in run)
+        if m.n:
+            meta = run[-1][0]
+            out.append(Point(meta.id, meta.taken_at, m.n, m.mean, len(run)))
+    return tuple(out)
+
+
 def regression_series(store: repository.Conn, metas: Sequence[SnapshotMeta],
                       regressions: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Series, ...]]:
     """Per cluster, each regression's mean per call over the calls between consecutive
-    snapshots, one point at each snapshot after the first (none where it had no calls)."""
+    snapshots, one point at each snapshot after the first (none where it had no calls; runs
+    merged beyond MAX_POINTS, see `thin`)."""
     wanted = {int(q) for r in regressions for q in r.get("queryids") or ()}
     if len(metas) < 2 or not wanted:
         return {}
@@ -120,14 +140,11 @@ def regression_series(store: repository.Conn, metas: Sequence[SnapshotMeta],
             return (key[2] in members and key[0] == int(r.get("dbid") or key[0])
                     and key[3] == bool(r.get("toplevel", True)))
 
-        points = []
-        for meta, part in zip(metas[1:], deltas, strict=True):
-            m = _moments(s.moments for k, s in part.items() if mine(k))
-            if m.n:
-                points.append(Point(meta.id, meta.taken_at, m.n, m.mean))
+        steps = [(meta, _moments(s.moments for k, s in part.items() if mine(k)))
+                 for meta, part in zip(metas[1:], deltas, strict=True)]
         cid = r.get("cluster_id")
         out.setdefault(-1 if cid is None else int(cid), []).append(
-            Series(str(r.get("queryid")), str(r.get("query") or ""), tuple(points)))
+            Series(str(r.get("queryid")), str(r.get("query") or ""), thin(steps)))
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -290,3 +290,23 @@ def test_fields_present_only_in_newer_reports_are_shown() -> None:
     (folded,) = dom.find_all("details")  # the long statement: its start, then all of it
     assert folded.find("summary").text().startswith("SELECT c0, c1")
     assert long in [c.text() for c in folded.find_all("code", "statement")]
+
+
+def test_a_long_history_is_thinned_to_runs_with_exact_means() -> None:
+    from datetime import UTC, timedelta
+
+    from analyzer.analysis.delta import moments_of
+    from analyzer.page.data import thin
+    from analyzer.snapshots.model import SnapshotMeta
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    steps = [(SnapshotMeta(i + 2, t0 + timedelta(minutes=5 * (i + 1))),
+              moments_of(10, 10.0 * (1 + i % 2), 0.0) if i != 7 else moments_of(0, 0, 0))
+             for i in range(1000)]
+    assert len(thin(steps, 2000)) == 999  # one per step but the one without calls
+    points = thin(steps, 400)
+    assert len(points) == 334 and points[-1].snapshot_id == 1001  # runs of 3, the last of 1
+    first = points[0]  # steps 0, 1, 2: 30 calls, 10 + 20 + 10 ms
+    assert (first.snapshot_id, first.steps, first.calls) == (4, 3, 30)
+    assert first.mean_ms == pytest.approx(40.0 / 30)
+    assert points[2].calls == 20  # the run with the step without calls
