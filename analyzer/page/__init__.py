@@ -22,7 +22,8 @@ from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
 from pgarchitect.errors import UserError
 
-__all__ = ["NoReport", "audit_page", "render_page", "write_audit_page", "write_text"]
+__all__ = ["NoReport", "audit_page", "page_from_store", "render_page", "write_audit_page",
+           "write_text"]
 
 
 def render_page(page: data.PageData) -> str:
