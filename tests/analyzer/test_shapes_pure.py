@@ -273,3 +273,10 @@ def test_an_or_of_different_columns_is_reported_one_column_is_in() -> None:
     assert found == set() and "an OR of conditions" in _reasons(skipped)
     assert advise("SELECT * FROM orders WHERE customer_id = $1 OR customer_id = $2")[0] == {
         "public.orders (customer_id)"}
+
+
+def test_a_wrapped_column_is_reported_an_indexable_function_is_an_expression_index() -> None:
+    found, skipped = advise("SELECT * FROM orders WHERE created_at::date = $1")
+    assert found == set() and "created_at is inside a cast" in _reasons(skipped)
+    assert advise("SELECT * FROM customers WHERE lower(email) = $1")[0] == {
+        "public.customers (lower(email))"}

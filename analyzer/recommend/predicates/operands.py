@@ -147,6 +147,10 @@ class Operands(Reader):
         visit(node)
         for table, column in dict.fromkeys(found):
             self.wrapped.append(Wrapped(table, column, how))
+            self.unhandled.append(Unhandled(
+                table, "wrapped", f"{column} is inside a {how}: an index on the column cannot "
+                "serve the condition as written (an expression index is proposed only for "
+                f"{', '.join(sorted(INDEXABLE_FUNCTIONS))})"))
 
 
 def _type_name(t: ast.TypeName | None) -> str | None:
