@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 
 from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
+from analyzer.audit import observe_applied, run_audit
 from analyzer.lifecycle import StoredRecommendation
-from analyzer.pipeline import observe_applied, run_audit
 from analyzer.report import render
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target

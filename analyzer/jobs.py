@@ -38,7 +38,7 @@ from croniter import croniter
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from analyzer import memory, notify
-from analyzer.pipeline import (
+from analyzer.audit import (
     AuditBusy,
     AuditFailed,
     AuditResult,

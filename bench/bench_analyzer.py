@@ -16,7 +16,7 @@ import psycopg
 
 from analyzer.analysis.clustering import ClusteringModel, ClusterInput, cluster
 from analyzer.analysis.windows import WindowRequest
-from analyzer.pipeline import run_audit
+from analyzer.audit import run_audit
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot

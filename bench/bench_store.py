@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from analyzer.pipeline import run_audit
+from analyzer.audit import run_audit
 from analyzer.snapshots import partitions, repository
 from analyzer.snapshots.model import StatementCounters, TargetReading
 from analyzer.snapshots.source import StatementSource, connect_target

@@ -135,7 +135,7 @@ def metas(readings: Sequence[Reading]) -> list[SnapshotMeta]:
 def window(ms: Sequence[SnapshotMeta],
            states: dict[int, dict[StatementKey, StatementCounters]]) -> dict[
                StatementKey, WindowStat]:
-    """A window's statistics, computed the way an audit does (analyzer/pipeline.py)."""
+    """A window's statistics, computed the way an audit does (analyzer/audit/)."""
     return merge_windows(pair_delta(states[a.id], states[b.id], was_reset(a, b))
                          for a, b in segments(ms))
 

@@ -14,7 +14,7 @@ import pytest
 from psycopg.types.numeric import Int2, Int4, Int8
 
 from analyzer.analysis.windows import WindowRequest
-from analyzer.pipeline import AuditFailed, run_audit, window_stats
+from analyzer.audit import AuditFailed, run_audit, window_stats
 from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from analyzer.pipeline import run_audit, window_stats
+from analyzer.audit import run_audit, window_stats
 from analyzer.snapshots import partitions, repository
 from analyzer.snapshots.model import STAT_COLUMNS, TargetReading
 from analyzer.snapshots.source import StatementSource, connect_target

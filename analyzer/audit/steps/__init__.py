@@ -1,0 +1,1 @@
+"""The audit's steps, one module per stage; `analyzer.audit.workflow` wires them."""
