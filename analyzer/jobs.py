@@ -49,9 +49,10 @@ from analyzer.audit import (
     quick_check,
     run_audit,
 )
-from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import Conn, connect_store
+from analyzer.store.writer import StatementWriter
 from pgarchitect.config import Settings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import mask_dsn
@@ -138,7 +139,7 @@ class JobMetrics:
                 self.notifications.labels(kind, result)
 
 
-def record_check(store: repository.Conn, target: str, snapshot_id: int | None,
+def record_check(store: Conn, target: str, snapshot_id: int | None,
                  check: QuickCheck) -> None:
     """Keep the latest quick check of a target (every replica's /metrics reads it)."""
     store.execute(
@@ -154,7 +155,7 @@ def record_check(store: repository.Conn, target: str, snapshot_id: int | None,
 
 
 def snapshot_and_check(settings: Settings, target: Target,
-                       writer: repository.StatementWriter | None = None) -> tuple[str, float]:
+                       writer: StatementWriter | None = None) -> tuple[str, float]:
     """One snapshot job's work: snapshot under the target lock, then the quick check.
 
     `writer` keeps the target's last state between snapshots (one per target: the target
@@ -166,7 +167,7 @@ def snapshot_and_check(settings: Settings, target: Target,
     assert settings.store.dsn is not None
     a = settings.analyzer
     started = time.perf_counter()
-    with repository.connect_store(settings.store.dsn, a.connect_timeout) as store:
+    with connect_store(settings.store.dsn, a.connect_timeout) as store:
         row = store.execute("/* pgarchitect */ SELECT pg_try_advisory_lock(%s, %s)",
                             (TARGET_LOCK_CLASS, target_lock_key(target.name))).fetchone()
         if not row or not row[0]:
@@ -175,7 +176,7 @@ def snapshot_and_check(settings: Settings, target: Target,
             with connect_target(target.dsn, f"target {target.name}", a) as tconn:
                 snap = take_snapshot(StatementSource(tconn, a.all_databases), store,
                                      target.name, a.retention,
-                                     writer or repository.StatementWriter.for_settings(a))
+                                     writer or StatementWriter.for_settings(a))
                 observe_applied(store, target.name, snap)
                 check = quick_check(store, tconn, target.name, a)
             record_check(store, target.name, snap.snapshot.id, check)
@@ -207,13 +208,13 @@ class Service:
     recommender: Recommender = engine_recommender
     embedder: memory.Embedder | None = None  # loaded once from analyzer.embedder (first audit)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _writers: dict[str, repository.StatementWriter] = field(default_factory=dict)
+    _writers: dict[str, StatementWriter] = field(default_factory=dict)
 
-    def writer(self, target: str) -> repository.StatementWriter:
+    def writer(self, target: str) -> StatementWriter:
         """The snapshot writer of one target (its last state kept in memory)."""
         with self._lock:
             if target not in self._writers:
-                self._writers[target] = repository.StatementWriter.for_settings(
+                self._writers[target] = StatementWriter.for_settings(
                     self.settings.analyzer)
             return self._writers[target]
 

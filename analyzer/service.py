@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from analyzer import jobs
 from analyzer.api.routes import ApiState, StoreView, make_web_app
-from analyzer.snapshots import repository
+from analyzer.store.connection import connect_store
 from pgarchitect.config import Settings, parse_listen
 from pgarchitect.db import first_line
 from pgarchitect.errors import ConfigError, UserError
@@ -95,7 +95,7 @@ def check(settings: Settings) -> str | None:
                                        "PGARCHITECT_STORE_DSN)")
     if not settings.targets:
         raise ConfigError("targets", "at least one target is required")
-    repository.connect_store(settings.store.dsn, settings.analyzer.connect_timeout).close()
+    connect_store(settings.store.dsn, settings.analyzer.connect_timeout).close()
     return token
 
 

@@ -23,9 +23,6 @@ class RecommendationStatus(StrEnum):
     REVERTED = "reverted"
 
 
-# Not yet applied: a repeat is merged into one of these.
-PENDING = (RecommendationStatus.PROPOSED, RecommendationStatus.ACCEPTED)
-
 
 class AuditStatus(StrEnum):
     """An audit run's state (pgarchitect.audit_run.status)."""
@@ -55,9 +52,6 @@ class RecommendationKind(StrEnum):
     WORK_MEM = "work_mem"
     REWRITE = "rewrite"
 
-
-# The kinds whose effect is an index the catalog shows (or no longer shows).
-INDEX_KINDS = (RecommendationKind.CREATE_INDEX, RecommendationKind.DROP_INDEX)
 
 
 class CauseKind(StrEnum):

@@ -12,9 +12,9 @@ from datetime import datetime
 
 import psycopg
 
-from analyzer import memory
 from analyzer.analysis.windows import WindowRequest, choose_windows
-from analyzer.snapshots import repository
+from analyzer.store import audits, snapshots
+from analyzer.store.connection import Conn, connect_store
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn, mask_dsn
@@ -47,8 +47,8 @@ class Run:
 
 
 @contextlib.contextmanager
-def store_session(store_dsn: Dsn, settings: AnalyzerSettings) -> Iterator[repository.Conn]:
-    store = memory.connect_store(store_dsn, settings.connect_timeout)
+def store_session(store_dsn: Dsn, settings: AnalyzerSettings) -> Iterator[Conn]:
+    store = connect_store(store_dsn, settings.connect_timeout)
     try:
         yield store
     finally:
@@ -58,7 +58,7 @@ def store_session(store_dsn: Dsn, settings: AnalyzerSettings) -> Iterator[reposi
 
 @contextlib.contextmanager
 def recorded_audit(
-    store: repository.Conn, store_dsn: Dsn, target: str, settings: AnalyzerSettings,
+    store: Conn, store_dsn: Dsn, target: str, settings: AnalyzerSettings,
     request: WindowRequest | None, queued_id: int | None = None, requested_by: str = "cli",
 ) -> Iterator[Run]:
     """Hold the target's audit lock, record the audit as running, and as failed on error."""
@@ -67,11 +67,11 @@ def recorded_audit(
                         (0x70676172, lock_key)).fetchone()
     if not row or not row[0]:
         raise AuditBusy(f"an audit of target {target!r} is already running")
-    repository.abandon_running(store, target)
+    audits.abandon_running(store, target)
     if request is not None:
         # A mistyped snapshot id is the operator's error, not a failed audit.
-        choose_windows(repository.list_snapshots(store, target), settings.regression, request)
-    audit_id, started_at = repository.start_audit(store, target, queued_id, requested_by)
+        choose_windows(snapshots.list_snapshots(store, target), settings.regression, request)
+    audit_id, started_at = audits.start_audit(store, target, queued_id, requested_by)
     run = Run(audit_id, started_at, time.perf_counter())
     log.info(event("audit.started", target=target, audit_id=audit_id))
     try:
@@ -84,16 +84,16 @@ def recorded_audit(
         raise AuditFailed(f"audit {audit_id} of {target} failed: {reason}") from exc
 
 
-def _record_failure(store: repository.Conn, store_dsn: Dsn, audit_id: int, reason: str,
+def _record_failure(store: Conn, store_dsn: Dsn, audit_id: int, reason: str,
                     duration: float, settings: AnalyzerSettings) -> None:
     """Mark the audit failed; through a new session when the old one is gone."""
     for attempt in range(2):
         try:
             conn = store if attempt == 0 and not store.closed and not store.broken else (
-                repository.connect_store(store_dsn, settings.connect_timeout))
+                connect_store(store_dsn, settings.connect_timeout))
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
-            repository.fail_audit(conn, audit_id, reason, duration)
+            audits.fail_audit(conn, audit_id, reason, duration)
             if conn is not store:
                 conn.close()
             return

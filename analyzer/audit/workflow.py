@@ -23,9 +23,10 @@ from analyzer.audit.steps.results import (
 )
 from analyzer.audit.steps.statistics import detect_regressions, regression_onsets, window_statistics
 from analyzer.audit.values import AuditResult, QuickCheck, Recommender, StepHook, step_reached
-from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import Conn
+from analyzer.store.writer import StatementWriter
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.dsn import Dsn
 from pgarchitect.log import event
@@ -58,7 +59,7 @@ def run_audit(
         step_reached(on_step, "snapshot")
         snap = take_snapshot(StatementSource(tconn, settings.all_databases), store,
                              target.name, settings.retention,
-                             repository.StatementWriter.for_settings(settings))
+                             StatementWriter.for_settings(settings))
 
         # Recommended indexes that appeared (or went) since the last snapshot: applied / reverted.
         step_reached(on_step, "observe")
@@ -129,7 +130,7 @@ def run_quick_check(settings: AnalyzerSettings, target: Target, store_dsn: Dsn) 
         return quick_check(store, tconn, target.name, settings)
 
 
-def quick_check(store: repository.Conn, tconn: psycopg.Connection[Any], target: str,
+def quick_check(store: Conn, tconn: psycopg.Connection[Any], target: str,
                 settings: AnalyzerSettings) -> QuickCheck:
     """`run_quick_check` on sessions the caller holds (the service holds the target lock)."""
     rs = settings.regression

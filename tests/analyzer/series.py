@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
-from analyzer.snapshots import changes, partitions
+from analyzer.snapshots import changes
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.store import partitions
 
 KEYS = 6
 STEP = timedelta(minutes=5)

@@ -15,9 +15,10 @@ from psycopg.types.numeric import Int2, Int4, Int8
 
 from analyzer.analysis.windows import WindowRequest
 from analyzer.audit import AuditFailed, run_audit, window_stats
-from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store import snapshots
+from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
 from pgarchitect.dsn import Dsn
@@ -37,7 +38,7 @@ def normalized(sql: str) -> str:
 
 def snapshot(app: str, store: str) -> int:
     with connect_target(Dsn(app), "target", SETTINGS) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn:
+            connect_store(Dsn(store)) as sconn:
         return take_snapshot(StatementSource(tconn), sconn, "app", SETTINGS.retention).snapshot.id
 
 
@@ -248,10 +249,10 @@ def test_reset_and_evicted_entries_are_no_regression(app: str, store: str) -> No
     assert result.regressions == ()
     assert result.windows["current"]["from_snapshot"] == s1
     assert s2 < result.windows["current"]["to_snapshot"]
-    with repository.connect_store(Dsn(store)) as sconn:
-        metas = [m for m in repository.list_snapshots(sconn, "app") if m.id >= s1]
+    with connect_store(Dsn(store)) as sconn:
+        metas = [m for m in snapshots.list_snapshots(sconn, "app") if m.id >= s1]
         window = window_stats(sconn, metas, {})
-        texts = repository.load_texts(sconn, "app", {(k[0], k[2]) for k in window})
+        texts = snapshots.load_texts(sconn, "app", {(k[0], k[2]) for k in window})
     calls: dict[str, int] = {}
     for key, stat in window.items():
         text = texts[(key[0], key[2])].query

@@ -13,8 +13,9 @@ from analyzer.analysis.regression import Regression
 from analyzer.analysis.summary import summarize
 from analyzer.analysis.windows import Windows
 from analyzer.audit.values import Cluster, Clustering, PlanAnalysis, WindowStatistics
-from analyzer.snapshots import catalog_history, repository
 from analyzer.snapshots.catalog import Catalog
+from analyzer.store import catalogs
+from analyzer.store.connection import Conn
 
 
 def cluster_regressions(
@@ -66,7 +67,7 @@ def _summary(c: Cluster, regressions: Sequence[Regression], plans: PlanAnalysis)
 
 
 def attribute_causes(
-    store: repository.Conn, target: str, stats: WindowStatistics, clustering: Clustering,
+    store: Conn, target: str, stats: WindowStatistics, clustering: Clustering,
     plans: PlanAnalysis, catalog: Catalog,
 ) -> Clustering:
     """Each cluster's cause from the catalog changes near its onset, said in its summary."""
@@ -74,7 +75,7 @@ def attribute_causes(
         return clustering
     metas = sorted({*stats.windows.baseline, *stats.windows.current},
                    key=lambda m: (m.taken_at, m.id))
-    history = catalog_history.history(store, target, metas[0].taken_at if metas else None)
+    history = catalogs.history(store, target, metas[0].taken_at if metas else None)
     facts = []
     for c in clustering.clusters:
         members = [clustering.regressions[i] for i in c.members]

@@ -18,12 +18,13 @@ from analyzer.plans import (
     leading_index_columns,
     resolve_tables,
 )
-from analyzer.snapshots import repository
+from analyzer.store import audits
+from analyzer.store.connection import Conn
 from pgarchitect.config import AnalyzerSettings
 
 
 def analyze_plans(
-    conn: psycopg.Connection[Any], store: repository.Conn, target: str, audit_id: int | None,
+    conn: psycopg.Connection[Any], store: Conn, target: str, audit_id: int | None,
     stats: WindowStatistics, found: Sequence[Regression], settings: AnalyzerSettings,
     server_version_num: int, explain: bool = True,
 ) -> PlanAnalysis:
@@ -45,7 +46,7 @@ def analyze_plans(
             settings.lock_timeout)
         if plan is not None:
             plans[gk] = plan
-    previous = {} if audit_id is None or not plans else repository.previous_plans(
+    previous = {} if audit_id is None or not plans else audits.previous_plans(
         store, target, [(gk[0], gk[1]) for gk in plans], audit_id)
     return PlanAnalysis(shapes=shapes, plans=plans, previous_plans=previous,
                         indexed=frozenset(leading_index_columns(conn, tables)),

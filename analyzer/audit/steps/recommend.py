@@ -18,10 +18,11 @@ from analyzer.audit.values import (
 )
 from analyzer.recommend import engine
 from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
-from analyzer.snapshots import catalog_history, repository
 from analyzer.snapshots.catalog import Catalog, TableInfo
 from analyzer.snapshots.own import register_own
 from analyzer.snapshots.take import SnapshotResult
+from analyzer.store import catalogs, snapshots
+from analyzer.store.connection import Conn
 from pgarchitect.config import AnalyzerSettings
 
 DATABASE_OID = "/* pgarchitect */ SELECT oid FROM pg_database WHERE datname = current_database()"
@@ -29,16 +30,16 @@ register_own(DATABASE_OID)
 
 
 def recommendation_input(
-    store: repository.Conn, target: str, clustering: Clustering, stats: WindowStatistics,
+    store: Conn, target: str, clustering: Clustering, stats: WindowStatistics,
     plans: PlanAnalysis, snap: SnapshotResult, settings: AnalyzerSettings,
 ) -> RecommendationInput:
     """Everything the recommendation step needs, frozen."""
-    first = repository.list_snapshots(store, target)
+    first = snapshots.list_snapshots(store, target)
     start = stats.windows.current[0].taken_at if stats.windows.current else None
     return RecommendationInput(
         clustering.regressions, clustering.clusters, stats, plans, snap.catalog, settings,
         snap.server_version_num, first[0].taken_at if first else None,
-        window_writes(catalog_history.history(store, target, start), start, snap.catalog))
+        window_writes(catalogs.history(store, target, start), start, snap.catalog))
 
 
 def _written(t: TableInfo) -> int:

@@ -11,12 +11,13 @@ from analyzer.audit.values import AuditResult, PlanAnalysis, Remembered, StepHoo
 from analyzer.recommend.model import Recommendation as Proposal
 from analyzer.recommend.model import RecommendResult
 from analyzer.recommendation import Recommendation as StoredForm
-from analyzer.snapshots import repository
 from analyzer.snapshots.take import SnapshotResult
+from analyzer.store import audits
+from analyzer.store.connection import Conn
 from pgarchitect.config import AnalyzerSettings
 
 
-def observe_applied(store: repository.Conn, target: str, snap: SnapshotResult
+def observe_applied(store: Conn, target: str, snap: SnapshotResult
                     ) -> tuple[lifecycle.Change, ...]:
     """Recommendations applied or reverted on the target, as this snapshot's catalog shows;
     recorded at the snapshot's time (its own transaction: it is part of the snapshot)."""
@@ -43,7 +44,7 @@ def _stored_form(rec: Proposal) -> StoredForm:
 
 
 def remember_recommendations(
-    store: repository.Conn, target: str, found: RecommendResult, embedder: memory.Embedder,
+    store: Conn, target: str, found: RecommendResult, embedder: memory.Embedder,
     settings: AnalyzerSettings, audit_id: int,
 ) -> Remembered:
     """Each proposal through the memory rules (inside the result transaction): new ones
@@ -61,27 +62,27 @@ def remember_recommendations(
     return Remembered(tuple(proposed), tuple(refused))
 
 
-def verify_applied(store: repository.Conn, target: str, settings: AnalyzerSettings,
+def verify_applied(store: Conn, target: str, settings: AnalyzerSettings,
                    embedder: memory.Embedder, audit_id: int) -> verify.VerifyResult:
     """Measure the applied recommendations (inside the result transaction)."""
     return verify.verify(store, target, settings, embedder=embedder, audit_id=audit_id)
 
 
 def store_audit(
-    store: repository.Conn, result: AuditResult, plans: PlanAnalysis,
+    store: Conn, result: AuditResult, plans: PlanAnalysis,
     on_step: StepHook | None = None,
 ) -> None:
     """Everything the audit found, in one transaction (a savepoint of the caller's)."""
     report = result.to_json()
     with store.transaction():
-        repository.insert_regressions(store, result.audit_id, report["regressions"])
+        audits.insert_regressions(store, result.audit_id, report["regressions"])
         step_reached(on_step, "store.regressions")  # half-way through the one transaction
-        repository.insert_clusters(store, result.audit_id, [
+        audits.insert_clusters(store, result.audit_id, [
             {**record, "features": dict(c.features)}
             for c, record in zip(result.clusters, report["clusters"], strict=True)])
-        repository.insert_plans(store, result.target, result.audit_id,
+        audits.insert_plans(store, result.target, result.audit_id,
                                 {(gk[0], gk[1]): p for gk, p in plans.plans.items()})
-        repository.finish_audit(store, result.audit_id, {
+        audits.finish_audit(store, result.audit_id, {
             "finished_at": result.finished_at, "duration": result.duration_seconds,
             "server_version": result.server_version, "snapshot_id": result.snapshot_id,
             "statements_analyzed": result.statements_analyzed,

@@ -16,13 +16,14 @@ from analyzer.analysis.windows import (
     choose_windows,
 )
 from analyzer.audit.values import WindowStatistics
-from analyzer.snapshots import repository
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.store import snapshots
+from analyzer.store.connection import Conn
 from pgarchitect.config import RegressionSettings
 
 
 def window_stats(
-    store: repository.Conn, metas: Sequence[SnapshotMeta],
+    store: Conn, metas: Sequence[SnapshotMeta],
     cache: dict[int, dict[StatementKey, StatementCounters]] | None = None,
 ) -> dict[StatementKey, WindowStat]:
     """Per-statement activity over a window of snapshots (exact across resets and evictions)."""
@@ -31,24 +32,24 @@ def window_stats(
     for a, b in segments(metas):
         for m in (a, b):
             if m.id not in loaded:
-                loaded[m.id] = repository.load_counters(store, m.id)
+                loaded[m.id] = snapshots.load_counters(store, m.id)
         parts.append(pair_delta(loaded[a.id], loaded[b.id], was_reset(a, b)))
     return merge_windows(parts)
 
 
 def window_statistics(
-    store: repository.Conn, target: str, settings: RegressionSettings,
+    store: Conn, target: str, settings: RegressionSettings,
     request: WindowRequest | None,
 ) -> WindowStatistics:
     """Choose the windows among the stored snapshots and sum each statement group's calls."""
-    windows = choose_windows(repository.list_snapshots(store, target), settings, request)
+    windows = choose_windows(snapshots.list_snapshots(store, target), settings, request)
     cache: dict[int, dict[StatementKey, StatementCounters]] = {}
     if windows.mode == "change_point":
         return _change_point_statistics(store, target, windows, settings, cache)
     base_window = window_stats(store, windows.baseline, cache) if windows.baseline else {}
     cur_window = window_stats(store, windows.current, cache)
     keys = {(k[0], k[2]) for k in (*base_window, *cur_window)}
-    stored = repository.load_texts(store, target, keys)
+    stored = snapshots.load_texts(store, target, keys)
     fingerprints = {k: t.fingerprint for k, t in stored.items()}
     return WindowStatistics(
         windows=windows,
@@ -60,7 +61,7 @@ def window_statistics(
 
 
 def _change_point_statistics(
-    store: repository.Conn, target: str, windows: Windows, settings: RegressionSettings,
+    store: Conn, target: str, windows: Windows, settings: RegressionSettings,
     cache: dict[int, dict[StatementKey, StatementCounters]],
 ) -> WindowStatistics:
     """Each statement group split at its own change point (short history)."""
@@ -68,7 +69,7 @@ def _change_point_statistics(
     points = candidate_points(len(metas))
     raw = [window_stats(store, metas[a: b + 1], cache) for a, b in itertools.pairwise(points)]
     keys = {(k[0], k[2]) for part in raw for k in part}
-    stored = repository.load_texts(store, target, keys)
+    stored = snapshots.load_texts(store, target, keys)
     fingerprints = {k: t.fingerprint for k, t in stored.items()}
     parts = [group(part, fingerprints) for part in raw]
     splits = change_points(parts, settings.min_calls)
@@ -92,7 +93,7 @@ def detect_regressions(stats: WindowStatistics, settings: RegressionSettings
 
 
 def regression_onsets(
-    store: repository.Conn, stats: WindowStatistics, found: Sequence[Regression],
+    store: Conn, stats: WindowStatistics, found: Sequence[Regression],
     settings: RegressionSettings,
 ) -> dict[GroupKey, datetime]:
     """When each regressed group's per-call time first crossed the thresholds."""
@@ -102,7 +103,7 @@ def regression_onsets(
         return {r.key: stats.splits[r.key].taken_at for r in found if r.key in stats.splits}
     metas = stats.windows.current
     queryids = {q for r in found for q in r.queryids}
-    rows = repository.load_series(store, metas, queryids)
+    rows = snapshots.load_series(store, metas, queryids)
     baseline = {r.key: r.baseline.moments.mean for r in found}
     onsets: dict[GroupKey, datetime] = {}
     for i in range(len(metas) - 1):
