@@ -9,14 +9,12 @@ from pathlib import Path
 import psycopg
 
 from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
-from analyzer.audit import observe_applied, run_audit
+from analyzer.audit import run_audit, snapshot_and_observe
 from analyzer.lifecycle import StoredRecommendation
 from analyzer.report import render
-from analyzer.snapshots.source import StatementSource, connect_target
-from analyzer.snapshots.take import take_snapshot
+from analyzer.snapshots.source import connect_target
 from analyzer.store import recommendations
 from analyzer.store.connection import connect_store
-from analyzer.store.writer import StatementWriter
 from pgarchitect.config import Settings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
@@ -69,11 +67,10 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with connect_target(target.dsn, f"target {target.name}", a) as tconn, \
                 connect_store(store_dsn, a.connect_timeout) as store:
-            result = take_snapshot(StatementSource(tconn, a.all_databases), store, target.name,
-                                   a.retention, StatementWriter.for_settings(a))
-            observed = observe_applied(store, target.name, result)
+            observed = snapshot_and_observe(tconn, store, target.name, a)
     except psycopg.Error as exc:
         raise SnapshotFailed(f"snapshot of {target.name} failed: {first_line(exc)}") from None
+    result = observed.snapshot
     if result.skipped:
         print(f"snapshot of {target.name} not stored: snapshot {result.snapshot.id}, read "
               "later, was stored while this one was read")
@@ -84,7 +81,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
           f"({stored}; {result.new_texts} new texts, {result.own_skipped} of pgarchitect's own "
           f"left out, {result.pruned} expired partitions dropped) "
           f"in {result.duration_seconds:.2f}s")
-    for change in observed:
+    for change in observed.changes:
         print(f"recommendation {change.recommendation_id} is {change.to_status} "
               "(seen in this snapshot's catalog)")
     return 0

@@ -7,10 +7,11 @@ on top, and why (docs/analyzer.md, "Job engine"):
   snapshot intervals of a few seconds must work. Each snapshot job therefore first defers its
   successor one `snapshot_interval` later, under the queueing lock ``snapshot:<target>``, so at
   most one snapshot per target waits in the queue whatever the number of replicas. Scheduled
-  audits chain the same way on the cron schedule (croniter, in ``analyzer.timezone``), under
+  audits chain the same way on the cron schedule (pgarchitect.cron, in ``analyzer.timezone``), under
   ``scheduled-audit:<target>``; requested audits use ``audit:<target>``.
 - The per-target lock is a PostgreSQL session advisory lock in the store, held by the running
-  job (the audit's is taken inside the pipeline), rather than procrastinate's ``lock``: a
+  job (the audit's is taken inside the audit, analyzer/audit/bookkeeping.py; the key is
+  analyzer/store/locks.py's), rather than procrastinate's ``lock``: a
   waiting job with a ``lock`` holds back every later job with the same lock even while its
   scheduled time is still in the future, so chains scheduled ahead would block each other for
   a week. A session lock also goes away with a killed worker's connection.
@@ -25,16 +26,13 @@ import contextlib
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import procrastinate
 import psycopg
-from croniter import croniter
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from analyzer import memory, notify
@@ -45,15 +43,16 @@ from analyzer.audit import (
     QuickCheck,
     Recommender,
     engine_recommender,
-    observe_applied,
     quick_check,
     run_audit,
+    snapshot_and_observe,
 )
-from analyzer.snapshots.source import StatementSource, connect_target
-from analyzer.snapshots.take import take_snapshot
+from analyzer.snapshots.source import connect_target
+from analyzer.store import locks
 from analyzer.store.connection import Conn, connect_store
 from analyzer.store.writer import StatementWriter
-from pgarchitect.config import Settings, Target
+from pgarchitect.config import AnalyzerSettings, Settings, Target
+from pgarchitect.cron import next_run
 from pgarchitect.db import first_line
 from pgarchitect.dsn import mask_dsn
 from pgarchitect.errors import UserError
@@ -64,16 +63,8 @@ T = TypeVar("T")
 
 SNAPSHOT_TASK = "snapshot"
 AUDIT_TASK = "audit"
-# The pipeline's advisory lock class for audits ("par"): snapshots take the same key, so no
-# target is snapshotted and audited at once. Keep in step with analyzer.pipeline.run_audit.
-TARGET_LOCK_CLASS = 0x70676172
 AUDIT_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 SNAPSHOT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-def target_lock_key(name: str) -> int:
-    """The advisory lock key of a target (int4), as the pipeline computes it."""
-    return zlib.crc32(name.encode()) - 2**31
 
 
 def snapshot_lock(target: str) -> str:
@@ -91,11 +82,10 @@ def scheduled_audit_lock(target: str) -> str:
     return f"scheduled-audit:{target}"
 
 
-def next_run(schedule: str, timezone: str, after: datetime) -> datetime:
-    """The first time strictly after `after` that the cron `schedule` fires in `timezone`."""
-    local = after.astimezone(ZoneInfo(timezone))
-    nxt: datetime = croniter(schedule, local).get_next(datetime)
-    return nxt.astimezone(UTC)
+def next_scheduled_audit(settings: AnalyzerSettings, after: datetime) -> datetime:
+    """When the scheduled audit after `after` runs (UTC): `analyzer.schedule` in
+    `analyzer.timezone`, across DST changes as pgarchitect.cron.next_run says."""
+    return next_run(settings.schedule, after, settings.timezone).astimezone(UTC)
 
 
 class JobMetrics:
@@ -168,22 +158,16 @@ def snapshot_and_check(settings: Settings, target: Target,
     a = settings.analyzer
     started = time.perf_counter()
     with connect_store(settings.store.dsn, a.connect_timeout) as store:
-        row = store.execute("/* pgarchitect */ SELECT pg_try_advisory_lock(%s, %s)",
-                            (TARGET_LOCK_CLASS, target_lock_key(target.name))).fetchone()
-        if not row or not row[0]:
+        if not locks.try_lock_target(store, target.name):
             return "skipped", time.perf_counter() - started
         try:
             with connect_target(target.dsn, f"target {target.name}", a) as tconn:
-                snap = take_snapshot(StatementSource(tconn, a.all_databases), store,
-                                     target.name, a.retention,
-                                     writer or StatementWriter.for_settings(a))
-                observe_applied(store, target.name, snap)
+                snap = snapshot_and_observe(tconn, store, target.name, a, writer).snapshot
                 check = quick_check(store, tconn, target.name, a)
             record_check(store, target.name, snap.snapshot.id, check)
         finally:
             with contextlib.suppress(psycopg.Error):
-                store.execute("/* pgarchitect */ SELECT pg_advisory_unlock(%s, %s)",
-                              (TARGET_LOCK_CLASS, target_lock_key(target.name)))
+                locks.unlock_target(store, target.name)
     log.info(event("snapshot.taken", target=target.name, snapshot_id=snap.snapshot.id,
                    statements=snap.statements, regressions=check.regressions,
                    clusters=check.clusters))
@@ -329,7 +313,7 @@ async def defer_scheduled_audit(app: procrastinate.App, service: Service, target
                                 after: datetime) -> None:
     """Queue the target's next scheduled audit (a no-op when one is already waiting)."""
     a = service.settings.analyzer
-    at = next_run(a.schedule, a.timezone, after)
+    at = next_scheduled_audit(a, after)
     with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
         await app.tasks[AUDIT_TASK].configure(
             queueing_lock=scheduled_audit_lock(target), schedule_at=at,

@@ -20,26 +20,28 @@ serialised once (`records`), for both the report and the store rows.
 from analyzer.audit.bookkeeping import AuditBusy, AuditFailed
 from analyzer.audit.records import cluster_record, regression_record, windows_record
 from analyzer.audit.steps.recommend import engine_recommender, window_writes
-from analyzer.audit.steps.results import observe_applied
+from analyzer.audit.steps.snapshot import Observed, observe_applied, snapshot_and_observe
 from analyzer.audit.steps.statistics import window_stats
 from analyzer.audit.values import (
     STEPS,
     AuditResult,
     Cluster,
     Clustering,
+    Detection,
     PlanAnalysis,
     QuickCheck,
     RecommendationInput,
     Recommender,
+    Step,
     StepHook,
     WindowStatistics,
 )
-from analyzer.audit.workflow import quick_check, run_audit, run_quick_check
+from analyzer.audit.workflow import detect, quick_check, run_audit, run_quick_check
 
 __all__ = [
-    "STEPS", "AuditBusy", "AuditFailed", "AuditResult", "Cluster", "Clustering", "PlanAnalysis",
-    "QuickCheck", "RecommendationInput", "Recommender", "StepHook", "WindowStatistics",
-    "cluster_record", "engine_recommender", "observe_applied", "quick_check",
-    "regression_record", "run_audit", "run_quick_check", "window_stats", "window_writes",
-    "windows_record",
+    "STEPS", "AuditBusy", "AuditFailed", "AuditResult", "Cluster", "Clustering", "Detection",
+    "Observed", "PlanAnalysis", "QuickCheck", "RecommendationInput", "Recommender", "Step",
+    "StepHook", "WindowStatistics", "cluster_record", "detect", "engine_recommender",
+    "observe_applied", "quick_check", "regression_record", "run_audit", "run_quick_check",
+    "snapshot_and_observe", "window_stats", "window_writes", "windows_record",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +12,7 @@ from datetime import datetime
 import psycopg
 
 from analyzer.analysis.windows import WindowRequest, choose_windows
-from analyzer.store import audits, snapshots
+from analyzer.store import audits, locks, snapshots
 from analyzer.store.connection import Conn, connect_store
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.db import first_line
@@ -62,12 +61,9 @@ def recorded_audit(
     request: WindowRequest | None, queued_id: int | None = None, requested_by: str = "cli",
 ) -> Iterator[Run]:
     """Hold the target's audit lock, record the audit as running, and as failed on error."""
-    lock_key = zlib.crc32(target.encode()) - 2**31  # int4 range
-    row = store.execute("/* pgarchitect */ SELECT pg_try_advisory_lock(%s, %s)",
-                        (0x70676172, lock_key)).fetchone()
-    if not row or not row[0]:
+    if not locks.try_lock_target(store, target):
         raise AuditBusy(f"an audit of target {target!r} is already running")
-    audits.abandon_running(store, target)
+    audits.fail_abandoned(store)
     if request is not None:
         # A mistyped snapshot id is the operator's error, not a failed audit.
         choose_windows(snapshots.list_snapshots(store, target), settings.regression, request)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -24,10 +25,26 @@ from pgarchitect.log import event
 log = logging.getLogger("pgarchitect.analyzer.audit")
 
 StepHook = Callable[[str], None]
-# The step names `on_step` is called with, in order; "store.regressions" is half-way through
-# the result transaction (tests stop the store there).
-STEPS = ("snapshot", "observe", "windows", "regressions", "plans", "cluster", "causes",
-         "recommend", "store", "memory", "verify", "store.regressions")
+
+
+class Step(StrEnum):
+    """The names `on_step` is called with, in the order `run_audit` reaches them."""
+
+    SNAPSHOT = "snapshot"  # and the recommendations its catalog shows applied / reverted
+    WINDOWS = "windows"
+    REGRESSIONS = "regressions"
+    PLANS = "plans"
+    CLUSTER = "cluster"
+    CAUSES = "causes"
+    RECOMMEND = "recommend"
+    STORE = "store"  # the result transaction opens
+    MEMORY = "memory"
+    VERIFY = "verify"
+    STORE_REGRESSIONS = "store.regressions"  # half-way through it (tests stop the store there)
+
+
+# Derived: tests check that an audit calls `on_step` with exactly these, in this order.
+STEPS = tuple(Step)
 
 
 def step_reached(hook: StepHook | None, name: str) -> None:
@@ -83,6 +100,16 @@ class Clustering:
 
     regressions: tuple[Regression, ...] = ()
     clusters: tuple[Cluster, ...] = ()
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What the detection prefix both workflows share found: the window statistics, the
+    plans and the regressions clustered (without causes)."""
+
+    statistics: WindowStatistics
+    plans: PlanAnalysis
+    clustering: Clustering
 
 
 @dataclass(frozen=True)

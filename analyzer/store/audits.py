@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from analyzer.store import locks
 from analyzer.store.connection import Conn, by_pairs
 from pgarchitect.errors import UserError
 
@@ -49,14 +50,30 @@ def queue_audit(conn: Conn, target: str, requested_by: str = "api") -> int:
     return int(row[0])
 
 
-def abandon_running(conn: Conn, target: str) -> int:
-    """Mark audits of `target` still 'running' (their process died) as failed."""
-    return conn.execute(
-        "/* pgarchitect */ UPDATE pgarchitect.audit_run SET status = 'failed',"
-        " finished_at = coalesce(finished_at, clock_timestamp()),"
-        " error = 'abandoned: the audit process stopped before it finished'"
-        " WHERE target = %s AND status = 'running'", (target,),
-    ).rowcount
+def fail_abandoned(conn: Conn) -> int:
+    """Mark failed the audits still 'running' whose process is gone; return how many.
+
+    A running audit holds its target's lock (analyzer/store/locks.py) on its store session
+    until it ends; a 'running' row whose target lock is free was left by a process that died
+    (a CLI audit whose store went away before it could record the failure). Called when an
+    audit starts and when the service starts. Locks this session holds count as free.
+    """
+    rows = conn.execute("/* pgarchitect */ SELECT DISTINCT target FROM pgarchitect.audit_run"
+                        " WHERE status = 'running'").fetchall()
+    failed = 0
+    for (target,) in rows:
+        if not locks.try_lock_target(conn, target):
+            continue  # its audit (or a snapshot job) is alive
+        try:
+            failed += conn.execute(
+                "/* pgarchitect */ UPDATE pgarchitect.audit_run SET status = 'failed',"
+                " finished_at = coalesce(finished_at, clock_timestamp()),"
+                " error = 'abandoned: the audit process stopped before it finished'"
+                " WHERE target = %s AND status = 'running'", (target,),
+            ).rowcount
+        finally:
+            locks.unlock_target(conn, target)
+    return failed
 
 
 def fail_audit(conn: Conn, audit_id: int, error: str, duration: float) -> None:

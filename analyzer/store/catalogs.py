@@ -46,8 +46,11 @@ def prune(conn: Conn, target: str, retention_seconds: float) -> int:
     return int(cur.rowcount)
 
 
-def history(conn: Conn, target: str, since: datetime | None) -> tuple[
-        tuple[datetime, Catalog], ...]:
+# The stored catalogs of a span, oldest first: (when it was taken, the catalog).
+CatalogHistory = tuple[tuple[datetime, Catalog], ...]
+
+
+def history(conn: Conn, target: str, since: datetime | None) -> CatalogHistory:
     """The stored catalogs from `since` on, with the last one before it, oldest first."""
     rows = conn.execute(
         "/* pgarchitect */ SELECT taken_at, catalog FROM pgarchitect.catalog_snapshot"

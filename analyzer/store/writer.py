@@ -11,11 +11,9 @@ from analyzer.snapshots.changes import Previous, after, plan
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementText, TargetReading
 from analyzer.store import partitions
 from analyzer.store.connection import Conn
+from analyzer.store.locks import lock_target_writes
 from analyzer.store.snapshots import insert_snapshot, known_texts, load_counters
 from pgarchitect.config import AnalyzerSettings
-
-# Advisory lock class of per-target snapshot writes (the second key is the target's hash).
-TARGET_WRITE_LOCK = 0x7067_0004
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +69,7 @@ class StatementWriter:
         with conn.transaction():
             # Writers of one target take turns; what the previous snapshot is, is read
             # under the lock.
-            conn.execute("/* pgarchitect */ SELECT pg_advisory_xact_lock(%s::int4, hashtext(%s))",
-                         (TARGET_WRITE_LOCK, target))
+            lock_target_writes(conn, target)
             latest = conn.execute(
                 "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc"
                 " FROM pgarchitect.snapshot WHERE target = %s"

@@ -14,10 +14,10 @@ import pytest
 from psycopg.types.numeric import Int2, Int4, Int8
 
 from analyzer.analysis.windows import WindowRequest
-from analyzer.audit import AuditFailed, run_audit, window_stats
+from analyzer.audit import STEPS, AuditFailed, run_audit, window_stats
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
-from analyzer.store import snapshots
+from analyzer.store import locks, snapshots
 from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
@@ -149,7 +149,21 @@ def test_store_going_away_mid_audit_keeps_the_previous_audit(
     s1 = snapshot(app, store)
     planted.drop_indexes(app)
     planted.run(app, planted.Phase(rounds=25, statements=tuple(planted.ORDERS_STATEMENTS)))
-    first = run_audit(VALIDATED, target, Dsn(store), WindowRequest(s0, s1, s1, None))
+    # An audit left 'running' by a process that died (its store went away first), and one
+    # whose process is alive (it holds its target's lock).
+    with psycopg.connect(store, autocommit=True) as other:
+        other.execute("INSERT INTO pgarchitect.audit_run (target, status, started_at)"
+                      " VALUES ('gone', 'running', now()), ('alive', 'running', now())")
+        assert locks.try_lock_target(other, "alive")
+        steps: list[str] = []
+        first = run_audit(VALIDATED, target, Dsn(store), WindowRequest(s0, s1, s1, None),
+                          on_step=steps.append)
+        assert rows(store, "SELECT target, status, error FROM pgarchitect.audit_run"
+                    " WHERE target IN ('gone', 'alive') ORDER BY target") == [
+            ("alive", "running", None),
+            ("gone", "failed", "abandoned: the audit process stopped before it finished")]
+    # The step list is what an audit goes through, in order.
+    assert tuple(steps) == STEPS
     assert len(first.regressions) == 3
     recommendations = "SELECT id, status, times_seen, last_audit_id FROM" \
         " pgarchitect.optimization_log ORDER BY id"
@@ -168,7 +182,7 @@ def test_store_going_away_mid_audit_keeps_the_previous_audit(
         run_audit(VALIDATED, target, Dsn(store), WindowRequest(s0, s1, s1, None),
                   on_step=store_goes_away)
     audits = rows(store, "SELECT id, status, regression_count, error IS NOT NULL"
-                  " FROM pgarchitect.audit_run ORDER BY id")
+                  " FROM pgarchitect.audit_run WHERE target = 'app' ORDER BY id")
     assert audits[0] == (first.audit_id, "succeeded", 3, False)
     assert audits[1][1:] == ("failed", None, True)
     per_audit = dict(rows(store, "SELECT audit_id, count(*) FROM pgarchitect.regression"

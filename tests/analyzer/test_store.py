@@ -20,7 +20,8 @@ from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import SnapshotResult, take_snapshot
 from analyzer.store import partitions, snapshots
 from analyzer.store.connection import Conn, connect_store
-from analyzer.store.writer import TARGET_WRITE_LOCK, StatementWriter, Written
+from analyzer.store.locks import TARGET_WRITE_LOCK
+from analyzer.store.writer import StatementWriter, Written
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn

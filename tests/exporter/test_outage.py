@@ -34,7 +34,7 @@ async def test_outage_and_recovery(version: int, data_dir: Path,
             assert (await exp.get("/readyz"))[0] == 200
         # Stopped under a running exporter holding pooled connections.
         caplog.clear()
-        caplog.set_level(logging.INFO, logger="exporter")
+        caplog.set_level(logging.INFO, logger="pgarchitect.exporter")
         started = time.monotonic()
         got = await exp.samples()
         elapsed = time.monotonic() - started

@@ -15,6 +15,7 @@ from analyzer.analysis.windows import Windows
 from analyzer.audit.values import Cluster, Clustering, PlanAnalysis, WindowStatistics
 from analyzer.snapshots.catalog import Catalog
 from analyzer.store import catalogs
+from analyzer.store.catalogs import CatalogHistory
 from analyzer.store.connection import Conn
 
 
@@ -66,16 +67,23 @@ def _summary(c: Cluster, regressions: Sequence[Regression], plans: PlanAnalysis)
                      None if c.cause is None else c.cause.phrase())
 
 
+def catalogs_since(store: Conn, target: str, windows: Windows) -> CatalogHistory:
+    """The stored catalogs from the earliest analysed snapshot on (with the one before it):
+    read once per audit, for the causes and the recommendations' write counts."""
+    metas = [*windows.baseline, *windows.current]
+    return catalogs.history(store, target, min((m.taken_at for m in metas), default=None))
+
+
 def attribute_causes(
-    store: Conn, target: str, stats: WindowStatistics, clustering: Clustering,
-    plans: PlanAnalysis, catalog: Catalog,
+    stats: WindowStatistics, clustering: Clustering, plans: PlanAnalysis, catalog: Catalog,
+    history: CatalogHistory,
 ) -> Clustering:
-    """Each cluster's cause from the catalog changes near its onset, said in its summary."""
+    """Each cluster's cause from the catalog changes near its onset, said in its summary
+    (pure: `history` is `catalogs_since`'s)."""
     if not clustering.clusters:
         return clustering
     metas = sorted({*stats.windows.baseline, *stats.windows.current},
                    key=lambda m: (m.taken_at, m.id))
-    history = catalogs.history(store, target, metas[0].taken_at if metas else None)
     facts = []
     for c in clustering.clusters:
         members = [clustering.regressions[i] for i in c.members]

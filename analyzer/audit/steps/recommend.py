@@ -13,16 +13,15 @@ from analyzer.audit.values import (
     Clustering,
     PlanAnalysis,
     RecommendationInput,
-    Recommender,
     WindowStatistics,
 )
 from analyzer.recommend import engine
 from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
 from analyzer.snapshots.catalog import Catalog, TableInfo
+from analyzer.snapshots.model import SnapshotMeta
 from analyzer.snapshots.own import register_own
 from analyzer.snapshots.take import SnapshotResult
-from analyzer.store import catalogs, snapshots
-from analyzer.store.connection import Conn
+from analyzer.store.catalogs import CatalogHistory
 from pgarchitect.config import AnalyzerSettings
 
 DATABASE_OID = "/* pgarchitect */ SELECT oid FROM pg_database WHERE datname = current_database()"
@@ -30,16 +29,16 @@ register_own(DATABASE_OID)
 
 
 def recommendation_input(
-    store: Conn, target: str, clustering: Clustering, stats: WindowStatistics,
-    plans: PlanAnalysis, snap: SnapshotResult, settings: AnalyzerSettings,
+    clustering: Clustering, stats: WindowStatistics, plans: PlanAnalysis, snap: SnapshotResult,
+    settings: AnalyzerSettings, stored: Sequence[SnapshotMeta], history: CatalogHistory,
 ) -> RecommendationInput:
-    """Everything the recommendation step needs, frozen."""
-    first = snapshots.list_snapshots(store, target)
+    """Everything the recommendation step needs, frozen (pure: `stored` is the target's
+    snapshot list, `history` its catalogs since the analysed windows began)."""
     start = stats.windows.current[0].taken_at if stats.windows.current else None
     return RecommendationInput(
         clustering.regressions, clustering.clusters, stats, plans, snap.catalog, settings,
-        snap.server_version_num, first[0].taken_at if first else None,
-        window_writes(catalogs.history(store, target, start), start, snap.catalog))
+        snap.server_version_num, stored[0].taken_at if stored else None,
+        window_writes(history, start, snap.catalog))
 
 
 def _written(t: TableInfo) -> int:
@@ -107,7 +106,3 @@ def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInpu
         observed_since=inputs.observed_since, table_writes=inputs.table_writes)
 
 
-def recommend(recommender: Recommender, conn: psycopg.Connection[Any],
-              inputs: RecommendationInput) -> RecommendResult:
-    """Candidate generation and validation on the held target session."""
-    return recommender(conn, inputs)

@@ -1,30 +1,19 @@
-"""Steps that write the store: applied / reverted seen in a snapshot, memory,
-verification and the audit's results (the last three inside the result transaction)."""
+"""Steps that write the audit's results: memory, verification and the store rows, all inside
+the result transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from analyzer import lifecycle, memory, verify
+from analyzer import memory
 from analyzer.audit.values import AuditResult, PlanAnalysis, Remembered, StepHook, step_reached
 from analyzer.recommend.model import Recommendation as Proposal
 from analyzer.recommend.model import RecommendResult
 from analyzer.recommendation import Recommendation as StoredForm
-from analyzer.snapshots.take import SnapshotResult
 from analyzer.store import audits
 from analyzer.store.connection import Conn
 from pgarchitect.config import AnalyzerSettings
-
-
-def observe_applied(store: Conn, target: str, snap: SnapshotResult
-                    ) -> tuple[lifecycle.Change, ...]:
-    """Recommendations applied or reverted on the target, as this snapshot's catalog shows;
-    recorded at the snapshot's time (its own transaction: it is part of the snapshot)."""
-    valid = {i.qualified_name: i.definition for i in snap.catalog.indexes if i.valid}
-    with store.transaction():
-        changes = verify.observe_catalog(store, target, valid, at=snap.snapshot.taken_at)
-    return tuple(changes)
 
 
 def _stored_form(rec: Proposal) -> StoredForm:
@@ -60,12 +49,6 @@ def remember_recommendations(
             refused.append({"queryids": list(rec.queryids), "validated_by": rec.validated_by,
                             **outcome.to_json()})
     return Remembered(tuple(proposed), tuple(refused))
-
-
-def verify_applied(store: Conn, target: str, settings: AnalyzerSettings,
-                   embedder: memory.Embedder, audit_id: int) -> verify.VerifyResult:
-    """Measure the applied recommendations (inside the result transaction)."""
-    return verify.verify(store, target, settings, embedder=embedder, audit_id=audit_id)
 
 
 def store_audit(

@@ -1,4 +1,5 @@
-"""Steps: window statistics, regression detection and their onsets."""
+"""Steps: window statistics and the regressions' onsets (detection itself is pure:
+analyzer.analysis.regression.detect)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
-from analyzer.analysis.regression import GroupKey, Regression, detect, group, merge_groups
+from analyzer.analysis.regression import GroupKey, Regression, group, merge_groups
 from analyzer.analysis.windows import (
     WindowRequest,
     Windows,
@@ -38,24 +39,24 @@ def window_stats(
 
 
 def window_statistics(
-    store: Conn, target: str, settings: RegressionSettings,
+    store: Conn, target: str, settings: RegressionSettings, stored: Sequence[SnapshotMeta],
     request: WindowRequest | None,
 ) -> WindowStatistics:
-    """Choose the windows among the stored snapshots and sum each statement group's calls."""
-    windows = choose_windows(snapshots.list_snapshots(store, target), settings, request)
+    """Choose the windows among the `stored` snapshots and sum each statement group's calls."""
+    windows = choose_windows(stored, settings, request)
     cache: dict[int, dict[StatementKey, StatementCounters]] = {}
     if windows.mode == "change_point":
         return _change_point_statistics(store, target, windows, settings, cache)
     base_window = window_stats(store, windows.baseline, cache) if windows.baseline else {}
     cur_window = window_stats(store, windows.current, cache)
     keys = {(k[0], k[2]) for k in (*base_window, *cur_window)}
-    stored = snapshots.load_texts(store, target, keys)
-    fingerprints = {k: t.fingerprint for k, t in stored.items()}
+    texts = snapshots.load_texts(store, target, keys)
+    fingerprints = {k: t.fingerprint for k, t in texts.items()}
     return WindowStatistics(
         windows=windows,
         baseline=group(base_window, fingerprints),
         current=group(cur_window, fingerprints),
-        texts={k: t.query for k, t in stored.items()},
+        texts={k: t.query for k, t in texts.items()},
         fingerprints=fingerprints,
     )
 
@@ -84,12 +85,6 @@ def _change_point_statistics(
         fingerprints=fingerprints,
         splits={gk: metas[points[sp.boundary]] for gk, sp in splits.items()},
     )
-
-
-def detect_regressions(stats: WindowStatistics, settings: RegressionSettings
-                       ) -> tuple[Regression, ...]:
-    """The statement groups that got significantly slower (pure)."""
-    return tuple(detect(stats.baseline, stats.current, settings))
 
 
 def regression_onsets(
