@@ -40,7 +40,6 @@ from analyzer.audit import (
     AuditBusy,
     AuditFailed,
     AuditResult,
-    QuickCheck,
     Recommender,
     engine_recommender,
     quick_check,
@@ -48,8 +47,8 @@ from analyzer.audit import (
     snapshot_and_observe,
 )
 from analyzer.snapshots.source import connect_target
-from analyzer.store import locks
-from analyzer.store.connection import Conn, connect_store
+from analyzer.store import audits, locks
+from analyzer.store.connection import connect_store
 from analyzer.store.writer import StatementWriter
 from pgarchitect.config import AnalyzerSettings, Settings, Target
 from pgarchitect.cron import next_run
@@ -129,21 +128,6 @@ class JobMetrics:
                 self.notifications.labels(kind, result)
 
 
-def record_check(store: Conn, target: str, snapshot_id: int | None,
-                 check: QuickCheck) -> None:
-    """Keep the latest quick check of a target (every replica's /metrics reads it)."""
-    store.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.regression_check"
-        " (target, snapshot_id, checked_at, regressions, clusters, note)"
-        " VALUES (%s, %s, clock_timestamp(), %s, %s, %s) ON CONFLICT (target) DO UPDATE SET"
-        " snapshot_id = excluded.snapshot_id, checked_at = excluded.checked_at,"
-        " regressions = excluded.regressions, clusters = excluded.clusters,"
-        " note = excluded.note",
-        (target, snapshot_id, check.regressions, check.clusters,
-         check.windows.get("note") or None),
-    )
-
-
 def snapshot_and_check(settings: Settings, target: Target,
                        writer: StatementWriter | None = None) -> tuple[str, float]:
     """One snapshot job's work: snapshot under the target lock, then the quick check.
@@ -164,7 +148,8 @@ def snapshot_and_check(settings: Settings, target: Target,
             with connect_target(target.dsn, f"target {target.name}", a) as tconn:
                 snap = snapshot_and_observe(tconn, store, target.name, a, writer).snapshot
                 check = quick_check(store, tconn, target.name, a)
-            record_check(store, target.name, snap.snapshot.id, check)
+            audits.record_check(store, target.name, snap.snapshot.id, check.regressions,
+                                check.clusters, check.windows.get("note") or None)
         finally:
             with contextlib.suppress(psycopg.Error):
                 locks.unlock_target(store, target.name)

@@ -163,3 +163,17 @@ def audit_report(conn: Conn, audit_id: int) -> dict[str, Any] | None:
         return None
     value = row[0]
     return dict(value) if isinstance(value, dict) else dict(json.loads(value))
+
+
+def record_check(conn: Conn, target: str, snapshot_id: int | None, regressions: int,
+                 clusters: int, note: str | None) -> None:
+    """Keep the latest quick check of a target (every replica's /metrics reads it)."""
+    conn.execute(
+        "/* pgarchitect */ INSERT INTO pgarchitect.regression_check"
+        " (target, snapshot_id, checked_at, regressions, clusters, note)"
+        " VALUES (%s, %s, clock_timestamp(), %s, %s, %s) ON CONFLICT (target) DO UPDATE SET"
+        " snapshot_id = excluded.snapshot_id, checked_at = excluded.checked_at,"
+        " regressions = excluded.regressions, clusters = excluded.clusters,"
+        " note = excluded.note",
+        (target, snapshot_id, regressions, clusters, note),
+    )

@@ -32,41 +32,57 @@ _COLUMNS = ("id, target, status, kind, coalesce(table_name, ''), columns, coales
             " measured_change, reverts_id")
 
 
-def _row(r: Sequence[Any]) -> StoredRecommendation:
+def _stored(
+    id: int, target: str, status: str, kind: str, table: str, columns: list[str], ddl: str,
+    revert_ddl: str, rationale: str, confidence: float, queryids: list[str],
+    statements: list[str], evidence: Mapping[str, Any] | None,
+    estimated_cost_before: float | None, estimated_cost_after: float | None,
+    validated_by: str, audit_id: int | None, created_at: datetime, last_seen_at: datetime,
+    times_seen: int, status_changed_at: datetime, applied_at: datetime | None,
+    index_definition: str | None, measured_change: Mapping[str, Any] | None,
+    reverts_id: int | None,
+) -> StoredRecommendation:
+    """A row of _COLUMNS (these parameters, in that order) as a stored recommendation."""
     rec = Recommendation(
-        kind=r[3], table=r[4], columns=tuple(r[5]), ddl=r[6], revert_ddl=r[7], rationale=r[8],
-        confidence=float(r[9]), queryids=tuple(r[10]), statements=tuple(r[11]),
-        evidence=dict(r[12] or {}), estimated_cost_before=r[13], estimated_cost_after=r[14],
-        validated_by=r[15],
+        kind=kind, table=table, columns=tuple(columns), ddl=ddl, revert_ddl=revert_ddl,
+        rationale=rationale, confidence=float(confidence), queryids=tuple(queryids),
+        statements=tuple(statements), evidence=dict(evidence or {}),
+        estimated_cost_before=estimated_cost_before, estimated_cost_after=estimated_cost_after,
+        validated_by=validated_by,
     )
     return StoredRecommendation(
-        id=int(r[0]), target=r[1], status=r[2], recommendation=rec, audit_id=r[16],
-        created_at=r[17], last_seen_at=r[18], times_seen=int(r[19]), status_changed_at=r[20],
-        applied_at=r[21], index_definition=r[22],
-        measured_change=None if r[23] is None else dict(r[23]), reverts_id=r[24],
+        id=int(id), target=target, status=status, recommendation=rec, audit_id=audit_id,
+        created_at=created_at, last_seen_at=last_seen_at, times_seen=int(times_seen),
+        status_changed_at=status_changed_at, applied_at=applied_at,
+        index_definition=index_definition,
+        measured_change=None if measured_change is None else dict(measured_change),
+        reverts_id=reverts_id,
     )
+
+
+# A history row, in Change's field order.
+_CHANGE = "recommendation_id, from_status, to_status, changed_at, changed_by, note"
 
 
 def history(conn: Conn, rec_id: int) -> tuple[Change, ...]:
     """Every recorded status change of a recommendation, oldest first."""
-    rows = conn.execute(
-        "/* pgarchitect */ SELECT recommendation_id, from_status, to_status, changed_at,"
-        " changed_by, note FROM pgarchitect.optimization_history"
-        " WHERE recommendation_id = %s ORDER BY changed_at, id", (rec_id,),
-    ).fetchall()
-    return tuple(Change(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows)
+    with conn.cursor(row_factory=args_row(Change)) as cur:
+        return tuple(cur.execute(
+            f"/* pgarchitect */ SELECT {_CHANGE} FROM pgarchitect.optimization_history"
+            " WHERE recommendation_id = %s ORDER BY changed_at, id".encode(), (rec_id,)))
 
 
 def get(conn: Conn, rec_id: int, *, for_update: bool = False) -> StoredRecommendation:
     """One recommendation with its history, or UnknownRecommendation."""
     lock = " FOR UPDATE" if for_update else ""
-    row = conn.execute(
-        f"/* pgarchitect */ SELECT {_COLUMNS} FROM pgarchitect.optimization_log"
-        f" WHERE id = %s{lock}".encode(), (rec_id,),
-    ).fetchone()
+    with conn.cursor(row_factory=args_row(_stored)) as cur:
+        row = cur.execute(
+            f"/* pgarchitect */ SELECT {_COLUMNS} FROM pgarchitect.optimization_log"
+            f" WHERE id = %s{lock}".encode(), (rec_id,),
+        ).fetchone()
     if row is None:
         raise UnknownRecommendation(f"no recommendation with id {rec_id}")
-    return replace(_row(row), history=history(conn, rec_id))
+    return replace(row, history=history(conn, rec_id))
 
 
 def list_recommendations(conn: Conn, target: str | None = None,
@@ -74,26 +90,24 @@ def list_recommendations(conn: Conn, target: str | None = None,
     """Recommendations, newest first, optionally of one target and one status."""
     if status is not None and status not in STATUSES:
         raise UserError(f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
-    rows = conn.execute(
-        f"/* pgarchitect */ SELECT {_COLUMNS} FROM pgarchitect.optimization_log"
-        " WHERE (%(target)s::text IS NULL OR target = %(target)s)"
-        " AND (%(status)s::text IS NULL OR status = %(status)s)"
-        " ORDER BY id DESC".encode(), {"target": target, "status": status},
-    ).fetchall()
-    return [_row(r) for r in rows]
+    with conn.cursor(row_factory=args_row(_stored)) as cur:
+        return cur.execute(
+            f"/* pgarchitect */ SELECT {_COLUMNS} FROM pgarchitect.optimization_log"
+            " WHERE (%(target)s::text IS NULL OR target = %(target)s)"
+            " AND (%(status)s::text IS NULL OR status = %(status)s)"
+            " ORDER BY id DESC".encode(), {"target": target, "status": status},
+        ).fetchall()
 
 
 def histories(conn: Conn, ids: Sequence[int]) -> dict[int, tuple[Change, ...]]:
     """The histories of several recommendations at once."""
-    rows = conn.execute(
-        "/* pgarchitect */ SELECT recommendation_id, from_status, to_status, changed_at,"
-        " changed_by, note FROM pgarchitect.optimization_history"
-        " WHERE recommendation_id = ANY(%s) ORDER BY recommendation_id, changed_at, id",
-        (list(ids),),
-    ).fetchall()
     out: dict[int, list[Change]] = {}
-    for r in rows:
-        out.setdefault(int(r[0]), []).append(Change(int(r[0]), r[1], r[2], r[3], r[4], r[5]))
+    with conn.cursor(row_factory=args_row(Change)) as cur:
+        for c in cur.execute(
+                f"/* pgarchitect */ SELECT {_CHANGE} FROM pgarchitect.optimization_history"
+                " WHERE recommendation_id = ANY(%s) ORDER BY recommendation_id, changed_at, id"
+                .encode(), (list(ids),)):
+            out.setdefault(c.recommendation_id, []).append(c)
     return {k: tuple(v) for k, v in out.items()}
 
 
@@ -104,12 +118,28 @@ def with_history(conn: Conn,
     return [replace(r, history=found.get(r.id, ())) for r in recs]
 
 
-def status_counts(conn: Conn) -> dict[tuple[str, str, str], int]:
+class StatusGroup(NamedTuple):
+    """The recommendations of one target, kind and status (the service's gauge labels)."""
+
+    target: str
+    kind: str
+    status: str
+
+
+class _Count(NamedTuple):
+    target: str
+    kind: str
+    status: str
+    recommendations: int
+
+
+def status_counts(conn: Conn) -> dict[StatusGroup, int]:
     """(target, kind, status) -> number of recommendations (for the service's gauge)."""
-    rows = conn.execute(
-        "/* pgarchitect */ SELECT target, kind, status, count(*)"
-        " FROM pgarchitect.optimization_log GROUP BY target, kind, status").fetchall()
-    return {(str(r[0]), str(r[1]), str(r[2])): int(r[3]) for r in rows}
+    with conn.cursor(row_factory=args_row(_Count)) as cur:
+        rows = cur.execute(
+            "/* pgarchitect */ SELECT target, kind, status, count(*)"
+            " FROM pgarchitect.optimization_log GROUP BY target, kind, status").fetchall()
+    return {StatusGroup(r.target, r.kind, r.status): int(r.recommendations) for r in rows}
 
 
 def record(conn: Conn, rec_id: int, from_status: str | None, to_status: str, by: str,
@@ -124,7 +154,8 @@ def record(conn: Conn, rec_id: int, from_status: str | None, to_status: str, by:
         (rec_id, from_status, to_status, at, by, note),
     ).fetchone()
     assert row is not None
-    return Change(rec_id, from_status, to_status, row[0], by, note)
+    changed_at: datetime = row[0]
+    return Change(rec_id, from_status, to_status, changed_at, by, note)
 
 
 def set_status(conn: Conn, rec_id: int, to_status: str, by: str, note: str | None = None,

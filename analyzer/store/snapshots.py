@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+from psycopg.rows import args_row
 
 from analyzer.snapshots.changes import roll_forward
 from analyzer.snapshots.model import (
@@ -25,13 +27,31 @@ from analyzer.store import partitions
 from analyzer.store.connection import Conn, by_pairs
 
 
+class TextKey(NamedTuple):
+    """A statement text's key in the store (with the target)."""
+
+    dbid: int
+    queryid: int
+
+
+class KnownText(NamedTuple):
+    """What the store knows of a text without reading it."""
+
+    fingerprint: str
+    own: bool
+
+
 def known_texts(conn: Conn, target: str) -> dict[tuple[int, int], tuple[str, bool]]:
     """(dbid, queryid) -> (fingerprint, own) for every text the store has for `target`."""
-    rows = conn.execute(
-        "/* pgarchitect */ SELECT dbid, queryid, coalesce(fingerprint, ''), own"
-        " FROM pgarchitect.statement_text WHERE target = %s", (target,),
-    ).fetchall()
-    return {(int(r[0]), int(r[1])): (str(r[2]), bool(r[3])) for r in rows}
+    with conn.cursor(row_factory=args_row(_known)) as cur:
+        return dict(cur.execute(
+            "/* pgarchitect */ SELECT dbid, queryid, coalesce(fingerprint, ''), own"
+            " FROM pgarchitect.statement_text WHERE target = %s", (target,),
+        ).fetchall())
+
+
+def _known(dbid: int, queryid: int, fingerprint: str, own: bool) -> tuple[TextKey, KnownText]:
+    return TextKey(int(dbid), int(queryid)), KnownText(fingerprint, bool(own))
 
 
 # Binary COPY types of statement_stat's columns: (snapshot_id, taken_at, *STAT_COLUMNS).
@@ -114,31 +134,53 @@ def insert_snapshot(
 def list_snapshots(conn: Conn, target: str) -> list[SnapshotMeta]:
     """The target's snapshot headers, oldest first, from its oldest checkpoint on (a snapshot
     before it could not be rebuilt)."""
-    rows = conn.execute(
-        "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc FROM pgarchitect.snapshot"
-        " WHERE target = %(t)s AND taken_at >= coalesce((SELECT min(taken_at)"
-        "   FROM pgarchitect.snapshot WHERE target = %(t)s AND is_checkpoint), 'infinity')"
-        " ORDER BY taken_at, id", {"t": target},
-    ).fetchall()
-    return [SnapshotMeta(int(r[0]), r[1], r[2], None if r[3] is None else int(r[3]))
-            for r in rows]
+    with conn.cursor(row_factory=args_row(SnapshotMeta)) as cur:
+        return cur.execute(
+            "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc"
+            " FROM pgarchitect.snapshot WHERE target = %(t)s AND taken_at >= coalesce(("
+            "   SELECT min(taken_at) FROM pgarchitect.snapshot"
+            "   WHERE target = %(t)s AND is_checkpoint), 'infinity')"
+            " ORDER BY taken_at, id", {"t": target},
+        ).fetchall()
 
 
 _COLUMNS = ", ".join(STAT_COLUMNS)
 
 
-def _counters(r: Sequence[Any]) -> StatementCounters:
-    """A row in STAT_COLUMNS order back into counters (exactly as it was written)."""
+def _counters(
+    dbid: int, datname: str | None, userid: int, username: str | None, queryid: int,
+    toplevel: bool, calls: int, total_exec_time: float, min_exec_time: float | None,
+    max_exec_time: float | None, mean_exec_time: float | None, stddev_exec_time: float | None,
+    total_plan_time: float | None, rows: int | None, shared_blks_hit: int | None,
+    shared_blks_read: int | None, shared_blks_dirtied: int | None,
+    shared_blks_written: int | None, temp_blks_read: int | None,
+    temp_blks_written: int | None, blk_read_time: float | None, blk_write_time: float | None,
+    wal_bytes: float | None, stats_since: datetime | None,
+) -> StatementCounters:
+    """A row of STAT_COLUMNS (its parameters, in that order) back into counters, exactly as
+    it was written (the mean is derived, not read)."""
     return StatementCounters(
-        dbid=int(r[0]), datname=r[1], userid=int(r[2]), username=r[3], queryid=int(r[4]),
-        toplevel=bool(r[5]), calls=int(r[6]), total_exec_time=float(r[7]),
-        min_exec_time=r[8], max_exec_time=r[9], stddev_exec_time=float(r[11] or 0.0),
-        total_plan_time=r[12], rows=int(r[13] or 0), shared_blks_hit=int(r[14] or 0),
-        shared_blks_read=int(r[15] or 0), shared_blks_dirtied=int(r[16] or 0),
-        shared_blks_written=int(r[17] or 0), temp_blks_read=int(r[18] or 0),
-        temp_blks_written=int(r[19] or 0), blk_read_time=float(r[20] or 0.0),
-        blk_write_time=float(r[21] or 0.0), wal_bytes=float(r[22] or 0.0), stats_since=r[23],
+        dbid=int(dbid), datname=datname, userid=int(userid), username=username,
+        queryid=int(queryid), toplevel=bool(toplevel), calls=int(calls),
+        total_exec_time=float(total_exec_time), min_exec_time=min_exec_time,
+        max_exec_time=max_exec_time, stddev_exec_time=float(stddev_exec_time or 0.0),
+        total_plan_time=total_plan_time, rows=int(rows or 0),
+        shared_blks_hit=int(shared_blks_hit or 0), shared_blks_read=int(shared_blks_read or 0),
+        shared_blks_dirtied=int(shared_blks_dirtied or 0),
+        shared_blks_written=int(shared_blks_written or 0),
+        temp_blks_read=int(temp_blks_read or 0), temp_blks_written=int(temp_blks_written or 0),
+        blk_read_time=float(blk_read_time or 0.0), blk_write_time=float(blk_write_time or 0.0),
+        wal_bytes=float(wal_bytes or 0.0), stats_since=stats_since,
     )
+
+
+class _SeriesRow(NamedTuple):
+    snapshot_id: int
+    counters: StatementCounters
+
+
+def _series_row(snapshot_id: int, *columns: Any) -> _SeriesRow:
+    return _SeriesRow(int(snapshot_id), _counters(*columns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,21 +193,21 @@ class _Stored:
 def _chain(conn: Conn, snapshot_id: int, last_id: int | None = None) -> list[_Stored]:
     """The target's snapshots from the checkpoint at or before `snapshot_id` up to `last_id`
     (default: `snapshot_id` itself), oldest first."""
-    rows = conn.execute(
-        "/* pgarchitect */ WITH s AS (SELECT target, taken_at, id FROM pgarchitect.snapshot"
-        "   WHERE id = %(first)s),"
-        " e AS (SELECT taken_at, id FROM pgarchitect.snapshot WHERE id = %(last)s),"
-        " cp AS (SELECT c.taken_at, c.id FROM pgarchitect.snapshot c, s"
-        "   WHERE c.target = s.target AND c.is_checkpoint"
-        "     AND (c.taken_at, c.id) <= (s.taken_at, s.id)"
-        "   ORDER BY c.taken_at DESC, c.id DESC LIMIT 1)"
-        " SELECT x.id, x.taken_at, x.is_checkpoint FROM pgarchitect.snapshot x, s, e, cp"
-        " WHERE x.target = s.target AND x.taken_at BETWEEN cp.taken_at AND e.taken_at"
-        "   AND (x.taken_at, x.id) BETWEEN (cp.taken_at, cp.id) AND (e.taken_at, e.id)"
-        " ORDER BY x.taken_at, x.id",
-        {"first": snapshot_id, "last": snapshot_id if last_id is None else last_id},
-    ).fetchall()
-    return [_Stored(int(r[0]), r[1], bool(r[2])) for r in rows]
+    with conn.cursor(row_factory=args_row(_Stored)) as cur:
+        return cur.execute(
+            "/* pgarchitect */ WITH s AS (SELECT target, taken_at, id FROM pgarchitect.snapshot"
+            "   WHERE id = %(first)s),"
+            " e AS (SELECT taken_at, id FROM pgarchitect.snapshot WHERE id = %(last)s),"
+            " cp AS (SELECT c.taken_at, c.id FROM pgarchitect.snapshot c, s"
+            "   WHERE c.target = s.target AND c.is_checkpoint"
+            "     AND (c.taken_at, c.id) <= (s.taken_at, s.id)"
+            "   ORDER BY c.taken_at DESC, c.id DESC LIMIT 1)"
+            " SELECT x.id, x.taken_at, x.is_checkpoint FROM pgarchitect.snapshot x, s, e, cp"
+            " WHERE x.target = s.target AND x.taken_at BETWEEN cp.taken_at AND e.taken_at"
+            "   AND (x.taken_at, x.id) BETWEEN (cp.taken_at, cp.id) AND (e.taken_at, e.id)"
+            " ORDER BY x.taken_at, x.id",
+            {"first": snapshot_id, "last": snapshot_id if last_id is None else last_id},
+        ).fetchall()
 
 
 def load_counters(
@@ -187,12 +229,8 @@ def load_counters(
         sql += " AND queryid = ANY(%s)"
         params.append(sorted(set(queryids)))
     sql += " ORDER BY dbid, userid, queryid, toplevel, taken_at DESC, snapshot_id DESC"
-    rows = conn.execute(sql.encode(), params).fetchall()
-    out: dict[StatementKey, StatementCounters] = {}
-    for r in rows:
-        c = _counters(r)
-        out[c.key] = c
-    return out
+    with conn.cursor(row_factory=args_row(_counters)) as cur:
+        return {c.key: c for c in cur.execute(sql.encode(), params)}
 
 
 def load_series(
@@ -211,8 +249,9 @@ def load_series(
         sql += " AND queryid = ANY(%s)"
         params.append(sorted(set(queryids)))
     rows: dict[int, list[StatementCounters]] = {c.id: [] for c in chain}
-    for r in conn.execute(sql.encode(), params):
-        rows[int(r[0])].append(_counters(r[1:]))
+    with conn.cursor(row_factory=args_row(_series_row)) as cur:
+        for r in cur.execute(sql.encode(), params):
+            rows[r.snapshot_id].append(r.counters)
     states = roll_forward((c.is_checkpoint, rows[c.id]) for c in chain)
     by_id = {c.id: state for c, state in zip(chain, states, strict=True)}
     return [by_id.get(m.id, {}) for m in metas]

@@ -3,6 +3,7 @@ snapshots rebuilt exactly, racing snapshots, and a store migrated from the old l
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import random
 import shutil
@@ -327,3 +328,8 @@ def test_a_changed_interval_still_starts_each_real_partition_at_a_checkpoint(sto
         assert bounds[3][0] == 3 * hour
         assert [first.checkpoint, *(w.checkpoint for w in rest)] == [
             "first", None, "partition", None, "partition", None, "partition", None]
+
+
+def test_counters_are_read_back_by_column_name() -> None:
+    # The row maker's parameters are the columns it is given, in order (one definition).
+    assert tuple(inspect.signature(snapshots._counters).parameters) == STAT_COLUMNS
