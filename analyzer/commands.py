@@ -15,6 +15,7 @@ from analyzer.report import render
 from analyzer.snapshots.source import connect_target
 from analyzer.store import recommendations
 from analyzer.store.connection import connect_store
+from analyzer.vocabulary import Actor
 from pgarchitect.config import Settings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
@@ -120,7 +121,7 @@ def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
     with connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
         if getattr(args, "action", None) == "set-status":
             rec_id = _rec_id(args.id)
-            change = recommendations.set_status(store, rec_id, args.status, "cli", args.note)
+            change = recommendations.set_status(store, rec_id, args.status, Actor.CLI, args.note)
             print(f"recommendation {rec_id}: {change.from_status} -> {change.to_status}")
             return 0
         recs = recommendations.list_recommendations(store, getattr(args, "target_name", None),

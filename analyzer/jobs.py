@@ -50,6 +50,7 @@ from analyzer.snapshots.source import connect_target
 from analyzer.store import audits, locks
 from analyzer.store.connection import connect_store
 from analyzer.store.writer import StatementWriter
+from analyzer.vocabulary import RequestedBy
 from pgarchitect.config import AnalyzerSettings, Settings, Target
 from pgarchitect.cron import next_run
 from pgarchitect.db import first_line
@@ -266,7 +267,7 @@ def make_app(service: Service) -> procrastinate.App:
         try:
             result: AuditResult = await service.in_thread(
                 run_audit, a, found, settings.store.dsn, None, None, service.recommender,
-                audit_id, "api" if audit_id is not None else "schedule",
+                audit_id, RequestedBy.API if audit_id is not None else RequestedBy.SCHEDULE,
                 service.memory_embedder())
         except AuditBusy:
             busy = True

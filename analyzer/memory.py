@@ -40,7 +40,7 @@ from analyzer.recommendation import Recommendation
 from analyzer.store import recommendations
 from analyzer.store.connection import Conn
 from analyzer.store.recommendations import SimilarPast
-from analyzer.vocabulary import RecommendationStatus
+from analyzer.vocabulary import RecommendationKind, RecommendationStatus
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.errors import ConfigError
 
@@ -168,9 +168,9 @@ def normalise_index_definition(sql: str) -> str | None:
 
 def index_definition(rec: Recommendation) -> str | None:
     """The normalised definition of the index a recommendation creates or drops."""
-    if rec.kind == "create_index":
+    if rec.kind == RecommendationKind.CREATE_INDEX:
         return normalise_index_definition(rec.ddl)
-    if rec.kind == "drop_index":
+    if rec.kind == RecommendationKind.DROP_INDEX:
         return normalise_index_definition(rec.revert_ddl)
     return None
 

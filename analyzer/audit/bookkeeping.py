@@ -14,6 +14,7 @@ import psycopg
 from analyzer.analysis.windows import WindowRequest, choose_windows
 from analyzer.store import audits, locks, snapshots
 from analyzer.store.connection import Conn, connect_store
+from analyzer.vocabulary import RequestedBy
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn, mask_dsn
@@ -58,7 +59,8 @@ def store_session(store_dsn: Dsn, settings: AnalyzerSettings) -> Iterator[Conn]:
 @contextlib.contextmanager
 def recorded_audit(
     store: Conn, store_dsn: Dsn, target: str, settings: AnalyzerSettings,
-    request: WindowRequest | None, queued_id: int | None = None, requested_by: str = "cli",
+    request: WindowRequest | None, queued_id: int | None = None,
+    requested_by: str = RequestedBy.CLI,
 ) -> Iterator[Run]:
     """Hold the target's audit lock, record the audit as running, and as failed on error."""
     if not locks.try_lock_target(store, target):

@@ -12,11 +12,12 @@ from psycopg.types.json import Jsonb
 
 from analyzer.store import locks
 from analyzer.store.connection import Conn, by_pairs
+from analyzer.vocabulary import RequestedBy
 from pgarchitect.errors import UserError
 
 
 def start_audit(conn: Conn, target: str, audit_id: int | None = None,
-                requested_by: str = "cli") -> tuple[int, datetime]:
+                requested_by: str = RequestedBy.CLI) -> tuple[int, datetime]:
     """Record a running audit (committed at once, so a crash leaves a trace).
 
     With `audit_id`, the queued audit of that id (see queue_audit) is claimed instead; a retry
@@ -40,7 +41,7 @@ def start_audit(conn: Conn, target: str, audit_id: int | None = None,
     return int(row[0]), row[1]
 
 
-def queue_audit(conn: Conn, target: str, requested_by: str = "api") -> int:
+def queue_audit(conn: Conn, target: str, requested_by: str = RequestedBy.API) -> int:
     """Record an audit that is requested but not started yet; returns its id."""
     row = conn.execute(
         "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, status, requested_by)"

@@ -22,6 +22,7 @@ from analyzer.snapshots.model import SnapshotMeta
 from analyzer.snapshots.own import register_own
 from analyzer.snapshots.take import SnapshotResult
 from analyzer.store.catalogs import CatalogHistory
+from analyzer.vocabulary import CauseKind
 from pgarchitect.config import AnalyzerSettings
 
 DATABASE_OID = "/* pgarchitect */ SELECT oid FROM pg_database WHERE datname = current_database()"
@@ -91,7 +92,7 @@ def dropped_indexes(clusters: Sequence[Cluster]) -> tuple[DroppedIndex, ...]:
         DroppedIndex(c.cause.object, c.cause.table or (c.tables[0] if c.tables else ""),
                      c.cause.definition, tuple(int(q) for q in c.queryids))
         for c in clusters
-        if c.cause is not None and c.cause.kind == "index_dropped" and c.cause.definition)
+        if c.cause is not None and c.cause.kind == CauseKind.INDEX_DROPPED and c.cause.definition)
 
 
 def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInput
