@@ -354,10 +354,10 @@ async def ensure_chains(app: procrastinate.App, service: Service,
     a duplicate-key error) on every tick of every replica.
     """
     rows = await (await store.execute(OPEN_JOBS)).fetchall()
-    snapshots = {r[1] for r in rows if r[0] == SNAPSHOT_TASK}
+    snapshots = {target for task, target, _, _ in rows if task == SNAPSHOT_TASK}
     # A scheduled audit waiting or running keeps its chain: the running one queues the next.
-    scheduled = {r[1] for r in rows if r[0] == AUDIT_TASK
-                 and (r[2] == scheduled_audit_lock(str(r[1])) or r[3] == "doing")}
+    scheduled = {target for task, target, lock, status in rows if task == AUDIT_TASK
+                 and (lock == scheduled_audit_lock(str(target)) or status == "doing")}
     now = datetime.now(UTC)
     for t in service.settings.targets:
         if t.name not in snapshots:

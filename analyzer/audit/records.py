@@ -35,7 +35,7 @@ def regression_record(r: Regression) -> dict[str, Any]:
         "tables": list(r.tables),
         "dbid": r.dbid,
         "fingerprint": r.fingerprint,
-        "toplevel": r.key[2],
+        "toplevel": r.key.toplevel,
         "plan": None if r.plan is None else dict(r.plan),
     }
 

@@ -18,7 +18,7 @@ from analyzer.analysis.windows import Windows
 from analyzer.audit.records import cluster_record, regression_record
 from analyzer.recommend.model import RecommendResult
 from analyzer.snapshots.catalog import Catalog
-from analyzer.snapshots.model import SnapshotMeta
+from analyzer.snapshots.model import SnapshotMeta, TextKey
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.log import event
 
@@ -54,7 +54,6 @@ def step_reached(hook: StepHook | None, name: str) -> None:
         hook(name)
 
 
-TextKey = tuple[int, int]  # (dbid, queryid)
 
 
 @dataclass(frozen=True)

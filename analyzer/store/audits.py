@@ -153,7 +153,7 @@ def previous_plans(conn: Conn, target: str, fingerprints: Iterable[tuple[int, st
         " ORDER BY p.dbid, p.fingerprint, p.captured_at DESC",
         fingerprints, target, before_audit,
     )
-    return {(int(r[0]), str(r[1])): dict(r[2]) for r in rows}
+    return {(int(dbid), str(fingerprint)): dict(shape) for dbid, fingerprint, shape in rows}
 
 
 def audit_report(conn: Conn, audit_id: int) -> dict[str, Any] | None:

@@ -58,4 +58,4 @@ def history(conn: Conn, target: str, since: datetime | None) -> CatalogHistory:
         "   SELECT coalesce(max(taken_at), '-infinity') FROM pgarchitect.catalog_snapshot"
         "   WHERE target = %(t)s AND taken_at < %(since)s::timestamptz))"
         " ORDER BY taken_at, id", {"t": target, "since": since}).fetchall()
-    return tuple((r[0], Catalog.from_json(r[1])) for r in rows)
+    return tuple((taken_at, Catalog.from_json(catalog)) for taken_at, catalog in rows)

@@ -22,16 +22,10 @@ from analyzer.snapshots.model import (
     StatementKey,
     StatementText,
     TargetReading,
+    TextKey,
 )
 from analyzer.store import partitions
 from analyzer.store.connection import Conn, by_pairs
-
-
-class TextKey(NamedTuple):
-    """A statement text's key in the store (with the target)."""
-
-    dbid: int
-    queryid: int
 
 
 class KnownText(NamedTuple):
@@ -257,8 +251,8 @@ def load_series(
     return [by_id.get(m.id, {}) for m in metas]
 
 
-def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]) -> dict[
-        tuple[int, int], StatementText]:
+def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]
+               ) -> dict[TextKey, StatementText]:
     """Texts and fingerprints for (dbid, queryid) pairs."""
     rows = by_pairs(
         conn,
@@ -269,5 +263,6 @@ def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]) -> dict
         " WHERE t.target = %s",
         keys, target,
     )
-    return {(int(r[0]), int(r[1])): StatementText(int(r[0]), int(r[1]), str(r[2]), str(r[3]),
-                                                  bool(r[4])) for r in rows}
+    texts = (StatementText(int(dbid), int(queryid), str(query), str(fingerprint), bool(own))
+             for dbid, queryid, query, fingerprint, own in rows)
+    return {TextKey(t.dbid, t.queryid): t for t in texts}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+
+from psycopg.rows import args_row
 
 from analyzer.snapshots.changes import Previous, after, plan
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementText, TargetReading
@@ -70,15 +71,14 @@ class StatementWriter:
             # Writers of one target take turns; what the previous snapshot is, is read
             # under the lock.
             lock_target_writes(conn, target)
-            latest = conn.execute(
-                "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc"
-                " FROM pgarchitect.snapshot WHERE target = %s"
-                " ORDER BY taken_at DESC, id DESC LIMIT 1", (target,),
-            ).fetchone()
-            if latest is not None and latest[1] >= read_at:
-                meta = SnapshotMeta(int(latest[0]), latest[1], latest[2],
-                                    None if latest[3] is None else int(latest[3]))
-                return Written(meta, 0, None, skipped=True)
+            with conn.cursor(row_factory=args_row(SnapshotMeta)) as cur:
+                latest = cur.execute(
+                    "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc"
+                    " FROM pgarchitect.snapshot WHERE target = %s"
+                    " ORDER BY taken_at DESC, id DESC LIMIT 1", (target,),
+                ).fetchone()
+            if latest is not None and latest.taken_at >= read_at:
+                return Written(latest, 0, None, skipped=True)
             previous = self._previous_of(conn, target, latest)
             # The partition actually holding the snapshot (its bounds follow the interval
             # in force when it was created).
@@ -97,12 +97,12 @@ class StatementWriter:
         return Written(snap, len(stored.rows), stored.checkpoint)
 
     def _previous_of(self, conn: Conn, target: str,
-                     latest: Sequence[Any] | None) -> Previous | None:
+                     latest: SnapshotMeta | None) -> Previous | None:
         if latest is None:
             self._previous.pop(target, None)
             return None
         cached = self._previous.get(target)
-        if cached is not None and cached.snapshot_id == int(latest[0]):
+        if cached is not None and cached.snapshot_id == latest.id:
             return cached
         row = conn.execute(
             "/* pgarchitect */ SELECT max(taken_at) FROM pgarchitect.snapshot"
@@ -110,6 +110,5 @@ class StatementWriter:
         ).fetchone()
         if row is None or row[0] is None:
             return None
-        return Previous(int(latest[0]), latest[1], latest[2],
-                        None if latest[3] is None else int(latest[3]), row[0],
-                        load_counters(conn, int(latest[0])))
+        return Previous(latest.id, latest.taken_at, latest.stats_reset, latest.dealloc, row[0],
+                        load_counters(conn, latest.id))

@@ -34,7 +34,7 @@ def cluster_regressions(
             onset = (r.changed_since - span[0]).total_seconds() / width if width > 0 else 0.0
         shape = plans.shapes[r.key]
         items.append(ClusterInput(
-            key=f"{r.dbid}:{r.fingerprint}:{int(r.key[2])}",
+            key=f"{r.dbid}:{r.fingerprint}:{int(r.key.toplevel)}",
             tokens=feature_tokens(shape.tables, shape.columns, r.plan,
                                   unindexed(shape.columns, shape.tables, set(plans.indexed),
                                             plans.selective)),

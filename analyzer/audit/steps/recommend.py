@@ -18,7 +18,7 @@ from analyzer.audit.values import (
 from analyzer.recommend import engine
 from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
 from analyzer.snapshots.catalog import Catalog, TableInfo
-from analyzer.snapshots.model import SnapshotMeta
+from analyzer.snapshots.model import SnapshotMeta, TextKey
 from analyzer.snapshots.own import register_own
 from analyzer.snapshots.take import SnapshotResult
 from analyzer.store.catalogs import CatalogHistory
@@ -77,8 +77,8 @@ def statement_evidence(inputs: RecommendationInput, dbid: int | None
                     key=lambda g: (g.key not in regressed, -g.stat.moments.total))
     out: list[StatementEvidence] = []
     for g in groups:
-        text = stats.texts.get((g.key[0], g.queryids[0]))
-        if not text or (dbid is not None and g.key[0] != dbid) or g.stat.calls <= 0:
+        text = stats.texts.get(TextKey(g.key.dbid, g.queryids[0]))
+        if not text or (dbid is not None and g.key.dbid != dbid) or g.stat.calls <= 0:
             continue
         if g.key not in regressed and len(out) >= inputs.settings.max_explain:
             break

@@ -64,7 +64,7 @@ def store_audit(
             {**record, "features": dict(c.features)}
             for c, record in zip(result.clusters, report["clusters"], strict=True)])
         audits.insert_plans(store, result.target, result.audit_id,
-                                {(gk[0], gk[1]): p for gk, p in plans.plans.items()})
+                                {(gk.dbid, gk.fingerprint): p for gk, p in plans.plans.items()})
         audits.finish_audit(store, result.audit_id, {
             "finished_at": result.finished_at, "duration": result.duration_seconds,
             "server_version": result.server_version, "snapshot_id": result.snapshot_id,

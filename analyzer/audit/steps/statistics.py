@@ -17,7 +17,7 @@ from analyzer.analysis.windows import (
     choose_windows,
 )
 from analyzer.audit.values import WindowStatistics
-from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey, TextKey
 from analyzer.store import snapshots
 from analyzer.store.connection import Conn
 from pgarchitect.config import RegressionSettings
@@ -49,7 +49,7 @@ def window_statistics(
         return _change_point_statistics(store, target, windows, settings, cache)
     base_window = window_stats(store, windows.baseline, cache) if windows.baseline else {}
     cur_window = window_stats(store, windows.current, cache)
-    keys = {(k[0], k[2]) for k in (*base_window, *cur_window)}
+    keys = {TextKey(k.dbid, k.queryid) for k in (*base_window, *cur_window)}
     texts = snapshots.load_texts(store, target, keys)
     fingerprints = {k: t.fingerprint for k, t in texts.items()}
     return WindowStatistics(
@@ -69,7 +69,7 @@ def _change_point_statistics(
     metas = windows.current
     points = candidate_points(len(metas))
     raw = [window_stats(store, metas[a: b + 1], cache) for a, b in itertools.pairwise(points)]
-    keys = {(k[0], k[2]) for part in raw for k in part}
+    keys = {TextKey(k.dbid, k.queryid) for part in raw for k in part}
     stored = snapshots.load_texts(store, target, keys)
     fingerprints = {k: t.fingerprint for k, t in stored.items()}
     parts = [group(part, fingerprints) for part in raw]
