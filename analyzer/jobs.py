@@ -323,9 +323,7 @@ async def request_audit(app: procrastinate.App, store: psycopg.AsyncConnection[A
     row = await (await store.execute(OPEN_AUDIT_JOBS, (AUDIT_TASK, target))).fetchone()
     if row and row[0]:
         raise AlreadyQueued(target)
-    cur = await store.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, status, requested_by)"
-        " VALUES (%s, 'queued', 'api') RETURNING id", (target,))
+    cur = await store.execute(audits.QUEUE_AUDIT, (target, RequestedBy.API))
     got = await cur.fetchone()
     assert got is not None
     audit_id = int(got[0])

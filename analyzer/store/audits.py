@@ -41,12 +41,14 @@ def start_audit(conn: Conn, target: str, audit_id: int | None = None,
     return int(row[0]), row[1]
 
 
+# An audit requested but not started yet (the service's async session runs it too).
+QUEUE_AUDIT = ("/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, status, requested_by)"
+               " VALUES (%s, 'queued', %s) RETURNING id")
+
+
 def queue_audit(conn: Conn, target: str, requested_by: str = RequestedBy.API) -> int:
     """Record an audit that is requested but not started yet; returns its id."""
-    row = conn.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, status, requested_by)"
-        " VALUES (%s, 'queued', %s) RETURNING id", (target, requested_by),
-    ).fetchone()
+    row = conn.execute(QUEUE_AUDIT, (target, requested_by)).fetchone()
     assert row is not None
     return int(row[0])
 
