@@ -54,8 +54,6 @@ def step_reached(hook: StepHook | None, name: str) -> None:
         hook(name)
 
 
-
-
 @dataclass(frozen=True)
 class WindowStatistics:
     """Per statement group, its activity in the baseline and the current window."""

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.types.numeric import Int2, Int4, Int8
 
+from analyzer import service
 from analyzer.analysis.windows import WindowRequest
 from analyzer.audit import STEPS, AuditFailed, run_audit, window_stats
 from analyzer.snapshots.source import StatementSource, connect_target
@@ -20,7 +21,7 @@ from analyzer.snapshots.take import take_snapshot
 from analyzer.store import locks, snapshots
 from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
-from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
+from pgarchitect.config import AnalyzerSettings, Settings, StoreSettings, Target, ValidationSettings
 from pgarchitect.dsn import Dsn
 from tests.analyzer import planted
 
@@ -319,3 +320,15 @@ def test_monitoring_role_without_superuser(
         with psycopg.connect(app, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}".encode())
             conn.execute(f"DROP ROLE {role}".encode())
+
+
+def test_service_start_fails_audits_left_running(app: str, store: str) -> None:
+    # A CLI audit whose store crashed before it could record its failure left its row.
+    with psycopg.connect(store, autocommit=True) as c:
+        c.execute("INSERT INTO pgarchitect.audit_run (target, status, started_at)"
+                  " VALUES ('crashed', 'running', now())")
+    service.check(Settings(targets=(Target("app", Dsn(app)),),
+                           store=StoreSettings(Dsn(store))))
+    assert rows(store, "SELECT status, error FROM pgarchitect.audit_run"
+                " WHERE target = 'crashed'") == [
+        ("failed", "abandoned: the audit process stopped before it finished")]

@@ -1,5 +1,6 @@
-"""Steps that write the audit's results: memory, verification and the store rows, all inside
-the result transaction."""
+"""Steps that write the audit's results inside the result transaction: the memory (new
+proposals, merged repeats) and the store rows (verification, between them, is
+`analyzer.verify.verify` itself)."""
 
 from __future__ import annotations
 
