@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 
@@ -88,7 +88,21 @@ def fail_audit(conn: Conn, audit_id: int, error: str, duration: float) -> None:
     )
 
 
-def finish_audit(conn: Conn, audit_id: int, values: Mapping[str, Any]) -> None:
+class Finished(NamedTuple):
+    """What the audit_run row of a succeeded audit records."""
+
+    finished_at: datetime
+    duration: float
+    server_version: str
+    snapshot_id: int | None
+    statements_analyzed: int
+    regressions: int
+    clusters: int
+    recommendations: int
+    report: Mapping[str, Any]  # the JSON report (docs/report.md)
+
+
+def finish_audit(conn: Conn, audit_id: int, values: Finished) -> None:
     """Mark an audit succeeded with its counts and report; call inside the result transaction."""
     conn.execute(
         "/* pgarchitect */ UPDATE pgarchitect.audit_run SET status = 'succeeded',"
@@ -97,7 +111,7 @@ def finish_audit(conn: Conn, audit_id: int, values: Mapping[str, Any]) -> None:
         " statements_analyzed = %(statements_analyzed)s, regression_count = %(regressions)s,"
         " cluster_count = %(clusters)s, recommendation_count = %(recommendations)s,"
         " report = %(report)s WHERE id = %(id)s",
-        {**values, "id": audit_id, "report": Jsonb(values["report"])},
+        {**values._asdict(), "id": audit_id, "report": Jsonb(dict(values.report))},
     )
 
 

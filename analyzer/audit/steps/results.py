@@ -66,10 +66,9 @@ def store_audit(
             for c, record in zip(result.clusters, report["clusters"], strict=True)])
         audits.insert_plans(store, result.target, result.audit_id,
                                 {(gk.dbid, gk.fingerprint): p for gk, p in plans.plans.items()})
-        audits.finish_audit(store, result.audit_id, {
-            "finished_at": result.finished_at, "duration": result.duration_seconds,
-            "server_version": result.server_version, "snapshot_id": result.snapshot_id,
-            "statements_analyzed": result.statements_analyzed,
-            "regressions": len(result.regressions), "clusters": len(result.clusters),
-            "recommendations": len(result.recommendations), "report": report,
-        })
+        audits.finish_audit(store, result.audit_id, audits.Finished(
+            finished_at=result.finished_at, duration=result.duration_seconds,
+            server_version=result.server_version, snapshot_id=result.snapshot_id,
+            statements_analyzed=result.statements_analyzed,
+            regressions=len(result.regressions), clusters=len(result.clusters),
+            recommendations=len(result.recommendations), report=report))
