@@ -94,14 +94,14 @@ class Regression:
         return self.current.moments.mean - self.baseline.moments.mean
 
 
-def fingerprint_for(fingerprints: Mapping[TextKey, str], dbid: int, queryid: int) -> str:
+def fingerprint_for(fingerprints: Mapping[tuple[int, int], str], dbid: int, queryid: int) -> str:
     """The group fingerprint of a statement; one of its own when its text is unknown."""
     return fingerprints.get(TextKey(dbid, queryid)) or f"queryid:{queryid}"
 
 
 def group(
     window: Mapping[StatementKey, WindowStat],
-    fingerprints: Mapping[TextKey, str],
+    fingerprints: Mapping[tuple[int, int], str],
 ) -> dict[GroupKey, GroupStat]:
     """Merge a window's statements into fingerprint groups (exact moment combination)."""
     merged: dict[GroupKey, WindowStat] = {}

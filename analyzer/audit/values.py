@@ -18,7 +18,7 @@ from analyzer.analysis.windows import Windows
 from analyzer.audit.records import cluster_record, regression_record
 from analyzer.recommend.model import RecommendResult
 from analyzer.snapshots.catalog import Catalog
-from analyzer.snapshots.model import SnapshotMeta, TextKey
+from analyzer.snapshots.model import SnapshotMeta
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.log import event
 
@@ -61,8 +61,8 @@ class WindowStatistics:
     windows: Windows
     baseline: Mapping[GroupKey, GroupStat]
     current: Mapping[GroupKey, GroupStat]
-    texts: Mapping[TextKey, str]
-    fingerprints: Mapping[TextKey, str]
+    texts: Mapping[tuple[int, int], str]  # keyed by TextKey (dbid, queryid)
+    fingerprints: Mapping[tuple[int, int], str]
     # change_point mode: the snapshot each group's current window starts at
     splits: Mapping[GroupKey, SnapshotMeta] = field(default_factory=dict)
 

@@ -252,7 +252,7 @@ def load_series(
 
 
 def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]
-               ) -> dict[TextKey, StatementText]:
+               ) -> dict[tuple[int, int], StatementText]:
     """Texts and fingerprints for (dbid, queryid) pairs."""
     rows = by_pairs(
         conn,
