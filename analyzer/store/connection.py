@@ -7,11 +7,13 @@ session and leave transaction control to the caller unless they say otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import psycopg
 from pgvector.psycopg import register_vector as _register_vector
+from psycopg.abc import Params
+from psycopg.rows import args_row
 
 from pgarchitect.db import connect_sync, first_line
 from pgarchitect.dsn import Dsn
@@ -19,6 +21,8 @@ from pgarchitect.errors import UserError
 
 APPLICATION_NAME = "pgarchitect-analyzer"
 Conn = psycopg.Connection[Any]
+
+T = TypeVar("T")
 
 # The store schema version this code needs (the newest file in migrations/ it relies on).
 SCHEMA_VERSION = 6
@@ -76,3 +80,12 @@ def by_pairs(conn: Conn, sql: str, pairs: Iterable[tuple[int, Any]],
     firsts = [p[0] for p in unique]
     seconds = [p[1] for p in unique]
     return conn.execute(sql.encode(), (firsts, seconds, *params)).fetchall()
+
+
+def rows_as(conn: Conn, make: Callable[..., T], query: str | bytes,
+            params: Params | None = None) -> list[T]:
+    """The rows of `query`, each made by `make(*columns)`: a function or a NamedTuple whose
+    parameters name the columns, in SELECT order (no row read by position)."""
+    with conn.cursor(row_factory=args_row(make)) as cur:
+        return cur.execute(query, params).fetchall()
+

@@ -21,7 +21,7 @@ from analyzer.lifecycle import (
     check,
 )
 from analyzer.recommendation import Recommendation
-from analyzer.store.connection import Conn
+from analyzer.store.connection import Conn, rows_as
 from analyzer.vocabulary import Actor, RecommendationStatus
 from pgarchitect.errors import UserError
 
@@ -90,13 +90,12 @@ def list_recommendations(conn: Conn, target: str | None = None,
     """Recommendations, newest first, optionally of one target and one status."""
     if status is not None and status not in STATUSES:
         raise UserError(f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
-    with conn.cursor(row_factory=args_row(_stored)) as cur:
-        return cur.execute(
-            f"/* pgarchitect */ SELECT {_COLUMNS} FROM pgarchitect.optimization_log"
-            " WHERE (%(target)s::text IS NULL OR target = %(target)s)"
-            " AND (%(status)s::text IS NULL OR status = %(status)s)"
-            " ORDER BY id DESC".encode(), {"target": target, "status": status},
-        ).fetchall()
+    return rows_as(
+        conn, _stored,
+        f"/* pgarchitect */ SELECT {_COLUMNS} FROM pgarchitect.optimization_log"
+        " WHERE (%(target)s::text IS NULL OR target = %(target)s)"
+        " AND (%(status)s::text IS NULL OR status = %(status)s)"
+        " ORDER BY id DESC".encode(), {"target": target, "status": status})
 
 
 def histories(conn: Conn, ids: Sequence[int]) -> dict[int, tuple[Change, ...]]:
@@ -257,8 +256,7 @@ _SAME = ("/* pgarchitect */ SELECT l.id, l.status, l.rationale,"
 
 def same_identity(conn: Conn, target: str, rec: Recommendation) -> list[SameIdentity]:
     """The target's recommendations with `rec`'s kind, table and columns, newest first."""
-    with conn.cursor(row_factory=args_row(SameIdentity)) as cur:
-        return cur.execute(_SAME, (target, rec.kind, rec.table, list(rec.columns))).fetchall()
+    return rows_as(conn, SameIdentity, _SAME, (target, rec.kind, rec.table, list(rec.columns)))
 
 
 def insert(conn: Conn, target: str, rec: Recommendation, vector: np.ndarray,

@@ -25,7 +25,7 @@ from analyzer.snapshots.model import (
     TextKey,
 )
 from analyzer.store import partitions
-from analyzer.store.connection import Conn, by_pairs
+from analyzer.store.connection import Conn, by_pairs, rows_as
 
 
 class KnownText(NamedTuple):
@@ -37,11 +37,9 @@ class KnownText(NamedTuple):
 
 def known_texts(conn: Conn, target: str) -> dict[tuple[int, int], tuple[str, bool]]:
     """(dbid, queryid) -> (fingerprint, own) for every text the store has for `target`."""
-    with conn.cursor(row_factory=args_row(_known)) as cur:
-        return dict(cur.execute(
-            "/* pgarchitect */ SELECT dbid, queryid, coalesce(fingerprint, ''), own"
-            " FROM pgarchitect.statement_text WHERE target = %s", (target,),
-        ).fetchall())
+    return dict(rows_as(
+        conn, _known, "/* pgarchitect */ SELECT dbid, queryid, coalesce(fingerprint, ''), own"
+        " FROM pgarchitect.statement_text WHERE target = %s", (target,)))
 
 
 def _known(dbid: int, queryid: int, fingerprint: str, own: bool) -> tuple[TextKey, KnownText]:
@@ -128,14 +126,12 @@ def insert_snapshot(
 def list_snapshots(conn: Conn, target: str) -> list[SnapshotMeta]:
     """The target's snapshot headers, oldest first, from its oldest checkpoint on (a snapshot
     before it could not be rebuilt)."""
-    with conn.cursor(row_factory=args_row(SnapshotMeta)) as cur:
-        return cur.execute(
-            "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc"
-            " FROM pgarchitect.snapshot WHERE target = %(t)s AND taken_at >= coalesce(("
-            "   SELECT min(taken_at) FROM pgarchitect.snapshot"
-            "   WHERE target = %(t)s AND is_checkpoint), 'infinity')"
-            " ORDER BY taken_at, id", {"t": target},
-        ).fetchall()
+    return rows_as(
+        conn, SnapshotMeta,
+        "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc FROM pgarchitect.snapshot"
+        " WHERE target = %(t)s AND taken_at >= coalesce((SELECT min(taken_at)"
+        "   FROM pgarchitect.snapshot WHERE target = %(t)s AND is_checkpoint), 'infinity')"
+        " ORDER BY taken_at, id", {"t": target})
 
 
 _COLUMNS = ", ".join(STAT_COLUMNS)
@@ -187,21 +183,20 @@ class _Stored:
 def _chain(conn: Conn, snapshot_id: int, last_id: int | None = None) -> list[_Stored]:
     """The target's snapshots from the checkpoint at or before `snapshot_id` up to `last_id`
     (default: `snapshot_id` itself), oldest first."""
-    with conn.cursor(row_factory=args_row(_Stored)) as cur:
-        return cur.execute(
-            "/* pgarchitect */ WITH s AS (SELECT target, taken_at, id FROM pgarchitect.snapshot"
-            "   WHERE id = %(first)s),"
-            " e AS (SELECT taken_at, id FROM pgarchitect.snapshot WHERE id = %(last)s),"
-            " cp AS (SELECT c.taken_at, c.id FROM pgarchitect.snapshot c, s"
-            "   WHERE c.target = s.target AND c.is_checkpoint"
-            "     AND (c.taken_at, c.id) <= (s.taken_at, s.id)"
-            "   ORDER BY c.taken_at DESC, c.id DESC LIMIT 1)"
-            " SELECT x.id, x.taken_at, x.is_checkpoint FROM pgarchitect.snapshot x, s, e, cp"
-            " WHERE x.target = s.target AND x.taken_at BETWEEN cp.taken_at AND e.taken_at"
-            "   AND (x.taken_at, x.id) BETWEEN (cp.taken_at, cp.id) AND (e.taken_at, e.id)"
-            " ORDER BY x.taken_at, x.id",
-            {"first": snapshot_id, "last": snapshot_id if last_id is None else last_id},
-        ).fetchall()
+    return rows_as(
+        conn, _Stored,
+        "/* pgarchitect */ WITH s AS (SELECT target, taken_at, id FROM pgarchitect.snapshot"
+        "   WHERE id = %(first)s),"
+        " e AS (SELECT taken_at, id FROM pgarchitect.snapshot WHERE id = %(last)s),"
+        " cp AS (SELECT c.taken_at, c.id FROM pgarchitect.snapshot c, s"
+        "   WHERE c.target = s.target AND c.is_checkpoint"
+        "     AND (c.taken_at, c.id) <= (s.taken_at, s.id)"
+        "   ORDER BY c.taken_at DESC, c.id DESC LIMIT 1)"
+        " SELECT x.id, x.taken_at, x.is_checkpoint FROM pgarchitect.snapshot x, s, e, cp"
+        " WHERE x.target = s.target AND x.taken_at BETWEEN cp.taken_at AND e.taken_at"
+        "   AND (x.taken_at, x.id) BETWEEN (cp.taken_at, cp.id) AND (e.taken_at, e.id)"
+        " ORDER BY x.taken_at, x.id",
+        {"first": snapshot_id, "last": snapshot_id if last_id is None else last_id})
 
 
 def load_counters(
