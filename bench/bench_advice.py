@@ -27,8 +27,16 @@ import psycopg
 from psycopg import sql
 
 from bench import advice_shop as shop
-from bench.advice_measure import (Index, Phase, apply, counters, diff, duplicates, indexes,
-                                  overlapping)
+from bench.advice_measure import (
+    Index,
+    Phase,
+    apply,
+    counters,
+    diff,
+    duplicates,
+    indexes,
+    overlapping,
+)
 from bench.report import write_section
 from pgarchitect.demo.embedded import PgServer, embedded_postgres
 from pgarchitect.dsn import Dsn
@@ -164,12 +172,12 @@ def run_truth(pg: PgServer) -> Method:
 
 
 def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _fixed(before: float | None, after: float | None) -> str:
     if before is None or after is None or not before:
-        return "–"
+        return "-"
     change = after / before - 1
     return f"{change * 100:+.0f} %" + (" ✓" if change <= -0.5 else "")
 
@@ -209,10 +217,11 @@ def render(methods: list[Method], loads: tuple[float, float], seconds: float) ->
     for m in methods:
         lines.append(
             f"| {m.name} | {len(m.created)} | {len(m.dropped)} | "
-            f"{overlapping(m.created) + m.repeats} | {duplicates(m.created) + m.repeats} | {m.before.mean_ms:.3f} | {m.after.mean_ms:.3f} | "
+            f"{overlapping(m.created) + m.repeats} | {duplicates(m.created) + m.repeats} | "
+            f"{m.before.mean_ms:.3f} | {m.after.mean_ms:.3f} | "
             f"{m.change * 100:+.1f} % |")
     by = {m.name: m for m in methods}
-    lines += ["", "Bar (issue 21): better than the peer; goal ≤ −85 %, 0 overlapping.", ""]
+    lines += ["", "Bar (issue 21): better than the peer; goal <= -85 %, 0 overlapping.", ""]
     for m in methods:
         lines.append(f"- **{m.name}**: " + "; ".join(
             [*m.notes, "created: " + (", ".join(f"`{i.definition}`" for i in m.created)
