@@ -10,7 +10,7 @@ import pytest
 
 from pgarchitect.cli import main
 from pgarchitect.config import STORE_DSN_MISSING, load_settings, parse_duration
-from pgarchitect.demo.embedded import free_port
+from pgarchitect.demo.processes import free_port
 from pgarchitect.errors import ConfigError
 
 

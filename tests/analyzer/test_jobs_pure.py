@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 
 from analyzer import notify
 from analyzer.api.status import allowed
 from analyzer.jobs import next_run
+from pgarchitect.demo.processes import free_port
 
 
 def test_next_run_is_in_the_configured_time_zone() -> None:
@@ -32,9 +32,7 @@ def test_lifecycle_transitions() -> None:
 
 
 def test_unreachable_alertmanager_is_retried_and_reported() -> None:
-    with socket.socket() as s:  # a port that refuses connections
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free, so it refuses connections
     alert = notify.alert("PgarchitectAuditRunFailed", "app", "warning", "audit_failed",
                          "audit of app failed", "http://x/admin/database/audits/1")
     delivered, failed = notify.push(f"http://127.0.0.1:{port}", [alert])
