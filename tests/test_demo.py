@@ -123,8 +123,8 @@ def test_demo_tells_the_whole_story_and_cleans_up() -> None:
     assert rec, rest
     rec_id = rec.group(1)
     proposal = re.search(rf"wrote (pgarchitect_{rec_id}_create_index_public_behavior_logs\.md), "
-                         rf"(pgarchitect_{rec_id}_create_index_public_behavior_logs\.sql) into "
-                         r"(\S+)", rest)
+                         rf"(pgarchitect_{rec_id}_create_index_public_behavior_logs\.sql)"
+                         r"(?:, \S+)* into (\S+)", rest)
     assert proposal, rest
     assert (Path(proposal.group(3)) / proposal.group(2)).read_text().rstrip().endswith(";")
     assert f"recommendation {rec_id} is now applied" in rest
