@@ -3,7 +3,6 @@ lifecycle table, notification retries."""
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -11,6 +10,7 @@ from analyzer import notify
 from analyzer.api.status import allowed
 from analyzer.jobs import next_scheduled_audit
 from pgarchitect.config import AnalyzerSettings
+from pgarchitect.demo.processes import free_port
 
 
 def chain(schedule: str, timezone: str, after: datetime, n: int) -> list[str]:
@@ -60,9 +60,7 @@ def test_lifecycle_transitions() -> None:
 
 
 def test_unreachable_alertmanager_is_retried_and_reported() -> None:
-    with socket.socket() as s:  # a port that refuses connections
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free, so it refuses connections
     alert = notify.alert("PgarchitectAuditRunFailed", "app", "warning", "audit_failed",
                          "audit of app failed", "http://x/admin/database/audits/1")
     delivered, failed = notify.push(f"http://127.0.0.1:{port}", [alert])
