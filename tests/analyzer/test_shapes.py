@@ -29,7 +29,8 @@ CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text,
 INSERT INTO orders SELECT g, 1 + g % 20000,
        (ARRAY['open', 'paid', 'sent', 'done', 'void'])[1 + g % 5],
        timestamptz '2026-01-01' + g * interval '1 minute', 'ref-' || lpad(g::text, 6, '0'),
-       jsonb_build_object('vip', g % 1000 = 0, 'n', g),
+       CASE WHEN g % 1000 = 0 THEN jsonb_build_object('vip', true, 'n', g)
+            ELSE '{"vip": false}' END,
        CASE WHEN g % 50 = 0 THEN NULL ELSE timestamptz '2026-01-02' END
 FROM generate_series(1, 100000) g;
 CREATE TABLE profiles (customer_id int, bio text);
