@@ -38,6 +38,7 @@ from analyzer.recommendation import Recommendation
 from analyzer.snapshots.model import SnapshotMeta
 from analyzer.store import recommendations, snapshots
 from analyzer.store.connection import Conn
+from analyzer.vocabulary import VerificationStatus
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.log import event
 
@@ -106,7 +107,7 @@ class Verification:
     """
 
     id: int
-    status: str  # verified | ineffective | pending
+    status: VerificationStatus
     applied_at: datetime
     queryids: tuple[str, ...]
     calls_before: int
@@ -183,13 +184,13 @@ def measure(conn: Conn, target: str, rec: lifecycle.StoredRecommendation,
     calls_after = a.calls if a else 0
     ids = tuple(str(q) for q in sorted(queryids))
 
-    def result(status: str, bm: float | None, am: float | None, ratio: float | None,
-               p: float | None, note: str) -> Verification:
+    def result(status: VerificationStatus, bm: float | None, am: float | None,
+               ratio: float | None, p: float | None, note: str) -> Verification:
         return Verification(rec.id, status, applied_at, ids, calls_before, calls_after, bm, am,
                             ratio, p, note)
 
     if b is None or calls_before < max(rs.min_calls, 2):
-        return result("pending", None, None, None, None,
+        return result(VerificationStatus.PENDING, None, None, None, None,
                       "waiting for calls before it was applied: "
                       f"{calls_before} of {max(rs.min_calls, 2)}")
     d = decide(b.moments, a.moments if a is not None else None, settings)
@@ -201,7 +202,7 @@ def measure(conn: Conn, target: str, rec: lifecycle.StoredRecommendation,
 class Decision:
     """What Welch's test says of one before/after pair of samples."""
 
-    status: str  # verified | ineffective | pending
+    status: VerificationStatus
     ratio: float | None  # after / before per call
     p_value: float | None  # one-sided: "faster after"
     p_not_faster: float | None  # one-sided: "not the gain the thresholds ask for"
@@ -229,7 +230,7 @@ def decide(before: Moments, after: Moments | None, settings: AnalyzerSettings) -
     need = settings.verification.min_calls
     n_after = after.n if after is not None else 0
     if after is None or n_after < max(need, 2):
-        return Decision("pending", None, None, None,
+        return Decision(VerificationStatus.PENDING, None, None, None,
                         f"waiting for calls: {n_after} of {need} calls measured since it was "
                         "applied")
     bm, am = before.mean, after.mean
@@ -249,11 +250,12 @@ def decide(before: Moments, after: Moments | None, settings: AnalyzerSettings) -
                f"after, {before.n} before")
     bar = f"x{rs.min_ratio:g} and {rs.min_delta_ms:g} ms per call at p <= {rs.max_p_value:g}"
     if p_faster <= rs.max_p_value and gain >= rs.min_ratio and bm - am >= rs.min_delta_ms:
-        return Decision("verified", ratio, p_faster, p_not, f"{figures}, p = {p_faster:.2g}")
+        return Decision(VerificationStatus.VERIFIED, ratio, p_faster, p_not,
+                        f"{figures}, p = {p_faster:.2g}")
     if p_not <= rs.max_p_value:
-        return Decision("ineffective", ratio, p_faster, p_not,
+        return Decision(VerificationStatus.INEFFECTIVE, ratio, p_faster, p_not,
                         f"{figures}: no gain of {bar} (p = {p_not:.2g} that there is none)")
-    return Decision("pending", ratio, p_faster, p_not,
+    return Decision(VerificationStatus.PENDING, ratio, p_faster, p_not,
                     f"{figures}: waiting for Welch's test to decide for or against a gain "
                     f"of {bar} (p = {p_faster:.2g} faster, {p_not:.2g} not)")
 
@@ -290,12 +292,12 @@ def verify(conn: Conn, target: str, settings: AnalyzerSettings, *, embedder: Emb
             continue
         v = measure(conn, target, rec, settings, metas)
         verifications.append(v)
-        if v.status == "pending":
+        if v.status == VerificationStatus.PENDING:
             conn.execute("/* pgarchitect */ UPDATE pgarchitect.optimization_log"
                          " SET measured_change = %s WHERE id = %s", (Jsonb(v.to_json()), rec.id))
             continue
         recommendations.set_status(conn, rec.id, v.status, "analyzer", v.note, measured=v.to_json())
-        if v.status == "ineffective":
+        if v.status == VerificationStatus.INEFFECTIVE:
             reverts.append(propose_revert(conn, target, rec, _revert_of(rec, v),
                                           embedder=embedder, settings=settings,
                                           audit_id=audit_id))
