@@ -1,52 +1,24 @@
-"""Plan shapes of statements on a target, always in a rolled-back, time-limited transaction.
+"""Plan shapes of statements on a target, and what the target's catalog says of their tables.
 
-PostgreSQL 16+ explains a parameterised text directly with ``EXPLAIN (GENERIC_PLAN)``. Before
-that the text is prepared and ``EXPLAIN EXECUTE``d with NULL parameters under
-``plan_cache_mode = force_generic_plan``. Texts whose parameter types cannot be inferred, or
-that fail for any other reason, simply have no plan.
+Plans come from analyzer/explain.py, the one way a target's statement text is sent back to a
+target (parsed first, the extended protocol, a rolled-back read-only transaction with
+timeouts). Texts it refuses, or that the server cannot plan, simply have no plan.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 import psycopg
 
 from analyzer.analysis.features import StatementShape, plan_shape
+from analyzer.explain import generic_plan
 from analyzer.snapshots.own import register_own
-from pgarchitect.db import MARKER, first_line
+from pgarchitect.db import first_line
 from pgarchitect.log import event
 
 log = logging.getLogger("pgarchitect.analyzer.plans")
-
-# The marker also goes inside: PostgreSQL 18 drops a leading comment from the text it keeps,
-# and these statements must still be recognisable as the tool's own in pg_stat_statements.
-_EXPLAIN = MARKER + " EXPLAIN " + MARKER + " (GENERIC_PLAN, FORMAT JSON, VERBOSE) "
-_PREPARED = "pgarchitect_explain"
-_SETUP = (
-    "/* pgarchitect */ SET LOCAL statement_timeout = 1000",
-    "/* pgarchitect */ SET LOCAL lock_timeout = 1000",
-    "/* pgarchitect */ SET LOCAL plan_cache_mode = force_generic_plan",
-    "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'",
-    f"/* pgarchitect */ DEALLOCATE {_PREPARED}",
-)
-register_own(*_SETUP)
-
-
-def _untracked(conn: psycopg.Connection[Any]) -> None:
-    """Keep this transaction's statements out of pg_stat_statements where we may.
-
-    With ``track = all`` the statement inside an EXPLAIN (or a PREPARE) is recorded as a
-    nested entry under the application statement's queryid. Only a superuser may change the
-    setting; for other roles the snapshot's text choice keeps such entries apart instead.
-    """
-    try:
-        with conn.transaction():
-            conn.execute("/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'")
-    except psycopg.Error:
-        pass
 
 
 def explain_generic(
@@ -57,39 +29,18 @@ def explain_generic(
     statement_timeout: float,
     lock_timeout: float,
 ) -> dict[str, Any] | None:
-    """The plan shape of a normalized statement text, or None when it cannot be had."""
-    if not shape.explainable or MARKER in query:
+    """The plan shape of a normalized statement text, or None when it cannot be had.
+
+    `server_version_num` is kept for the callers; every version is planned the same way.
+    """
+    if not shape.explainable:
         return None
-    prepared = False
     try:
-        with conn.transaction(force_rollback=True):
-            conn.execute(
-                f"/* pgarchitect */ SET LOCAL statement_timeout = {int(statement_timeout * 1000)}"
-            )
-            conn.execute(f"/* pgarchitect */ SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
-            _untracked(conn)
-            if server_version_num >= 160000:
-                row = conn.execute((_EXPLAIN + query).encode()).fetchone()
-            else:
-                conn.execute("/* pgarchitect */ SET LOCAL plan_cache_mode = force_generic_plan")
-                conn.execute(f"{MARKER} PREPARE {_PREPARED} {MARKER} AS {query}".encode())
-                prepared = True
-                args = ", ".join(["NULL"] * shape.parameters)
-                execute = f"EXECUTE {_PREPARED}({args})" if args else f"EXECUTE {_PREPARED}"
-                row = conn.execute(
-                    f"{MARKER} EXPLAIN {MARKER} (FORMAT JSON, VERBOSE) {execute}".encode()
-                ).fetchone()
+        plan = generic_plan(conn, query, statement_timeout, lock_timeout)
     except psycopg.Error as exc:
         log.debug(event("plan.unavailable", reason=first_line(exc)))
         return None
-    finally:
-        # PREPARE is not transactional: the prepared statement outlives the rollback.
-        if prepared and not conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(f"/* pgarchitect */ DEALLOCATE {_PREPARED}".encode())
-    if row is None:
-        return None
-    return plan_shape(row[0])
+    return None if plan is None else plan_shape(plan)
 
 
 RESOLVE = """/* pgarchitect */

@@ -1,0 +1,197 @@
+"""The one way a target's statement text goes back to a target: explained, as data, never run.
+
+Texts come from ``pg_stat_statements``, which anyone who can connect to the target can fill.
+PostgreSQL up to 15 keeps utility statements' literals there verbatim, so a text written under
+``standard_conforming_strings = off`` can read, in a session where the setting is on, as
+several statements (``SELECT 'a\\'; COMMIT; BEGIN READ WRITE; ALTER ROLE …``). Every path that
+plans such a text goes through this module, which holds four lines (docs/security.md):
+
+1. **One explainable statement.** pglast (PostgreSQL's parser, which reads strings as a
+   session with ``standard_conforming_strings = on`` does) must find exactly one statement,
+   and it must be a SELECT (without INTO), VALUES, INSERT, UPDATE, DELETE or MERGE. Anything
+   else -- utility statements, transaction control, several statements -- is refused unsent.
+2. **The extended protocol.** The text is sent in a Parse message (psycopg's
+   ``execute(..., binary=True)`` with no parameters), which the server refuses for more than
+   one command: a text the two parsers read differently still cannot become two statements.
+3. **A read-only transaction it cannot end.** Everything runs in a transaction (or, inside a
+   caller's transaction, a savepoint) that is rolled back, with ``transaction_read_only``,
+   ``standard_conforming_strings = on``, ``statement_timeout`` and ``lock_timeout`` set
+   locally. EXPLAIN without ANALYZE executes nothing; functions the planner folds run read-only
+   and can end neither the transaction nor the timeouts.
+4. **Nothing left behind.** The statement prepared for EXPLAIN EXECUTE (PostgreSQL < 16, and
+   custom plans) is deallocated whatever happened.
+
+``generic_plan`` gives the plan that does not depend on parameter values (``PREPARE`` +
+``EXPLAIN EXECUTE`` with NULLs under ``force_generic_plan``, on every version: through the
+extended protocol ``EXPLAIN (GENERIC_PLAN)``'s ``$n`` become the Bind message's parameters,
+which it then requires); ``custom_plan`` the plan for given parameter values (``EXPLAIN
+EXECUTE`` under ``force_custom_plan``). Both return EXPLAIN's JSON document (``plan_shape``
+reads it), None for a refused text, and raise ``psycopg.Error`` when the server cannot plan it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pglast import ast, parse_sql
+from pglast.parser import ParseError, parse_sql_json
+from psycopg import sql
+
+from analyzer.snapshots.own import register_own
+
+PREPARED = "pgarchitect_plan"
+_UNTRACK = "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'"
+_SAFE = ("/* pgarchitect */ SET LOCAL transaction_read_only = on",
+         "/* pgarchitect */ SET LOCAL standard_conforming_strings = on")
+_DEALLOCATE = f"/* pgarchitect */ DEALLOCATE {PREPARED}"
+register_own(_UNTRACK, *_SAFE, _DEALLOCATE,
+             "/* pgarchitect */ SET LOCAL statement_timeout = 1000",
+             "/* pgarchitect */ SET LOCAL lock_timeout = 1000",
+             "/* pgarchitect */ SET LOCAL plan_cache_mode = force_generic_plan")
+
+_EXPLAINABLE = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+_PARAM = re.compile(r'"ParamRef":\{"number":(\d+)')
+# Connections on which SET LOCAL pg_stat_statements.track was refused (not superusers).
+_untrack_refused: weakref.WeakKeyDictionary[psycopg.Connection[Any], bool] = (
+    weakref.WeakKeyDictionary())
+
+
+@dataclass(frozen=True)
+class Explainable:
+    """A statement text that passed the parse check, and its number of parameters ($n)."""
+
+    text: str
+    parameters: int
+
+
+def explainable(text: str) -> Explainable | None:
+    """`text` if pglast reads it as exactly one explainable statement, else None."""
+    if "\0" in text:
+        return None
+    try:
+        stmts = parse_sql(text)
+        tree = parse_sql_json(text)
+    except (ParseError, ValueError):
+        return None
+    if len(stmts) != 1:
+        return None
+    stmt = stmts[0].stmt
+    if not isinstance(stmt, _EXPLAINABLE):
+        return None
+    if isinstance(stmt, ast.SelectStmt) and stmt.intoClause is not None:
+        return None
+    params = max((int(n) for n in _PARAM.findall(tree)), default=0)
+    return Explainable(text, params)
+
+
+@contextlib.contextmanager
+def read_only(conn: psycopg.Connection[Any], statement_timeout: float, lock_timeout: float,
+              plan_cache_mode: str | None = None) -> Iterator[None]:
+    """A rolled-back, read-only, time-limited transaction (a savepoint inside the caller's).
+
+    Our own settings go as one simple-protocol string (they are constants and numbers); the
+    transaction is read-only before any statement text of the target's is sent.
+    """
+    with conn.transaction(force_rollback=True):
+        setup = [*_SAFE,
+                 f"/* pgarchitect */ SET LOCAL statement_timeout = {_ms(statement_timeout)}",
+                 f"/* pgarchitect */ SET LOCAL lock_timeout = {_ms(lock_timeout)}"]
+        if plan_cache_mode is not None:
+            setup.append(f"/* pgarchitect */ SET LOCAL plan_cache_mode = {plan_cache_mode}")
+        conn.execute("; ".join(setup).encode(), prepare=False)
+        _untracked(conn)
+        yield
+
+
+def _untracked(conn: psycopg.Connection[Any]) -> None:
+    """Keep this transaction's statements out of pg_stat_statements where the role may.
+
+    Only a superuser (or a role granted SET on it) may change the setting; for other roles the
+    snapshot's choice of texts keeps the nested entries apart instead. Tried once per session.
+    """
+    if _untrack_refused.get(conn):
+        return
+    try:
+        with conn.transaction():
+            conn.execute(_UNTRACK.encode(), prepare=False)
+    except psycopg.Error:
+        _untrack_refused[conn] = True
+        return
+    # Set inside a savepoint that was released: it holds for the rest of the transaction.
+
+
+def _send(conn: psycopg.Connection[Any], query: bytes) -> Any:
+    """`query` through the extended protocol (one command only); its first value, if any."""
+    cur = conn.cursor().execute(query, binary=True, prepare=False)
+    row = cur.fetchone() if cur.description else None
+    return None if row is None else row[0]
+
+
+def generic_plan(conn: psycopg.Connection[Any], text: str, statement_timeout: float,
+                 lock_timeout: float) -> dict[str, Any] | None:
+    """EXPLAIN's JSON of the generic plan of `text`; None when `text` is refused.
+
+    Raises psycopg.Error when the server cannot plan it (unknown table, no privilege, a
+    parameter type it cannot infer, a timeout).
+    """
+    stmt = explainable(text)
+    if stmt is None:
+        return None
+    return _explain_prepared(conn, stmt, [None] * stmt.parameters, "force_generic_plan",
+                             statement_timeout, lock_timeout)
+
+
+def custom_plan(conn: psycopg.Connection[Any], text: str, values: Sequence[object],
+                statement_timeout: float, lock_timeout: float) -> dict[str, Any] | None:
+    """EXPLAIN's JSON of `text`'s plan for these parameter values ($1 = values[0], …).
+
+    Values are sent as quoted literals (None as NULL): strings are typed by the parameter they
+    stand for, as a client's text parameters are. None when `text` is refused or the number of
+    values is not its number of parameters; psycopg.Error when the server cannot plan it.
+    """
+    stmt = explainable(text)
+    if stmt is None or len(values) != stmt.parameters:
+        return None
+    return _explain_prepared(conn, stmt, values, "force_custom_plan",
+                             statement_timeout, lock_timeout)
+
+
+def _explain_prepared(conn: psycopg.Connection[Any], stmt: Explainable,
+                      values: Sequence[object], plan_cache_mode: str,
+                      statement_timeout: float, lock_timeout: float) -> dict[str, Any] | None:
+    prepared = False
+    try:
+        with read_only(conn, statement_timeout, lock_timeout, plan_cache_mode):
+            _send(conn, f"/* pgarchitect */ PREPARE {PREPARED} /* pgarchitect */ AS "
+                  .encode() + stmt.text.encode())
+            prepared = True
+            args = sql.SQL(", ").join(
+                sql.SQL("NULL") if v is None else sql.Literal(v) for v in values)
+            execute = sql.SQL("EXECUTE {}").format(sql.Identifier(PREPARED))
+            if values:
+                execute = sql.SQL("{}({})").format(execute, args)
+            query = sql.SQL("/* pgarchitect */ EXPLAIN /* pgarchitect */ (FORMAT JSON, VERBOSE) {}"
+                            ).format(execute)
+            return _document(_send(conn, query.as_bytes(conn)))
+    finally:
+        # PREPARE is not transactional: the prepared statement outlives the rollback.
+        if prepared and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(_DEALLOCATE.encode(), prepare=False)
+
+
+def _document(value: Any) -> dict[str, Any] | None:
+    """EXPLAIN (FORMAT JSON)'s one-element list -> its document."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return value[0]
+    return value if isinstance(value, dict) else None
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
