@@ -14,6 +14,7 @@ import psycopg
 
 from analyzer.analysis.features import StatementShape, plan_shape
 from analyzer.explain import generic_plan
+from analyzer.names import qualified, split_qualified
 from analyzer.snapshots.own import register_own
 from pgarchitect.db import first_line
 from pgarchitect.log import event
@@ -44,7 +45,7 @@ def explain_generic(
 
 
 RESOLVE = """/* pgarchitect */
-SELECT k.name, n.nspname || '.' || c.relname
+SELECT k.name, n.nspname, c.relname
 FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(name, nsp, rel)
 JOIN pg_class c ON c.oid = to_regclass(CASE WHEN k.nsp IS NULL THEN quote_ident(k.rel)
                                             ELSE quote_ident(k.nsp) || '.' || quote_ident(k.rel)
@@ -55,44 +56,46 @@ register_own(RESOLVE)
 
 
 def resolve_tables(conn: psycopg.Connection[Any], names: list[str]) -> dict[str, str]:
-    """Table names as written -> schema-qualified names, as the target's search_path finds them."""
+    """Table names as written (printed) -> printed schema-qualified names, as the target's
+    search_path finds them."""
     wanted = sorted(set(names))
     if not wanted:
         return {}
     nsp: list[str | None] = []
     rel: list[str] = []
     for name in wanted:
-        schema, _, table = name.rpartition(".")
-        nsp.append(schema or None)
+        schema, table = split_qualified(name)
+        nsp.append(schema)
         rel.append(table)
     try:
         rows = conn.execute(RESOLVE, (wanted, nsp, rel)).fetchall()
     except psycopg.Error as exc:
         log.warning(event("plan.resolve_failed", reason=first_line(exc)))
         return {}
-    return {str(r[0]): str(r[1]) for r in rows}
+    return {str(r[0]): qualified(str(r[1]), str(r[2])) for r in rows}
 
 
 LEADING_COLUMNS = """/* pgarchitect */
-SELECT n.nspname || '.' || c.relname || '.' || a.attname
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT n.nspname, c.relname, a.attname
+FROM unnest(%s::text[], %s::text[]) AS k(nsp, rel)
+JOIN pg_namespace n ON n.nspname = k.nsp
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = k.rel
+JOIN pg_index i ON i.indrelid = c.oid
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-WHERE i.indisvalid AND i.indrelid = ANY(
-    SELECT to_regclass(t) FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NOT NULL)
+WHERE i.indisvalid
 """
 register_own(LEADING_COLUMNS)
 
 
 def leading_index_columns(conn: psycopg.Connection[Any], tables: list[str]) -> set[str]:
-    """'schema.table.column' for every column that leads a valid index on these tables."""
+    """'schema.table.column' (the table printed) for every column that leads a valid index on
+    these (printed, qualified) tables."""
     if not tables:
         return set()
-    quoted = [".".join('"' + p.replace('"', '""') + '"' for p in t.split(".", 1))
-              for t in sorted(set(tables))]
+    nsp, rel = _pairs(tables)
     try:
-        return {str(r[0]) for r in conn.execute(LEADING_COLUMNS, (quoted,)).fetchall()}
+        return {f"{qualified(r[0], r[1])}.{r[2]}"
+                for r in conn.execute(LEADING_COLUMNS, (nsp, rel)).fetchall()}
     except psycopg.Error as exc:
         log.warning(event("plan.indexes_failed", reason=first_line(exc)))
         return set()
@@ -102,13 +105,13 @@ def leading_index_columns(conn: psycopg.Connection[Any], tables: list[str]) -> s
 SELECTIVE_DISTINCT = 100
 
 SELECTIVE_COLUMNS = """/* pgarchitect */
-SELECT s.schemaname || '.' || s.tablename || '.' || s.attname,
+SELECT s.schemaname, s.tablename, s.attname,
        CASE WHEN s.n_distinct >= 0 THEN s.n_distinct
             ELSE -s.n_distinct * greatest(c.reltuples, 0) END >= %s
-FROM pg_stats s
+FROM unnest(%s::text[], %s::text[]) AS k(nsp, rel)
+JOIN pg_stats s ON s.schemaname = k.nsp AND s.tablename = k.rel
 JOIN pg_namespace n ON n.nspname = s.schemaname
 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
-WHERE s.schemaname || '.' || s.tablename = ANY(%s::text[])
 """
 register_own(SELECTIVE_COLUMNS)
 
@@ -120,9 +123,22 @@ def column_selectivity(conn: psycopg.Connection[Any], tables: list[str]) -> dict
     """
     if not tables:
         return {}
+    nsp, rel = _pairs(tables)
     try:
-        rows = conn.execute(SELECTIVE_COLUMNS, (SELECTIVE_DISTINCT, sorted(set(tables))))
-        return {str(r[0]): bool(r[1]) for r in rows.fetchall()}
+        rows = conn.execute(SELECTIVE_COLUMNS, (SELECTIVE_DISTINCT, nsp, rel))
+        return {f"{qualified(r[0], r[1])}.{r[2]}": bool(r[3]) for r in rows.fetchall()}
     except psycopg.Error as exc:
         log.warning(event("plan.stats_failed", reason=first_line(exc)))
         return {}
+
+
+def _pairs(tables: list[str]) -> tuple[list[str], list[str]]:
+    """Printed qualified names -> parallel (schema, name) lists; unqualified ones are left out."""
+    nsp: list[str] = []
+    rel: list[str] = []
+    for t in sorted(set(tables)):
+        schema, name = split_qualified(t)
+        if schema is not None:
+            nsp.append(schema)
+            rel.append(name)
+    return nsp, rel

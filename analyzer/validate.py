@@ -31,6 +31,7 @@ import psycopg
 
 from analyzer.analysis.features import plan_shape
 from analyzer.explain import explainable, generic_plan
+from analyzer.names import pair
 from analyzer.recommend.ddl import quote_ident
 from analyzer.recommend.model import StatementCost, StatementEvidence, Validation
 from analyzer.snapshots.own import register_own
@@ -275,6 +276,6 @@ def _ms(seconds: float) -> int:
 
 def _regclass(table: str, index: str | None = None) -> str:
     """A quoted `schema.relation` for to_regclass (the index lives in the table's schema)."""
-    schema, _, name = table.partition(".")
+    schema, name = pair(table)
     rel = index if index is not None else name
     return f"{quote_ident(schema)}.{quote_ident(rel)}"
