@@ -24,7 +24,9 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
 from analyzer import jobs
+from analyzer.api.hardening import GuardedRunner
 from analyzer.api.routes import ApiState, StoreView, make_web_app
+from analyzer.job_health import JobFailed
 from analyzer.snapshots import repository
 from pgarchitect.config import Settings, parse_listen
 from pgarchitect.db import first_line
@@ -55,6 +57,8 @@ class _ExpectedFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, JobFailed):  # counted and logged once per cause already
+            return False
         if isinstance(exc, EXPECTED):
             first = record.getMessage().strip().splitlines()[0]
             record.msg = f"{first} ({_reason(exc)})"
@@ -206,7 +210,7 @@ async def _serve(settings: Settings, token: str | None) -> int:
             state = ApiState(service, app, pool, registry,
                              StoreView(tuple(t.name for t in settings.targets)), token,
                              lambda: worker.running)
-            runner = web.AppRunner(make_web_app(state), access_log=None)
+            runner = GuardedRunner(make_web_app(state), access_log=None)
             await runner.setup()
             try:
                 await web.TCPSite(runner, host, port).start()
