@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 import procrastinate
@@ -110,16 +111,18 @@ def run(settings: Settings) -> int:
 
 
 class _Worker:
-    """The procrastinate worker, started again after it dies (a store outage)."""
+    """The procrastinate worker, started again after it dies (a store outage) -- but not once
+    the service is stopping."""
 
     def __init__(self, app: procrastinate.App, service: jobs.Service) -> None:
         self.app = app
         self.service = service
         self.running = False
+        self.stopping = False
 
     async def run(self) -> None:
         a = self.service.settings.analyzer
-        while True:
+        while not self.stopping:
             try:
                 self.running = True
                 await self.app.run_worker_async(
@@ -128,7 +131,8 @@ class _Worker:
                     install_signal_handlers=False,
                     update_heartbeat_interval=max(0.5, a.worker_stalled_timeout / 4),
                     stalled_worker_timeout=a.worker_stalled_timeout,
-                    shutdown_graceful_timeout=a.shutdown_timeout,
+                    # half the shutdown budget for running jobs, the rest to unregister
+                    shutdown_graceful_timeout=max(0.5, a.shutdown_timeout / 2),
                     fetch_job_polling_interval=min(5.0, max(0.2, a.snapshot_interval / 4)),
                     delete_jobs="successful",
                 )
@@ -136,11 +140,31 @@ class _Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.stopping:
+                    return
                 log.error(event("worker.stopped", error=_reason(exc),
                                 restart_in=f"{RESTART_DELAY}s"))
             finally:
                 self.running = False
             await asyncio.sleep(RESTART_DELAY)
+
+
+def _exit_now(code: int, why: str, **fields: object) -> None:
+    """Leave at once: running job threads cannot be stopped, nor a store that does not answer
+    be waited for. The store sees the sessions end; another replica retries the job."""
+    log.warning(event(why, **fields))
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _watchdog(seconds: float, code: int) -> threading.Timer:
+    """A timer that ends the process `seconds` after the stop signal, whatever the loop does."""
+    timer = threading.Timer(seconds, _exit_now, (code, "service.shutdown_timeout"),
+                            {"seconds": seconds, "abandoned": "running jobs, store sessions"})
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 async def _maintain(app: procrastinate.App, service: jobs.Service,
@@ -188,9 +212,17 @@ async def _serve(settings: Settings, token: str | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[int] = []
+    worker = _Worker(app, service)
 
     def on_signal(signum: int) -> None:
+        code = 130 if signum == signal.SIGINT else 143
+        if received:  # a second signal: no more waiting
+            _exit_now(code, "service.stopped_at_once", signal=signal.Signals(signum).name)
         received.append(signum)
+        worker.stopping = True
+        # Bounded whatever the store does: the whole stop (jobs, unregistering, closing the
+        # pools) gets analyzer.shutdown_timeout, then the process leaves.
+        _watchdog(a.shutdown_timeout, code)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -201,7 +233,6 @@ async def _serve(settings: Settings, token: str | None) -> int:
     handlers = list(logging.getLogger().handlers)
     for h in handlers:  # on the handlers: a logger's filter does not see its children's records
         h.addFilter(quiet)
-    worker = _Worker(app, service)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -239,9 +270,7 @@ async def _serve(settings: Settings, token: str | None) -> int:
     if service.busy_threads:
         # A job outlived the graceful timeout: its thread cannot be stopped, so leave now;
         # the store sees the session end and the job is retried by another replica.
-        log.warning(event("service.abandoned_jobs", count=service.busy_threads))
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(143)
+        _exit_now(130 if received and received[0] == signal.SIGINT else 143,
+                  "service.abandoned_jobs", count=service.busy_threads)
     log.info(event("service.stopped"))
     return 130 if received and received[0] == signal.SIGINT else 143
