@@ -133,6 +133,13 @@ def _send(conn: psycopg.Connection[Any], query: bytes) -> Any:
     return None if row is None else row[0]
 
 
+def execute_one(conn: psycopg.Connection[Any], statement: str) -> None:
+    """Run one statement of the tool's own making (a validation's CREATE INDEX, ANALYZE)
+    through the extended protocol: should it ever carry a second command, the server refuses
+    it instead of running it."""
+    _send(conn, statement.encode())
+
+
 def generic_plan(conn: psycopg.Connection[Any], text: str, statement_timeout: float,
                  lock_timeout: float) -> dict[str, Any] | None:
     """EXPLAIN's JSON of the generic plan of `text`; None when `text` is refused.

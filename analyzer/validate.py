@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from analyzer.analysis.features import plan_shape
-from analyzer.explain import explainable, generic_plan
+from analyzer.explain import execute_one, explainable, generic_plan
 from analyzer.names import pair
 from analyzer.recommend.ddl import quote_ident
 from analyzer.recommend.model import StatementCost, StatementEvidence, Validation
@@ -255,9 +255,9 @@ class Validator:
                 setup = [READ_WRITE, f"SET LOCAL lock_timeout = {_ms(s.lock_timeout)}",
                          f"SET LOCAL statement_timeout = {_ms(s.statement_timeout)}"]
                 conn.execute("; ".join(mark(p) for p in setup), prepare=False)
-                conn.execute(mark(ddl).encode(), prepare=False)
+                execute_one(conn, mark(ddl))  # one command only, whatever the DDL holds
                 if analyze:
-                    conn.execute(mark(f"ANALYZE {_regclass(table)}").encode(), prepare=False)
+                    execute_one(conn, mark(f"ANALYZE {_regclass(table)}"))
                 costs = self._after(statements, before, [index_name], in_transaction=True)
                 row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),),
                                    prepare=False).fetchone()

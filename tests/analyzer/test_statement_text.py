@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from analyzer.explain import custom_plan, explainable, generic_plan
+from analyzer.explain import custom_plan, execute_one, explainable, generic_plan
 from analyzer.pipeline import run_audit
 from analyzer.recommend.model import StatementEvidence
 from analyzer.snapshots import repository
@@ -195,3 +195,16 @@ def test_the_marker_hides_nothing_only_our_role_is_left_out(planted: Planted, st
             " JOIN pgarchitect.statement_text t USING (dbid, queryid)"
             " WHERE t.query LIKE '%FROM items WHERE x = $1%'").fetchall()
     assert users == [(planted.mallory, True)]  # a marked text, yet analysed: not our role
+
+
+def test_the_validations_own_ddl_is_one_command_only(pg_server: PgServer) -> None:
+    dsn = new_database(pg_server, "ddl")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int)")
+            with conn.transaction(force_rollback=True), pytest.raises(psycopg.Error):
+                execute_one(conn, "CREATE INDEX ON t (id); CREATE TABLE pwned (x int)")
+            execute_one(conn, "ANALYZE t")
+            assert conn.execute("SELECT to_regclass('pwned')").fetchone() == (None,)
+    finally:
+        drop_database(pg_server, dsn)
