@@ -16,10 +16,11 @@ plans such a text goes through this module, which holds four lines (docs/securit
 3. **A read-only transaction it cannot end.** Everything runs in a transaction (or, inside a
    caller's transaction, a savepoint) that is rolled back, with ``transaction_read_only``,
    ``standard_conforming_strings = on``, ``statement_timeout`` and ``lock_timeout`` set
-   locally. EXPLAIN without ANALYZE executes nothing; functions the planner folds run read-only
-   and can end neither the transaction nor the timeouts.
-4. **Nothing left behind.** The statement prepared for EXPLAIN EXECUTE (PostgreSQL < 16, and
-   custom plans) is deallocated whatever happened.
+   locally, before the text is sent (all of it queued in one pipeline: one round trip).
+   EXPLAIN without ANALYZE executes nothing; functions the planner folds run read-only and
+   can end neither the transaction nor the timeouts.
+4. **Nothing left behind.** The statement prepared for EXPLAIN EXECUTE is deallocated
+   whatever happened.
 
 ``generic_plan`` gives the plan that does not depend on parameter values (``PREPARE`` +
 ``EXPLAIN EXECUTE`` with NULLs under ``force_generic_plan``, on every version: through the
@@ -34,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import re
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,15 +51,24 @@ _UNTRACK = "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'"
 _SAFE = ("/* pgarchitect */ SET LOCAL transaction_read_only = on",
          "/* pgarchitect */ SET LOCAL standard_conforming_strings = on")
 _DEALLOCATE = f"/* pgarchitect */ DEALLOCATE {PREPARED}"
-register_own(_UNTRACK, *_SAFE, _DEALLOCATE,
+_PREPARED_LEFT = (f"/* pgarchitect */ SELECT 1 FROM pg_prepared_statements"
+                  f" WHERE name = '{PREPARED}'")
+_SAVEPOINT = "pgarchitect_plan"
+# (start, undo) of the planning transaction: its own, or a savepoint inside the caller's.
+_TOP = ("/* pgarchitect */ BEGIN", ("/* pgarchitect */ ROLLBACK",))
+_NESTED = (f"/* pgarchitect */ SAVEPOINT {_SAVEPOINT}",
+           (f"/* pgarchitect */ ROLLBACK TO SAVEPOINT {_SAVEPOINT}",
+            f"/* pgarchitect */ RELEASE SAVEPOINT {_SAVEPOINT}"))
+register_own(_UNTRACK, *_SAFE, _DEALLOCATE, _PREPARED_LEFT, _TOP[0], *_TOP[1], _NESTED[0],
+             *_NESTED[1],
              "/* pgarchitect */ SET LOCAL statement_timeout = 1000",
              "/* pgarchitect */ SET LOCAL lock_timeout = 1000",
              "/* pgarchitect */ SET LOCAL plan_cache_mode = force_generic_plan")
 
 _EXPLAINABLE = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 _PARAM = re.compile(r'"ParamRef":\{"number":(\d+)')
-# Connections on which SET LOCAL pg_stat_statements.track was refused (not superusers).
-_untrack_refused: weakref.WeakKeyDictionary[psycopg.Connection[Any], bool] = (
+# Whether SET LOCAL pg_stat_statements.track is allowed, per session (superusers only).
+_untrack_allowed: weakref.WeakKeyDictionary[psycopg.Connection[Any], bool] = (
     weakref.WeakKeyDictionary())
 
 
@@ -90,40 +100,34 @@ def explainable(text: str) -> Explainable | None:
     return Explainable(text, params)
 
 
-@contextlib.contextmanager
-def read_only(conn: psycopg.Connection[Any], statement_timeout: float, lock_timeout: float,
-              plan_cache_mode: str | None = None) -> Iterator[None]:
-    """A rolled-back, read-only, time-limited transaction (a savepoint inside the caller's).
-
-    Our own settings go as one simple-protocol string (they are constants and numbers); the
-    transaction is read-only before any statement text of the target's is sent.
-    """
-    with conn.transaction(force_rollback=True):
-        setup = [*_SAFE,
-                 f"/* pgarchitect */ SET LOCAL statement_timeout = {_ms(statement_timeout)}",
-                 f"/* pgarchitect */ SET LOCAL lock_timeout = {_ms(lock_timeout)}"]
-        if plan_cache_mode is not None:
-            setup.append(f"/* pgarchitect */ SET LOCAL plan_cache_mode = {plan_cache_mode}")
-        conn.execute("; ".join(setup).encode(), prepare=False)
-        _untracked(conn)
-        yield
+def _setup(conn: psycopg.Connection[Any], statement_timeout: float, lock_timeout: float,
+           plan_cache_mode: str) -> list[str]:
+    """The settings of the planning transaction, each one statement of our own."""
+    setup = [*_SAFE,
+             f"/* pgarchitect */ SET LOCAL statement_timeout = {_ms(statement_timeout)}",
+             f"/* pgarchitect */ SET LOCAL lock_timeout = {_ms(lock_timeout)}",
+             f"/* pgarchitect */ SET LOCAL plan_cache_mode = {plan_cache_mode}"]
+    if _may_untrack(conn):
+        setup.append(_UNTRACK)
+    return setup
 
 
-def _untracked(conn: psycopg.Connection[Any]) -> None:
-    """Keep this transaction's statements out of pg_stat_statements where the role may.
+def _may_untrack(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this session may keep its statements out of pg_stat_statements.
 
     Only a superuser (or a role granted SET on it) may change the setting; for other roles the
     snapshot's choice of texts keeps the nested entries apart instead. Tried once per session.
     """
-    if _untrack_refused.get(conn):
-        return
-    try:
-        with conn.transaction():
-            conn.execute(_UNTRACK.encode(), prepare=False)
-    except psycopg.Error:
-        _untrack_refused[conn] = True
-        return
-    # Set inside a savepoint that was released: it holds for the rest of the transaction.
+    known = _untrack_allowed.get(conn)
+    if known is None:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute(_UNTRACK.encode(), prepare=False)
+            known = True
+        except psycopg.Error:
+            known = False
+        _untrack_allowed[conn] = known
+    return known
 
 
 def _send(conn: psycopg.Connection[Any], query: bytes) -> Any:
@@ -172,25 +176,48 @@ def custom_plan(conn: psycopg.Connection[Any], text: str, values: Sequence[objec
 def _explain_prepared(conn: psycopg.Connection[Any], stmt: Explainable,
                       values: Sequence[object], plan_cache_mode: str,
                       statement_timeout: float, lock_timeout: float) -> dict[str, Any] | None:
-    prepared = False
+    """PREPARE, EXPLAIN EXECUTE, roll back, DEALLOCATE: queued in one pipeline (one round
+    trip), every command in its own Parse message, the transaction read-only before the
+    target's text comes."""
+    args = sql.SQL(", ").join(sql.SQL("NULL") if v is None else sql.Literal(v) for v in values)
+    execute = sql.SQL("EXECUTE {}").format(sql.Identifier(PREPARED))
+    if values:
+        execute = sql.SQL("{}({})").format(execute, args)
+    explain = sql.SQL("/* pgarchitect */ EXPLAIN /* pgarchitect */ (FORMAT JSON, VERBOSE) {}"
+                      ).format(execute).as_bytes(conn)
+    prepare = (f"/* pgarchitect */ PREPARE {PREPARED} /* pgarchitect */ AS ".encode()
+               + stmt.text.encode())
+    setup = _setup(conn, statement_timeout, lock_timeout, plan_cache_mode)
+    # Our own transaction control, not psycopg's: after an error inside a pipeline the server
+    # skips everything up to the sync, a queued rollback included, so it is sent again after.
+    nested = not conn.autocommit or (
+        conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
+    begin, undo = (_NESTED if nested else _TOP)
     try:
-        with read_only(conn, statement_timeout, lock_timeout, plan_cache_mode):
-            _send(conn, f"/* pgarchitect */ PREPARE {PREPARED} /* pgarchitect */ AS "
-                  .encode() + stmt.text.encode())
-            prepared = True
-            args = sql.SQL(", ").join(
-                sql.SQL("NULL") if v is None else sql.Literal(v) for v in values)
-            execute = sql.SQL("EXECUTE {}").format(sql.Identifier(PREPARED))
-            if values:
-                execute = sql.SQL("{}({})").format(execute, args)
-            query = sql.SQL("/* pgarchitect */ EXPLAIN /* pgarchitect */ (FORMAT JSON, VERBOSE) {}"
-                            ).format(execute)
-            return _document(_send(conn, query.as_bytes(conn)))
-    finally:
-        # PREPARE is not transactional: the prepared statement outlives the rollback.
-        if prepared and not conn.closed:
+        with conn.pipeline():
+            conn.execute(begin.encode(), prepare=False)
+            for command in setup:
+                conn.execute(command.encode(), prepare=False)
+            conn.cursor().execute(prepare, binary=True, prepare=False)
+            cur = conn.cursor()
+            cur.execute(explain, binary=True, prepare=False)
+            for command in undo:
+                conn.execute(command.encode(), prepare=False)
+            # PREPARE is not transactional: the prepared statement outlives the rollback.
+            conn.execute(_DEALLOCATE.encode(), prepare=False)
+    except psycopg.Error:
+        if not conn.closed:
             with contextlib.suppress(psycopg.Error):
-                conn.execute(_DEALLOCATE.encode(), prepare=False)
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    for command in undo:
+                        conn.execute(command.encode(), prepare=False)
+                # Left when the error came after the PREPARE; DEALLOCATE of a statement that
+                # is not there would fail the caller's transaction.
+                if conn.execute(_PREPARED_LEFT.encode(), prepare=False).fetchone():
+                    conn.execute(_DEALLOCATE.encode(), prepare=False)
+        raise
+    row = cur.fetchone() if cur.description else None
+    return None if row is None else _document(row[0])
 
 
 def _document(value: Any) -> dict[str, Any] | None:

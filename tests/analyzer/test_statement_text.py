@@ -170,6 +170,14 @@ def test_generic_and_custom_plans_through_the_executor(pg_server: PgServer) -> N
             assert generic_plan(conn, "VALUES ($1::int)", 5.0, 1.0) is not None
             assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with psycopg.connect(dsn, autocommit=True) as conn, \
+                conn.transaction(force_rollback=True):  # a read-write caller: a savepoint
+            with pytest.raises(psycopg.Error):
+                generic_plan(conn, "SELECT * FROM missing WHERE a = $1", 5.0, 1.0)
+            assert generic_plan(conn, query, 5.0, 1.0) is not None
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (5003,)
+            assert conn.execute("SHOW transaction_read_only").fetchone() == ("off",)
+            conn.execute("CREATE TEMP TABLE still_writable (x int)")
         assert generic is not None and rare is not None and common is not None
         assert rare["Plan"]["Plan Rows"] < common["Plan"]["Plan Rows"]
         assert "Index" in rare["Plan"]["Node Type"] or rare["Plan"].get("Plans")
