@@ -24,6 +24,7 @@ from typing import Any
 import pglast
 
 from analyzer.lifecycle import PENDING, StoredRecommendation
+from analyzer.page.charts import recommendation_chart
 from analyzer.proposal_files import (
     GIT_TIMEOUT,
     current_branch,
@@ -49,6 +50,7 @@ class Proposal:
     description: Path
     branch: str | None = None
     commit: str | None = None
+    chart: Path | None = None  # the before / after picture the description links
 
 
 def _flat(text: object) -> str:
@@ -279,7 +281,12 @@ def propose(stored: StoredRecommendation, out: Path, settings: AnalyzerSettings,
             raise UserError(f"branch {branch} already exists in {top}")
     mpath = out / f"{stem}.sql" if migration is not None else None
     dpath = out / f"{stem}.md"
-    refuse_existing([p for p in (mpath, dpath) if p is not None], force)
+    chart = recommendation_chart(stored.to_json())  # the before / after, linked from the text
+    cpath = out / f"{stem}.svg" if chart is not None else None
+    if cpath is not None:
+        description += f"\n![Before and after: planner cost per statement]({cpath.name})\n"
+    outputs = [(mpath, migration), (dpath, description), (cpath, chart)]
+    refuse_existing([p for p, _ in outputs if p is not None], force)
     written: list[Path] = []
     commit = None
     try:
@@ -290,7 +297,7 @@ def propose(stored: StoredRecommendation, out: Path, settings: AnalyzerSettings,
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create --out {out}: {exc.strerror}") from None
-        for path, text in ((mpath, migration), (dpath, description)):
+        for path, text in outputs:
             if path is not None and text is not None:
                 write_new(path, text, force)
                 written.append(path)
@@ -299,11 +306,11 @@ def propose(stored: StoredRecommendation, out: Path, settings: AnalyzerSettings,
             git(top, "add", "--", *files)
             title = description.splitlines()[0].lstrip("# ")
             git(top, "commit", "--quiet", "-m", title, "-m",
-                 f"Recommendation {stored.id}; the description is in {dpath.name}.", "--",
-                 *files, env=identity_env(top))
+                f"Recommendation {stored.id}; the description is in {dpath.name}.", "--",
+                *files, env=identity_env(top))
             commit = git(top, "rev-parse", "HEAD")
     except BaseException:
         if top is not None and start is not None and branch is not None and commit is None:
             restore(top, start, branch, written)
         raise
-    return Proposal(mpath, dpath, branch, commit)
+    return Proposal(mpath, dpath, branch, commit, cpath)
