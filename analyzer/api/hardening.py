@@ -81,6 +81,11 @@ class JsonErrorsHandler(RequestHandler):
     middlewares: aiohttp answers it here (400, or 413 / 431 for sizes), and logs one line.
     """
 
+    async def start(self) -> None:
+        if self._manager is None:  # refused (GuardedServer) and closed before it began
+            return
+        await super().start()
+
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
         if isinstance(exc, RequestPayloadError | HttpProcessingError | ConnectionError):
