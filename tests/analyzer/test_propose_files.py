@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from analyzer.propose import propose
 from analyzer.recommendation import Recommendation
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.errors import UserError
+from tests.analyzer.test_recommendations_cli import git, new_repo
 
 SETTINGS = AnalyzerSettings()
 REC = Recommendation(kind="create_index", table="public.orders", columns=("created_at",),
@@ -29,11 +29,6 @@ def _stored() -> lifecycle.StoredRecommendation:
     return lifecycle.StoredRecommendation(
         id=7, target="app", status="proposed", recommendation=REC, audit_id=3, created_at=now,
         last_seen_at=now, times_seen=1, status_changed_at=now)
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          check=True, timeout=60).stdout.strip()
 
 
 def test_a_symlink_named_like_the_migration_is_not_followed(tmp_path: Path) -> None:
@@ -69,14 +64,7 @@ def test_an_existing_file_is_an_error_unless_force(tmp_path: Path) -> None:
 @pytest.mark.parametrize("detached", [False, True], ids=["branch", "detached"])
 def test_a_refused_commit_restores_the_branch_and_unstages(tmp_path: Path,
                                                           detached: bool) -> None:
-    repo = tmp_path / "app"
-    repo.mkdir()
-    git(repo, "init", "--quiet", "--initial-branch", "main")
-    git(repo, "config", "user.name", "Dev")
-    git(repo, "config", "user.email", "dev@example.org")
-    (repo / "README").write_text("app\n")
-    git(repo, "add", "README")
-    git(repo, "commit", "--quiet", "-m", "init")
+    repo = new_repo(tmp_path / "app")
     if detached:
         git(repo, "switch", "--quiet", "--detach", "HEAD")
     (repo / "wip.txt").write_text("someone's work\n")

@@ -241,18 +241,23 @@ def git(repo: Path, *args: str) -> str:
                           check=True, timeout=60).stdout.strip()
 
 
-def test_propose_into_a_git_repository_makes_one_commit(
-    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    repo = tmp_path / "app"
+def new_repo(repo: Path) -> Path:
+    """A git repository with one commit on `main` and an identity of its own."""
     repo.mkdir()
     git(repo, "init", "--quiet", "--initial-branch", "main")
     git(repo, "config", "user.name", "Dev")
     git(repo, "config", "user.email", "dev@example.org")
     (repo / "README").write_text("app\n")
-    (repo / "wip.txt").write_text("someone's uncommitted work\n")
     git(repo, "add", "README")
     git(repo, "commit", "--quiet", "-m", "init")
+    return repo
+
+
+def test_propose_into_a_git_repository_makes_one_commit(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = new_repo(tmp_path / "app")
+    (repo / "wip.txt").write_text("someone's uncommitted work\n")
     git(repo, "add", "wip.txt")  # staged, not ours: must stay out of the commit
     rec_id = stored(store, "git", plain_rec("orders", "created_at"))
 
