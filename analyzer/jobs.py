@@ -45,7 +45,7 @@ from analyzer.audit import (
     run_audit,
     snapshot_and_observe,
 )
-from analyzer.job_health import JobHealth
+from analyzer.job_health import JobHealth, reason_of
 from analyzer.snapshots.source import connect_target
 from analyzer.store import audits, locks
 from analyzer.store.connection import connect_store
@@ -53,8 +53,6 @@ from analyzer.store.writer import StatementWriter
 from analyzer.vocabulary import RequestedBy
 from pgarchitect.config import AnalyzerSettings, Settings, Target
 from pgarchitect.cron import next_run
-from pgarchitect.db import first_line
-from pgarchitect.dsn import mask_dsn
 from pgarchitect.log import event
 
 log = logging.getLogger("pgarchitect.analyzer.jobs")
@@ -157,12 +155,6 @@ def snapshot_and_check(settings: Settings, target: Target,
                    statements=snap.statements, regressions=check.regressions,
                    clusters=check.clusters))
     return "succeeded", time.perf_counter() - started
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, psycopg.Error):
-        return first_line(exc) or type(exc).__name__
-    return mask_dsn(str(exc)) or type(exc).__name__
 
 
 @dataclass
@@ -278,7 +270,7 @@ def make_app(service: Service) -> procrastinate.App:
             metrics.audit_duration.observe(time.perf_counter() - started)
             metrics.jobs.labels(AUDIT_TASK, "failed").inc()
             await service.in_thread(notify.audit_failed, service, target, audit_id,
-                                    _reason(exc))
+                                    reason_of(exc))
             raise service.health.failed(AUDIT_TASK, target, exc) from exc
         finally:
             # The next scheduled audit is queued once this one is over (not while it may still

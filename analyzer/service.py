@@ -27,11 +27,10 @@ from psycopg_pool import AsyncConnectionPool
 from analyzer import jobs
 from analyzer.api.hardening import GuardedRunner
 from analyzer.api.routes import ApiState, StoreView, make_web_app
-from analyzer.job_health import JobFailed
+from analyzer.job_health import JobFailed, reason_of
 from analyzer.store import audits
 from analyzer.store.connection import connect_store
 from pgarchitect.config import Settings, parse_listen
-from pgarchitect.db import first_line
 from pgarchitect.errors import ConfigError, UserError
 from pgarchitect.log import event
 
@@ -47,9 +46,7 @@ def _reason(exc: BaseException) -> str:
     """One line for an expected failure; the job engine's wraps the driver's error."""
     if isinstance(exc, procrastinate.exceptions.ConnectorException) and exc.__cause__:
         exc = exc.__cause__
-    if isinstance(exc, psycopg.Error):
-        return first_line(exc) or type(exc).__name__
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return reason_of(exc)
 
 
 class _ExpectedFailures(logging.Filter):

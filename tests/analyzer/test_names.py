@@ -13,10 +13,10 @@ from analyzer.analysis.features import parse_statement, qualify
 from analyzer.names import qualified, requote, split, split_column, split_qualified
 from analyzer.plans import column_selectivity, leading_index_columns, resolve_tables
 from analyzer.recommend import ddl
-from analyzer.snapshots import repository
 from analyzer.snapshots.catalog import read_catalog
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import connect_store
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
@@ -64,7 +64,7 @@ def test_the_two_dotted_tables_do_not_collide(dotted: str, store: str) -> None:
         assert leading_index_columns(conn, ['"a.b".c']) == {'"a.b".c.id'}
         assert set(column_selectivity(conn, ['"a.b".c'])) == {'"a.b".c.id', '"a.b".c.k'}
         assert column_selectivity(conn, ['a."b.c"']) == {}  # not analysed
-        with repository.connect_store(Dsn(store)) as sconn:
+        with connect_store(Dsn(store)) as sconn:
             take_snapshot(StatementSource(conn), sconn, "dotted", SETTINGS.retention)
     shape = qualify(parse_statement('SELECT id FROM "a.b".c WHERE k = $1'), resolved)
     assert shape.tables == ('"a.b".c',) and shape.columns == ('"a.b".c.k',)

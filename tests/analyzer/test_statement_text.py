@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from analyzer.audit import run_audit
 from analyzer.explain import custom_plan, execute_one, explainable, generic_plan
-from analyzer.pipeline import run_audit
 from analyzer.recommend.model import StatementEvidence
-from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import connect_store
 from analyzer.validate import Validator
 from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
@@ -193,7 +193,7 @@ def test_the_marker_hides_nothing_only_our_role_is_left_out(planted: Planted, st
             conn.execute(marked)
     monitor = Dsn(planted.server.dsn(planted.dbname, user=planted.monitor))
     with connect_target(monitor, "target", SETTINGS) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn:
+            connect_store(Dsn(store)) as sconn:
         take_snapshot(StatementSource(tconn), sconn, "planted", SETTINGS.retention)
         result = take_snapshot(StatementSource(tconn), sconn, "planted", SETTINGS.retention)
     assert result.own_skipped > 0  # the monitor's own reading of the view
