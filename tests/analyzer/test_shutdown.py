@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 from pathlib import Path
 
-from pgarchitect.demo.embedded import PgServer, embedded_postgres
-from pgarchitect.dsn import Dsn
-from pgarchitect.migrate import migrate
-from tests.analyzer.service import analyzer
+from pgarchitect.demo.embedded import PgServer
+from tests.analyzer.service import store_gone
 from tests.conftest import drop_database, new_database
-from tests.monitoring.stack import free_port
-from tests.waiting import eventually
 
 SHUTDOWN = 3.0
 
 
 def test_sigterm_with_the_store_gone_exits_within_the_bound(pg18: PgServer,
                                                             tmp_path: Path) -> None:
-    data = tmp_path / "store"
-    port = str(free_port())
     target = new_database(pg18, "app", extensions=("pg_stat_statements",))
     try:
-        with embedded_postgres(18, directory=data, settings={"port": port}) as server:
-            store = server.create_database("store")
-            migrate(Dsn(store))
-            service = contextlib.ExitStack()
-            s = service.enter_context(analyzer(tmp_path, "bounded", store, {"app": target},
-                                               shutdown_timeout=f"{SHUTDOWN:g}s"))
-        with service:  # the store is stopped now
-            eventually(lambda: s.request("GET", "/readyz")[0] == 503, "/readyz to say not ready")
+        with store_gone(tmp_path, "bounded", {"app": target},
+                        shutdown_timeout=f"{SHUTDOWN:g}s") as gone:
+            s = gone.service
             popen = s.process.popen
             assert popen is not None
             popen.send_signal(signal.SIGTERM)
