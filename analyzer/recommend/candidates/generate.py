@@ -18,6 +18,7 @@ from dataclasses import replace
 from pglast import ast
 from pglast.stream import RawStream
 
+from analyzer.names import pair
 from analyzer.recommend.candidates.keys import (
     MIN_DISTINCT,
     ColumnStats,
@@ -120,7 +121,7 @@ def table_info(table: str, catalog: Catalog, relations: Relations | None) -> Tab
     if rel is None or rel.kind != "partitioned":
         return info
     if info is None:
-        schema, _, name = table.partition(".")
+        schema, name = pair(table)
         info = TableInfo(schema, name, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, None, None, None,
                          None)
     return replace(info, size_bytes=max(info.size_bytes, rel.size_bytes),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
+from analyzer.names import qualified
 from analyzer.recommend.predicates.relations import Relations
 from analyzer.recommend.predicates.terms import Term, Unhandled, Wrapped
 
@@ -148,7 +149,7 @@ class Reader:
 
     # -- relations -----------------------------------------------------------------------
     def table_name(self, rv: ast.RangeVar) -> str:
-        name = f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname)
+        name = qualified(str(rv.schemaname) if rv.schemaname else None, str(rv.relname))
         return self.resolve.get(name, self.relations.resolved.get(name, name))
 
     def base(self, name: str) -> Rel:

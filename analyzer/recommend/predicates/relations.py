@@ -18,6 +18,7 @@ import psycopg
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
+from analyzer.names import qualified, split_qualified
 from analyzer.snapshots.own import register_own
 from pgarchitect.db import first_line
 from pgarchitect.log import event
@@ -29,12 +30,9 @@ MAX_VIEW_DEPTH = 8  # views of views of ... read this deep at most
 C_COLLATIONS = {"C", "POSIX", "ucs_basic"}
 
 RELATIONS = """/* pgarchitect */
-SELECT k.name, n.nspname || '.' || c.relname, c.relkind::text, c.oid,
+SELECT k.name, n.nspname, c.relname, c.relkind::text, c.oid,
        CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid, true) END,
-       CASE WHEN c.relispartition THEN (
-           SELECT rn.nspname || '.' || rc.relname FROM pg_class rc
-           JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-           WHERE rc.oid = pg_partition_root(c.oid)) END,
+       root.nsp, root.rel,
        CASE WHEN c.relkind = 'p' THEN (
            SELECT coalesce(sum(pg_table_size(t.relid)), 0)::bigint
            FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
@@ -49,10 +47,14 @@ JOIN pg_class c ON c.oid = to_regclass(CASE WHEN k.nsp IS NULL THEN quote_ident(
                                             ELSE quote_ident(k.nsp) || '.' || quote_ident(k.rel)
                                        END)
 JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL (
+    SELECT rn.nspname AS nsp, rc.relname AS rel FROM pg_class rc
+    JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+    WHERE c.relispartition AND rc.oid = pg_partition_root(c.oid)) root ON true
 """
 
 COLUMNS = """/* pgarchitect */
-SELECT n.nspname || '.' || c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod),
        t.typcategory::text,
        CASE WHEN a.attcollation = 0 THEN NULL
             WHEN co.collname = 'default' THEN
@@ -60,8 +62,6 @@ SELECT n.nspname || '.' || c.relname, a.attname, format_type(a.atttypid, a.attty
                       THEN d.datcollate ELSE 'icu' END
             ELSE co.collname END
 FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
 JOIN pg_database d ON d.datname = current_database()
@@ -99,7 +99,7 @@ class Column:
 class Relation:
     """One relation a statement (or a view it reads) names."""
 
-    name: str  # schema.relation
+    name: str  # schema.relation, printed (analyzer/names.py)
     kind: str  # table | view | matview | partitioned | foreign | other
     definition: str | None = None  # a view's SELECT
     root: str | None = None  # a partition's partitioned root table
@@ -146,8 +146,8 @@ def view_names(definition: str) -> list[str]:
             for item in node:
                 walk(item)
         elif isinstance(node, ast.RangeVar):
-            out.append(f"{node.schemaname}.{node.relname}" if node.schemaname
-                       else str(node.relname))
+            out.append(qualified(str(node.schemaname) if node.schemaname else None,
+                                 str(node.relname)))
         elif isinstance(node, ast.Node):
             for slot in getattr(type(node), "__slots__", ()):
                 walk(getattr(node, slot, None))
@@ -168,28 +168,31 @@ def read_relations(conn: psycopg.Connection[Any], names: Iterable[str]) -> Relat
             wanted = [n for n in wanted if n not in resolved]
             if not wanted:
                 break
-            nsp = [n.rpartition(".")[0] or None for n in wanted]
-            rel = [n.rpartition(".")[2] for n in wanted]
+            parts = [split_qualified(n) for n in wanted]
             more: list[str] = []
-            for r in conn.execute(RELATIONS, (wanted, nsp, rel)).fetchall():
-                resolved[str(r[0])] = str(r[1])
-                if str(r[1]) not in rows_of:
-                    rows_of[str(r[1])] = tuple(r)
-                    oids[str(r[1])] = int(r[3])
-                    if r[4]:
-                        more += view_names(str(r[4]))
+            for r in conn.execute(RELATIONS, (wanted, [p[0] for p in parts],
+                                              [p[1] for p in parts])).fetchall():
+                name = qualified(str(r[1]), str(r[2]))
+                resolved[str(r[0])] = name
+                if name not in rows_of:
+                    root = None if r[6] is None else qualified(str(r[6]), str(r[7]))
+                    rows_of[name] = (r[3], r[5], root, r[8], r[9])
+                    oids[name] = int(r[4])
+                    if r[5]:
+                        more += view_names(str(r[5]))
             wanted = sorted(set(more))
+        names_of = {oid: name for name, oid in oids.items()}
         columns: dict[str, dict[str, Column]] = {}
         for r in conn.execute(COLUMNS, (sorted(oids.values()),)).fetchall():
-            columns.setdefault(str(r[0]), {})[str(r[1])] = Column(
+            columns.setdefault(names_of[int(r[0])], {})[str(r[1])] = Column(
                 str(r[2]), str(r[3]), None if r[4] is None else str(r[4]))
         extensions = frozenset(str(r[0]) for r in conn.execute(EXTENSIONS).fetchall())
     except psycopg.Error as exc:
         log.warning(event("recommend.relations_failed", reason=first_line(exc)))
         return Relations()
-    for name, r in rows_of.items():
-        by_name[name] = Relation(name, _KINDS.get(str(r[2]), "other"),
-                                 None if r[4] is None else str(r[4]),
-                                 None if r[5] is None or r[5] == name else str(r[5]),
-                                 int(r[6] or 0), float(r[7] or 0.0), columns.get(name, {}))
+    for name, (kind, definition, root, size, rows) in rows_of.items():
+        by_name[name] = Relation(name, _KINDS.get(str(kind), "other"),
+                                 None if definition is None else str(definition),
+                                 None if root is None or root == name else root,
+                                 int(size or 0), float(rows or 0.0), columns.get(name, {}))
     return Relations(by_name, resolved, extensions)
