@@ -41,6 +41,10 @@ CREATE TABLE events_h1 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2
 CREATE TABLE events_h2 PARTITION OF events FOR VALUES FROM ('2026-07-01') TO ('2027-01-01');
 INSERT INTO events SELECT g, g % 500, timestamptz '2026-01-01' + g * interval '5 minutes', 'k'
 FROM generate_series(1, 100000) g;
+CREATE TABLE "Audit Log" (id int, "actorId" int, at timestamptz);
+INSERT INTO "Audit Log" SELECT g, g % 5000, timestamptz '2026-01-01' + g * interval '1 minute'
+FROM generate_series(1, 100000) g;
+CREATE VIEW "Recent Audit" AS SELECT a."actorId" AS actor, a.at FROM "Audit Log" a;
 CREATE VIEW open_orders AS
     SELECT o.id, o.customer_id AS buyer, o.created_at FROM orders o WHERE o.shipped_at IS NULL;
 CREATE VIEW recent_open AS SELECT v.id, v.buyer FROM open_orders v;
@@ -79,6 +83,9 @@ SHAPES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("public.orders", ("note",), "(note text_pattern_ops)"),
     "SELECT * FROM orders WHERE customer_id = 42 AND shipped_at IS NULL":
         ("public.orders", ("customer_id",), "WHERE shipped_at IS NULL"),
+    # names PostgreSQL prints quoted, through a view of the same kind
+    'SELECT * FROM "Recent Audit" WHERE actor = 42':
+        ('public."Audit Log"', ('"actorId"',), 'ON public."Audit Log" ("actorId")'),
 }
 # GIN: hypopg cannot make a hypothetical GIN index; a rolled-back transaction builds one
 GIN = {
