@@ -36,7 +36,7 @@ from psycopg.types.json import Jsonb
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.preprocessing import normalize
 
-from analyzer import lifecycle
+from analyzer import embedspace, lifecycle
 from analyzer.recommendation import Recommendation
 from analyzer.snapshots import repository
 from analyzer.snapshots.repository import Conn
@@ -112,7 +112,10 @@ class HashingEmbedder:
 
 
 def load_embedder(path: str) -> Embedder:
-    """An instance of the class named by a dotted path (`analyzer.embedder`)."""
+    """An instance of the class named by a dotted path (`analyzer.embedder`); `auto`: MiniLM
+    with the `ask` extra, else the hashing embedder (analyzer/embedspace.py)."""
+    if path == "auto":
+        return embedspace.default_embedder()
     module_name, _, class_name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -287,6 +290,7 @@ def remember(conn: Conn, target: str, rec: Recommendation, *, embedder: Embedder
     Call inside the audit's store transaction; the connection must have pgvector's codecs
     (`register_vector`).
     """
+    embedspace.ensure_memory(conn, embedder)
     vector = embed_one(embedder, rec)
     same = conn.execute(_SAME, (target, rec.kind, rec.table, list(rec.columns))).fetchall()
     pending = next((r for r in same if r[1] in lifecycle.PENDING), None)
@@ -391,6 +395,7 @@ def propose_revert(conn: Conn, target: str, of: lifecycle.StoredRecommendation,
 
     A pending revert of the same index is merged into, like any repeat.
     """
+    embedspace.ensure_memory(conn, embedder)
     vector = embed_one(embedder, rec)
     same = conn.execute(_SAME, (target, rec.kind, rec.table, list(rec.columns))).fetchall()
     pending = next((r for r in same if r[1] in lifecycle.PENDING), None)
@@ -401,8 +406,8 @@ def propose_revert(conn: Conn, target: str, of: lifecycle.StoredRecommendation,
     return _insert(conn, target, rec, vector, similar, audit_id, reverts_id=of.id)
 
 
-# The store schema version the memory needs (migrations/0006_memory.sql).
-SCHEMA_VERSION = 6
+# The store schema version the memory needs (migrations/0007_ask.sql: embedding_space).
+SCHEMA_VERSION = 7
 
 
 def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:

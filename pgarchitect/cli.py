@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--git", metavar="REPO",
                    help="commit the files on a new branch of this git repository (no push)")
 
+    p = sub.add_parser("ask", help="answer a question in SQL over the store (docs/ask.md)")
+    _common(p)
+    p.add_argument("question", help="the question, in words")
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--target", dest="target_name", metavar="NAME",
+                   help="a configured target: its own data and schema too")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--learn", metavar="SQL", help="record QUESTION -> SQL as an example")
+
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)
     p.add_argument("--seconds", type=float, default=8.0,
@@ -207,6 +216,13 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    """Answer a natural-language question in SQL, guarded."""
+    from analyzer.ask.cli import cmd_ask as run
+
+    return run(args, settings)
+
+
 def cmd_analyzer(args: argparse.Namespace, settings: Settings) -> int:
     """Run the analyzer service."""
     from analyzer.service import run
@@ -223,6 +239,7 @@ def _handlers() -> dict[str, Handler]:
         "audit": cmd_audit,
         "recommendations": cmd_recommendations,
         "propose": cmd_propose,
+        "ask": cmd_ask,
         "demo": cmd_demo,
     }
     return handlers
@@ -232,7 +249,7 @@ def _handlers() -> dict[str, Handler]:
 # see docs/architecture.md, "Extras".
 _EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
            "audit": "analyzer", "recommendations": "analyzer", "propose": "analyzer",
-           "demo": "demo"}
+           "ask": "analyzer", "demo": "demo"}
 _OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 
 

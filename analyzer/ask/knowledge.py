@@ -1,0 +1,293 @@
+"""The ask knowledge in the store: curated and taught examples, schema and documentation
+snippets, embedded in `pgarchitect.ask_knowledge` (pgvector, HNSW) and searched by cosine.
+
+Curated examples and the store's documentation come from `data/examples.yaml`, synced into the
+store whenever the shipped file changed; a target's schema comes from its latest catalog
+snapshot (tables with their counters, indexes with their definitions); columns, types and
+comments are added from the target itself when `describe_target` can reach it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import yaml
+from sklearn.feature_extraction import FeatureHasher
+from sklearn.preprocessing import normalize
+
+from analyzer import embedspace
+from analyzer.snapshots.repository import Conn
+
+EXAMPLES_FILE = Path(__file__).resolve().parent / "data" / "examples.yaml"
+DIMENSIONS = 384
+_WORD = re.compile(r"[a-z0-9_]+")
+
+
+class TextEmbedder(Protocol):
+    """Texts to unit vectors of 384 floats."""
+
+    dimensions: int
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class HashingTextEmbedder:
+    """The offline fallback for texts: hashed words, word pairs and word-start trigrams."""
+
+    dimensions = DIMENSIONS
+    name = embedspace.HASHING
+
+    def __init__(self) -> None:
+        self._hasher = FeatureHasher(n_features=DIMENSIONS, input_type="string",
+                                     alternate_sign=False)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, DIMENSIONS))
+        docs = []
+        for text in texts:
+            words = _WORD.findall(text.lower())
+            docs.append(words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+                        + [f"<{w[:4]}" for w in words if len(w) > 4])
+        matrix = self._hasher.transform(docs)
+        return np.asarray(normalize(matrix, norm="l2").toarray(), dtype=np.float64)
+
+
+def text_embedder(embedder: object | None = None) -> TextEmbedder:
+    """The embedder for ask's texts: the memory's when it embeds texts (MiniLM), else hashing."""
+    chosen = embedder if embedder is not None else embedspace.default_embedder()
+    if hasattr(chosen, "embed_texts"):
+        return chosen  # type: ignore[return-value]
+    return HashingTextEmbedder()
+
+
+@dataclass(frozen=True)
+class Example:
+    """A curated question->SQL example: phrasings, SQL with {slots}, defaults, columns."""
+
+    id: str
+    questions: tuple[str, ...]
+    sql: str
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+
+
+@cache
+def curated() -> tuple[tuple[Example, ...], Mapping[str, str], str]:
+    """The shipped examples, the documentation snippets and the file's checksum."""
+    raw = EXAMPLES_FILE.read_bytes()
+    data = yaml.safe_load(raw)
+    examples = tuple(Example(id=e["id"], questions=tuple(e["questions"]), sql=e["sql"].strip(),
+                             slots=dict(e.get("slots") or {}), columns=tuple(e["columns"]),
+                             requires=tuple(e.get("requires") or ()))
+                     for e in data["examples"])
+    return examples, dict(data["docs"]), hashlib.sha256(raw).hexdigest()[:16]
+
+
+def example(example_id: str) -> Example | None:
+    """A curated example by id."""
+    return next((e for e in curated()[0] if e.id == example_id), None)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One knowledge row to store."""
+
+    kind: str
+    source: str
+    scope: str
+    key: str
+    body: str
+    question: str | None = None
+    sql: str | None = None
+
+
+def _store(conn: Conn, items: Sequence[Item], embedder: TextEmbedder) -> None:
+    vectors = np.asarray(embedder.embed_texts([i.body for i in items]), dtype=np.float32)
+    model = embedspace.name_of(embedder)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "/* pgarchitect */ INSERT INTO pgarchitect.ask_knowledge (kind, source, scope, key,"
+            " question, sql, body, embedding, model) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (source, scope, key) DO UPDATE SET kind = excluded.kind,"
+            " question = excluded.question, sql = excluded.sql, body = excluded.body,"
+            " embedding = excluded.embedding, model = excluded.model",
+            [(i.kind, i.source, i.scope, i.key, i.question, i.sql, i.body, v, model)
+             for i, v in zip(items, vectors, strict=True)])
+
+
+def _reembed(conn: Conn, embedder: TextEmbedder) -> int:
+    rows = conn.execute("/* pgarchitect */ SELECT id, body FROM pgarchitect.ask_knowledge"
+                        " ORDER BY id").fetchall()
+    model = embedspace.name_of(embedder)
+    for start in range(0, len(rows), 256):
+        chunk = rows[start:start + 256]
+        vectors = np.asarray(embedder.embed_texts([r[1] for r in chunk]), dtype=np.float32)
+        with conn.cursor() as cur:
+            cur.executemany("/* pgarchitect */ UPDATE pgarchitect.ask_knowledge SET"
+                            " embedding = %s, model = %s WHERE id = %s",
+                            [(v, model, r[0]) for v, r in zip(vectors, chunk, strict=True)])
+    return len(rows)
+
+
+def curated_items() -> list[Item]:
+    """The shipped examples (one row per phrasing) and documentation snippets."""
+    examples, docs, _ = curated()
+    items = [Item("example", "curated", "store", f"{e.id}#{n}", q, q, e.sql)
+             for e in examples for n, q in enumerate(e.questions)]
+    items += [Item("doc", "docs", "store", key, text) for key, text in docs.items()]
+    return items
+
+
+def sync(conn: Conn, embedder: TextEmbedder) -> None:
+    """Bring the store's knowledge up to date: vectors of this embedder, the shipped
+    examples and docs as this version ships them, each target's latest schema."""
+    embedspace.ensure(conn, "ask", embedder, _reembed)
+    _, _, checksum = curated()
+    with conn.transaction():
+        row = conn.execute("/* pgarchitect */ SELECT body FROM pgarchitect.ask_knowledge"
+                           " WHERE source = 'docs' AND key = '#version'").fetchone()
+        if row is None or row[0] != checksum:
+            conn.execute("/* pgarchitect */ SELECT pg_advisory_xact_lock(%s)",
+                         (embedspace.LOCK_KEY,))
+            conn.execute("/* pgarchitect */ DELETE FROM pgarchitect.ask_knowledge"
+                         " WHERE source IN ('curated', 'docs')")
+            _store(conn, curated_items(), embedder)
+            conn.execute("/* pgarchitect */ INSERT INTO pgarchitect.ask_knowledge (kind,"
+                         " source, scope, key, body) VALUES ('doc', 'docs', 'store',"
+                         " '#version', %s)", (checksum,))
+        _sync_schema(conn, embedder)
+
+
+def _sync_schema(conn: Conn, embedder: TextEmbedder) -> None:
+    latest = conn.execute(
+        "/* pgarchitect */ SELECT DISTINCT ON (c.target) c.target, c.id, c.catalog"
+        " FROM pgarchitect.catalog_snapshot c ORDER BY c.target, c.taken_at DESC, c.id DESC"
+    ).fetchall()
+    for target, snapshot_id, catalog in latest:
+        mark = f"#catalog {snapshot_id}"
+        seen = conn.execute("/* pgarchitect */ SELECT 1 FROM pgarchitect.ask_knowledge"
+                            " WHERE source = 'catalog' AND scope = %s AND key = '#version'"
+                            " AND body = %s", (target, mark)).fetchone()
+        if seen is not None:
+            continue
+        conn.execute("/* pgarchitect */ DELETE FROM pgarchitect.ask_knowledge WHERE"
+                     " source = 'catalog' AND scope = %s AND key NOT LIKE 'columns:%%'",
+                     (target,))
+        items = [Item("schema", "catalog", target, f"table:{name}", text)
+                 for name, text in schema_texts(catalog).items()]
+        items.append(Item("doc", "catalog", target, "#version", mark))
+        _store(conn, items, embedder)
+
+
+def schema_texts(catalog: Mapping[str, Any]) -> dict[str, str]:
+    """One description per table of a stored catalog: its counters and its indexes."""
+    out: dict[str, str] = {}
+    for t in catalog.get("tables", ()):
+        name = f"{t['schema']}.{t['name']}"
+        out[name] = (f"table {name}: about {t.get('live_tuples', 0)} rows,"
+                     f" {t.get('dead_tuples', 0)} dead")
+    for i in catalog.get("indexes", ()):
+        name = f"{i['schema']}.{i['table']}"
+        out.setdefault(name, f"table {name}")
+        out[name] += f"; index {i['name']}: {i['definition']}"
+    return out
+
+
+def describe_target(conn: Conn, target: str, target_conn: Any, embedder: TextEmbedder) -> None:
+    """Columns, types and comments of a target's user tables (read there, as its monitoring
+    role), stored as schema knowledge of that target."""
+    rows = target_conn.execute(
+        "/* pgarchitect */ SELECT n.nspname || '.' || c.relname,"
+        " string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)"
+        "   || coalesce(' -- ' || col_description(c.oid, a.attnum), ''), ', ' ORDER BY a.attnum),"
+        " obj_description(c.oid, 'pg_class')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " WHERE c.relkind IN ('r', 'p', 'v', 'm')"
+        " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+        " AND n.nspname NOT LIKE 'pg_temp%%' GROUP BY 1, c.oid ORDER BY 1 LIMIT 500").fetchall()
+    items = [Item("schema", "catalog", target, f"columns:{name}",
+                  f"table {name} ({columns})" + (f" -- {comment}" if comment else ""))
+             for name, columns, comment in rows]
+    with conn.transaction():
+        conn.execute("/* pgarchitect */ DELETE FROM pgarchitect.ask_knowledge WHERE"
+                     " source = 'catalog' AND scope = %s AND key LIKE 'columns:%%'", (target,))
+        if items:
+            _store(conn, items, embedder)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A knowledge row near a question."""
+
+    id: int
+    kind: str
+    source: str
+    scope: str
+    key: str
+    question: str | None
+    sql: str | None
+    body: str
+    similarity: float
+
+
+def nearest(conn: Conn, vector: np.ndarray, kinds: Iterable[str], scopes: Iterable[str],
+            limit: int) -> list[Hit]:
+    """The `limit` knowledge rows of those kinds and scopes nearest to `vector`."""
+    with conn.transaction():
+        conn.execute("/* pgarchitect */ SELECT set_config('hnsw.iterative_scan',"
+                     " 'relaxed_order', true) FROM pg_extension WHERE extname = 'vector'"
+                     " AND string_to_array(extversion, '.')::int[] >= '{0,8}'")
+        rows = conn.execute(
+            "/* pgarchitect */ SELECT id, kind, source, scope, key, question, sql, body,"
+            " 1 - (embedding <=> %(v)s) FROM pgarchitect.ask_knowledge"
+            " WHERE embedding IS NOT NULL AND kind = ANY(%(kinds)s) AND scope = ANY(%(scopes)s)"
+            " ORDER BY embedding <=> %(v)s LIMIT %(limit)s",
+            {"v": np.asarray(vector, dtype=np.float32), "kinds": list(kinds),
+             "scopes": list(scopes), "limit": limit}).fetchall()
+    return sorted((Hit(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]))
+                   for r in rows), key=lambda h: -h.similarity)
+
+
+def learn(conn: Conn, question: str, sql: str, scope: str, embedder: TextEmbedder) -> int:
+    """An operator's example (replacing one with the same question in that scope)."""
+    key = " ".join(question.lower().split())
+    _store(conn, [Item("example", "operator", scope, key, question, question, sql)], embedder)
+    row = conn.execute("/* pgarchitect */ SELECT id FROM pgarchitect.ask_knowledge WHERE"
+                       " source = 'operator' AND scope = %s AND key = %s", (scope, key)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def note(conn: Conn, text: str, scope: str, embedder: TextEmbedder) -> int:
+    """An operator's documentation note."""
+    key = "note:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    _store(conn, [Item("doc", "operator", scope, key, text)], embedder)
+    row = conn.execute("/* pgarchitect */ SELECT id FROM pgarchitect.ask_knowledge WHERE"
+                       " source = 'operator' AND scope = %s AND key = %s", (scope, key)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def names(conn: Conn) -> tuple[list[str], list[str]]:
+    """The target names and the table names (schema.table) the store knows."""
+    targets = [r[0] for r in conn.execute(
+        "/* pgarchitect */ SELECT DISTINCT target FROM pgarchitect.audit_run UNION"
+        " SELECT DISTINCT target FROM pgarchitect.catalog_snapshot").fetchall()]
+    tables = [r[0] for r in conn.execute(
+        "/* pgarchitect */ SELECT DISTINCT (t ->> 'schema') || '.' || (t ->> 'name') FROM"
+        " (SELECT DISTINCT ON (target) catalog FROM pgarchitect.catalog_snapshot"
+        "  ORDER BY target, taken_at DESC) c,"
+        " jsonb_array_elements(c.catalog -> 'tables') t"
+        " UNION SELECT DISTINCT table_name FROM pgarchitect.optimization_log"
+        " WHERE table_name IS NOT NULL").fetchall()]
+    return targets, tables
