@@ -101,7 +101,7 @@ class _Inspect(Visitor):
         elif isinstance(node, ast.ColumnRef):
             # pg_authid.rolpassword-style references to a secret catalog's row type
             first = node.fields[0] if node.fields else None
-            if isinstance(first, ast.String) and first.sval.lower() in SECRET_RELATIONS:
+            if isinstance(first, ast.String) and (first.sval or "").lower() in SECRET_RELATIONS:
                 self._refuse(f"{first.sval} holds secrets and is never read")
 
 

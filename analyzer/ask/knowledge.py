@@ -10,6 +10,7 @@ comments are added from the target itself when `describe_target` can reach it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class HashingTextEmbedder:
         docs = []
         for text in texts:
             words = _WORD.findall(text.lower())
-            docs.append(words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+            docs.append(words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
                         + [f"<{w[:4]}" for w in words if len(w) > 4])
         matrix = self._hasher.transform(docs)
         return np.asarray(normalize(matrix, norm="l2").toarray(), dtype=np.float64)

@@ -23,8 +23,9 @@ AUDIT_STATUSES = {
     "failed": "failed", "failing": "failed", "failure": "failed", "failures": "failed",
     "running": "running", "queued": "queued",
 }
-_WORD_NUMBERS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_WORD_NUMBERS = {w: i for i, w in enumerate((
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve"))}
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _UNITS = {"minute": timedelta(minutes=1), "min": timedelta(minutes=1),
           "hour": timedelta(hours=1), "h": timedelta(hours=1), "day": timedelta(days=1),
@@ -161,7 +162,7 @@ def extract(question: str, now: datetime, *, targets: Iterable[str] = (),
             rest_for_numbers = rest_for_numbers.replace(name.lower(), " ")
     numbers = [m.group(1) for m in _NUMBER.finditer(rest_for_numbers)]
     number = next((_count(n) for n in numbers
-                   if n.isdigit() or n in _WORD_NUMBERS and n not in ("zero", "one")), None)
+                   if n.isdigit() or (n in _WORD_NUMBERS and n not in ("zero", "one"))), None)
     return Slots(since=since, until=until, range_text=said, target=target, table=table,
                  status=_status(q, RECOMMENDATION_STATUSES),
                  audit_status=_status(q, AUDIT_STATUSES), number=number)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from pgarchitect.config import Settings, load_settings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
 from tests.analyzer import planted
+from tests.analyzer.service import analyzer
 from tests.analyzer.test_memory import index_rec
 from tests.conftest import drop_database, new_database
 
@@ -382,3 +384,32 @@ def test_switching_the_embedder_reembeds_memory_and_knowledge(conn: Any,
     assert models == [("all-MiniLM-L6-v2-onnx-int8",)]
     assert conn.execute("SELECT count(*) FROM pgarchitect.embedding_migration WHERE space ="
                         " 'ask' AND to_model = 'all-MiniLM-L6-v2-onnx-int8'").fetchone()[0] >= 1
+
+
+# --- the admin API ---------------------------------------------------------------------------
+
+def test_the_api_answers_lists_and_promotes(audited: tuple[str, str], tmp_path: Path) -> None:
+    store, app = audited
+    with analyzer(tmp_path, "ask", store, {"app": app}, snapshot_interval="1h") as service:
+        status, out = service.request("POST", "/admin/database/ask",
+                                      {"question": "which audits ran recently?"})
+        assert status == 200 and set(out) == {
+            "question", "generator", "sql", "columns", "rows", "row_count", "truncated",
+            "examples", "refused", "answered", "seconds"}
+        assert out["answered"] and out["generator"] == "retrieval" and out["row_count"] >= 1
+        assert service.request("POST", "/admin/database/ask", {"question": "x"},
+                               token=None)[0] == 401
+        assert service.request("POST", "/admin/database/ask", raw=b"{not json")[0] == 400
+        for bad in ({}, {"question": ""}, {"question": 3}, {"question": "q", "sql": "x"},
+                    {"question": "x" * 3000}, []):
+            assert service.request("POST", "/admin/database/ask", bad)[0] == 422, bad
+        assert service.request("POST", "/admin/database/ask",
+                               {"question": "q", "target": "nope"})[0] == 404
+        status, listed = service.request("GET", "/admin/database/questions?limit=5")
+        assert status == 200 and listed[0]["question"] == "which audits ran recently?"
+        assert listed[0]["outcome"] == "answered" and listed[0]["asked_by"] == "api"
+        status, promoted = service.request(
+            "POST", f"/admin/database/questions/{listed[0]['id']}/promote")
+        assert status == 200 and promoted["question_id"] == listed[0]["id"]
+        assert service.request("POST", "/admin/database/questions/999999/promote")[0] == 404
+        assert service.request("GET", "/admin/database/questions?limit=0")[0] == 422
