@@ -32,7 +32,7 @@ MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 TOKENIZER = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
-BATCH = 32
+BATCH = 16
 
 
 class MiniLMEmbedder:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -413,3 +415,20 @@ def test_the_api_answers_lists_and_promotes(audited: tuple[str, str], tmp_path: 
         assert status == 200 and promoted["question_id"] == listed[0]["id"]
         assert service.request("POST", "/admin/database/questions/999999/promote")[0] == 404
         assert service.request("GET", "/admin/database/questions?limit=0")[0] == 422
+
+
+def test_without_the_extra_the_hashing_embedder_stands_in_and_says_so_once() -> None:
+    code = """
+import logging, sys
+sys.modules['onnxruntime'] = None
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(name)s %(message)s')
+from analyzer import memory
+from analyzer.ask import knowledge
+a, b = memory.load_embedder('auto'), memory.load_embedder('auto')
+print(type(a).__name__, a is b, type(knowledge.text_embedder()).__name__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("embedder.fallback") == 1, proc.stdout
+    assert proc.stdout.strip().endswith("HashingEmbedder True HashingTextEmbedder")
