@@ -2,12 +2,13 @@
 -- embedder made the stored vectors, and a role that can only read the store.
 
 -- What the answerer retrieves from: question->SQL examples (curated with pgarchitect, or an
--- operator's own), schema descriptions (a target's tables from its catalog snapshots), and
--- documentation snippets (the store's tables explained, an operator's notes).
+-- operator's own), schema descriptions (a target's tables from its catalog snapshots),
+-- documentation snippets (the store's tables explained, an operator's notes), and contrast
+-- questions (about an application's own data: what the store's examples must not answer).
 -- `scope` is 'store' for knowledge about this database, or a target's name.
 CREATE TABLE pgarchitect.ask_knowledge (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind       text NOT NULL CHECK (kind IN ('example', 'schema', 'doc')),
+    kind       text NOT NULL CHECK (kind IN ('example', 'schema', 'doc', 'contrast')),
     source     text NOT NULL CHECK (source IN ('curated', 'operator', 'catalog', 'docs')),
     scope      text NOT NULL DEFAULT 'store',
     key        text NOT NULL,         -- unique within (source, scope): what a sync replaces

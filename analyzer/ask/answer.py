@@ -55,6 +55,7 @@ class Context:
     examples: tuple[Hit, ...]  # nearest example phrasings, nearest first
     docs: tuple[Hit, ...]  # nearest docs and schema rows
     slots: slots.Slots
+    contrast: float  # similarity of the nearest question about an application's own data
 
 
 Generator = Callable[[Context, Callable[[str, str], str | None]], Draft]
@@ -129,8 +130,8 @@ def retrieval(ctx: Context, _model: Callable[[str, str], str | None]) -> Draft:
     suggestions = _suggestions(ctx.examples)
     now = dt.datetime.now(ZoneInfo(ctx.settings.analyzer.timezone))
     for hit in ctx.examples:
-        if hit.similarity < minimum:
-            break
+        if hit.similarity < minimum or hit.similarity <= ctx.contrast:
+            break  # too far, or more like a question about an application's own data
         used = ((hit.question or "", round(hit.similarity, 4)),)
         if hit.source == "operator":
             return Draft(hit.sql, "store" if hit.scope == "store" else "target", used)
@@ -144,18 +145,31 @@ def retrieval(ctx: Context, _model: Callable[[str, str], str | None]) -> Draft:
 
 
 def _hits(conn: Conn, embedder: TextEmbedder, question: str,
-          target: str | None) -> tuple[tuple[Hit, ...], tuple[Hit, ...]]:
+          target: str | None) -> tuple[tuple[Hit, ...], tuple[Hit, ...], float]:
     vector = embedder.embed_texts([question])[0]
     scopes = ["store"] + ([target] if target else [])
     examples = knowledge.nearest(conn, vector, ["example"], scopes, 12)
     docs = knowledge.nearest(conn, vector, ["doc", "schema"], scopes, 12)
-    return tuple(examples), tuple(h for h in docs if not h.key.startswith("#"))
+    contrast = knowledge.nearest(conn, vector, ["contrast"], ["store"], 1)
+    return (tuple(examples), tuple(h for h in docs if not h.key.startswith("#")),
+            contrast[0].similarity if contrast else -1.0)
+
+
+def _without_range(question: str, found: slots.Slots) -> str:
+    """The question without the words of its time range: the range fills a slot, and
+    its words (numbers, weekdays) only blur which example the question is like."""
+    if not found.range_text:
+        return question
+    lowered = " ".join(question.lower().split())
+    return lowered.replace(found.range_text, " ").strip() or question
 
 
 def _target_connection(settings: Settings, target: str) -> psycopg.Connection[Any]:
     t = settings.target(target)
-    return connect_sync(t.dsn, f"target {target}", application_name="pgarchitect-analyzer",
+    conn = connect_sync(t.dsn, f"target {target}", application_name="pgarchitect-analyzer",
                         connect_timeout=settings.analyzer.connect_timeout)
+    conn.autocommit = True
+    return conn
 
 
 def ask(conn: Conn, settings: Settings, question: str, *, target: str | None = None,
@@ -178,8 +192,9 @@ def ask(conn: Conn, settings: Settings, question: str, *, target: str | None = N
     targets, tables = knowledge.names(conn)
     now = dt.datetime.now(ZoneInfo(settings.analyzer.timezone))
     found = slots.extract(question, now, targets=targets, tables=tables)
-    examples, docs = _hits(conn, embedder, question, target)
-    ctx = Context(question, target, settings, examples, docs, found)
+    examples, docs, near_contrast = _hits(conn, embedder, _without_range(question, found),
+                                          target)
+    ctx = Context(question, target, settings, examples, docs, found, near_contrast)
     generate: Generator = retrieval if name == "retrieval" else openai.generate
     limits = guard.Limits(settings.analyzer.ask.max_rows, settings.analyzer.ask.max_cost,
                           settings.analyzer.ask.statement_timeout)
@@ -205,11 +220,23 @@ def ask(conn: Conn, settings: Settings, question: str, *, target: str | None = N
 
     reason: str | None = None
     try:
+        if target is not None and name == "openai":
+            target_conn = _target_connection(settings, target)
+            knowledge.describe_target(conn, target, target_conn, embedder)
+            ctx = Context(question, target, settings, examples,
+                          _hits(conn, embedder, question, target)[1], found, near_contrast)
         draft = generate(ctx, check_and_run)
         if draft.sql is not None and result is None and draft.refused is None:
             reason = check_and_run(draft.sql, draft.database)
         else:
             reason = draft.refused
+    except UserError as exc:  # the model endpoint or the target did not answer
+        failed: dict[str, Any] = {
+            "question": question, "generator": name, "sql": None, "row_count": 0,
+            "truncated": False, "examples": [], "refused": str(exc),
+            "seconds": round(time.perf_counter() - started, 4)}
+        _log(conn, failed, target, "store", "failed", asked_by)
+        raise
     finally:
         if target_conn is not None:
             target_conn.close()

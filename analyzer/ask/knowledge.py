@@ -81,16 +81,27 @@ class Example:
     requires: tuple[str, ...] = ()
 
 
-@cache
 def curated() -> tuple[tuple[Example, ...], Mapping[str, str], str]:
     """The shipped examples, the documentation snippets and the file's checksum."""
+    examples, docs, _, checksum = _shipped()
+    return examples, docs, checksum
+
+
+def contrast() -> tuple[str, ...]:
+    """The shipped questions about an application's own data, and requests for actions."""
+    return _shipped()[2]
+
+
+@cache
+def _shipped() -> tuple[tuple[Example, ...], Mapping[str, str], tuple[str, ...], str]:
     raw = EXAMPLES_FILE.read_bytes()
     data = yaml.safe_load(raw)
     examples = tuple(Example(id=e["id"], questions=tuple(e["questions"]), sql=e["sql"].strip(),
                              slots=dict(e.get("slots") or {}), columns=tuple(e["columns"]),
                              requires=tuple(e.get("requires") or ()))
                      for e in data["examples"])
-    return examples, dict(data["docs"]), hashlib.sha256(raw).hexdigest()[:16]
+    return (examples, dict(data["docs"]), tuple(data["application_data"] + data["actions"]),
+            hashlib.sha256(raw).hexdigest()[:16])
 
 
 def example(example_id: str) -> Example | None:
@@ -140,11 +151,14 @@ def _reembed(conn: Conn, embedder: TextEmbedder) -> int:
 
 
 def curated_items() -> list[Item]:
-    """The shipped examples (one row per phrasing) and documentation snippets."""
+    """The shipped examples (one row per phrasing), documentation snippets and contrast
+    questions."""
     examples, docs, _ = curated()
     items = [Item("example", "curated", "store", f"{e.id}#{n}", q, q, e.sql)
              for e in examples for n, q in enumerate(e.questions)]
     items += [Item("doc", "docs", "store", key, text) for key, text in docs.items()]
+    items += [Item("contrast", "curated", "store", f"#application-data {n}", q, q)
+              for n, q in enumerate(contrast())]
     return items
 
 
@@ -159,6 +173,9 @@ def sync(conn: Conn, embedder: TextEmbedder) -> None:
         if row is None or row[0] != checksum:
             conn.execute("/* pgarchitect */ SELECT pg_advisory_xact_lock(%s)",
                          (embedspace.LOCK_KEY,))
+            row = conn.execute("/* pgarchitect */ SELECT body FROM pgarchitect.ask_knowledge"
+                               " WHERE source = 'docs' AND key = '#version'").fetchone()
+        if row is None or row[0] != checksum:
             conn.execute("/* pgarchitect */ DELETE FROM pgarchitect.ask_knowledge"
                          " WHERE source IN ('curated', 'docs')")
             _store(conn, curated_items(), embedder)

@@ -182,7 +182,7 @@ def test_every_curated_example_runs_with_its_documented_columns(conn: Any,
         out = ask(conn, settings, ex.questions[0])
         assert out["answered"], (ex.id, out["refused"])
         assert out["columns"] == list(ex.columns), ex.id
-        assert out["examples"][0]["question"] == ex.questions[0]
+        assert out["examples"][0]["question"] in ex.questions, ex.id
         assert all(len(r) == len(ex.columns) for r in out["rows"])
         rows[ex.id] = out["row_count"]
     # the audit's findings are there to be found
@@ -432,3 +432,39 @@ print(type(a).__name__, a is b, type(knowledge.text_embedder()).__name__)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("embedder.fallback") == 1, proc.stdout
     assert proc.stdout.strip().endswith("HashingEmbedder True HashingTextEmbedder")
+
+
+def test_the_command_line(audited: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    store, _ = audited
+    assert main(["ask", "which audits ran recently?", "--store", store, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answered"] and out["columns"][:3] == ["id", "target", "status"]
+    assert main(["ask", "what is the capital of France?", "--store", store]) == 1
+    assert "I don't know how to answer that" in capsys.readouterr().out
+    assert main(["ask", "how many snapshots per target?", "--store", store, "--learn",
+                 "DELETE FROM pgarchitect.snapshot"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refused: a DELETE statement" in err
+    assert main(["ask", "   ", "--store", store]) == 2
+    assert main(["ask", "q", "--store", store, "--target", "nope"]) == 2
+
+
+def test_the_demo_asks_and_prints(audited: tuple[str, str]) -> None:
+    import io
+
+    from analyzer.ask.cli import DEMO_QUESTIONS, ask_and_print
+
+    buffer = io.StringIO()
+    answers = ask_and_print(Dsn(audited[0]), out=buffer)
+    assert [a["answered"] for a in answers] == [True, True]
+    text = buffer.getvalue()
+    assert all(f"? {q}" in text for q in DEMO_QUESTIONS) and "index_dropped" in text
+    assert questions_logged(audited[0], "demo") == 2
+
+
+def questions_logged(store: str, by: str) -> int:
+    with psycopg.connect(store) as c:
+        row = c.execute("SELECT count(*) FROM pgarchitect.ask_question WHERE asked_by = %s",
+                        (by,)).fetchone()
+    assert row is not None
+    return int(row[0])
