@@ -468,3 +468,33 @@ def questions_logged(store: str, by: str) -> int:
                         (by,)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+# --- the memory's similarity tests, again with MiniLM (test_memory.py runs them hashed) -------
+
+@pytest.fixture(scope="module")
+def minilm_store(pg18: PgServer) -> Iterator[str]:
+    dsn = new_database(pg18, "minilmmem")
+    from pgarchitect.migrate import migrate
+
+    migrate(Dsn(dsn))
+    yield dsn
+    drop_database(pg18, dsn)
+
+
+@pytest.mark.parametrize("name", [
+    "test_recall_returns_the_true_nearest_in_order",
+    "test_a_repeat_of_a_pending_one_is_merged",
+    "test_a_repeat_of_a_rejected_one_is_lowered_and_says_why",
+    "test_a_near_repeat_of_a_rejected_one_is_lowered_by_its_similarity",
+    "test_every_proposal_lists_its_nearest_past",
+])
+def test_memory_rules_with_minilm(name: str, minilm_store: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.analyzer import test_memory
+
+    monkeypatch.setattr(test_memory, "EMBEDDER", shared())
+    with memory.connect_store(Dsn(minilm_store)) as c:
+        getattr(test_memory, name)(c)
+        # remember() recorded MiniLM as the memory's embedder (the recall test inserts only)
+        assert embedspace.recorded(c, "memory") in (None, shared().name)
