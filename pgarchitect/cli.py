@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a configured target: its own data and schema too")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.add_argument("--learn", metavar="SQL", help="record QUESTION -> SQL as an example")
+    p.add_argument("--note", action="store_true", help="record QUESTION as an operator's note")
 
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)

@@ -290,6 +290,19 @@ def learn(conn: Conn, settings: Settings, question: str, sql: str, *,
     return knowledge.learn(conn, question, guard.check(sql), target or "store", embedder)
 
 
+def note(conn: Conn, settings: Settings, text: str, *, target: str | None = None,
+         embedder: TextEmbedder | None = None) -> int:
+    """Record an operator's documentation note (the openai generator's context)."""
+    text = " ".join(text.split())
+    if not text or len(text) > MAX_QUESTION:
+        raise UserError(f"ask --note: the note must be 1 to {MAX_QUESTION} characters")
+    if target is not None:
+        settings.target(target)
+    embedder = embedder or knowledge.text_embedder()
+    knowledge.sync(conn, embedder)
+    return knowledge.note(conn, text, target or "store", embedder)
+
+
 def promote(conn: Conn, question_id: int, embedder: TextEmbedder | None = None) -> int | None:
     """A logged, answered question made an example; its knowledge id (None: no such one)."""
     row = conn.execute("/* pgarchitect */ SELECT question, sql, target, database, outcome FROM"

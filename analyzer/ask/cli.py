@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from analyzer import memory
-from analyzer.ask.answer import ask, learn
+from analyzer.ask.answer import ask, learn, note
 from pgarchitect.config import Settings, load_settings
 from pgarchitect.dsn import Dsn
 from pgarchitect.table import render_table
@@ -60,6 +60,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Answer a question (or, with --learn SQL, record it as an example)."""
     with memory.connect_store(settings.require_store(),
                               settings.analyzer.connect_timeout) as conn:
+        if args.note:
+            kid = note(conn, settings, args.question, target=args.target_name)
+            print(f"noted {kid}: {args.question}")
+            return 0
         if args.learn:
             kid = learn(conn, settings, args.question, args.learn, target=args.target_name)
             print(f"learned example {kid}: {args.question}")

@@ -446,6 +446,9 @@ def test_the_command_line(audited: tuple[str, str], capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refused: a DELETE statement" in err
     assert main(["ask", "   ", "--store", store]) == 2
+    assert main(["ask", "audits of app run nightly at 02:00; a failed one is retried once",
+                 "--store", store, "--note"]) == 0
+    assert "noted" in capsys.readouterr().out
     assert main(["ask", "q", "--store", store, "--target", "nope"]) == 2
 
 
