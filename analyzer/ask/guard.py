@@ -47,7 +47,7 @@ _DENIED_PREFIXES = (
     "pg_sleep", "pg_read_", "pg_ls_", "pg_file_", "lo_", "dblink", "pg_advisory",
     "pg_try_advisory", "pg_stat_reset", "pg_logical_", "pg_replication_", "pg_create_",
     "pg_drop_", "pg_wal_", "pg_walfile", "table_to_xml", "cursor_to_xml", "schema_to_xml",
-    "database_to_xml", "pg_copy_", "pg_truncate_",
+    "database_to_xml", "pg_copy_", "pg_truncate_", "pg_stat_get_backend",
 )
 # Catalogs that hold secrets (password hashes, connection strings with passwords, large
 # object data, sampled column values, configuration files, other sessions' statements).

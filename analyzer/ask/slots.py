@@ -65,7 +65,7 @@ def _unit(word: str) -> timedelta:
 
 
 def _count(word: str) -> int:
-    return _WORD_NUMBERS[word] if word in _WORD_NUMBERS else int(word)
+    return _WORD_NUMBERS[word] if word in _WORD_NUMBERS else int(word[:9])
 
 
 def _midnight(t: datetime) -> datetime:
@@ -78,7 +78,15 @@ def _iso(text: str, now: datetime) -> datetime:
 
 
 def time_range(q: str, now: datetime) -> tuple[datetime | None, datetime | None, str | None]:
-    """(since, until, the words that said it) for the first time range in a lowered question."""
+    """(since, until, the words that said it) for the first time range in a lowered question;
+    a range that names no real time (2026-13-45, ten thousand centuries) is none."""
+    try:
+        return _time_range(q, now)
+    except (ValueError, OverflowError):
+        return None, None, None
+
+
+def _time_range(q: str, now: datetime) -> tuple[datetime | None, datetime | None, str | None]:
     today = _midnight(now)
     week = today - timedelta(days=today.weekday())
     month = today.replace(day=1)

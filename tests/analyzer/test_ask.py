@@ -56,6 +56,8 @@ TABLES = ("audit_run", "regression", "regression_cluster", "optimization_log", "
     ("SELECT pg_advisory_lock(1)", "pg_advisory_lock() is not allowed"),
     ("SELECT pg_terminate_backend(1)", "pg_terminate_backend() is not allowed"),
     ("SELECT query_to_xml('DELETE FROM t', true, true, '')", "query_to_xml() is not allowed"),
+    ("SELECT pg_stat_get_backend_activity(1)", "pg_stat_get_backend_activity() is not"),
+    ("SELECT * FROM ROWS FROM (pg_sleep(1)) AS s", "pg_sleep() is not allowed"),
     ("SELECT rolname, rolpassword FROM pg_authid", "pg_authid holds secrets"),
     ("SELECT * FROM pg_catalog.pg_shadow", "pg_shadow holds secrets"),
     ("TABLE pg_user_mappings", "pg_user_mappings holds secrets"),
@@ -109,6 +111,10 @@ def test_names_statuses_and_numbers() -> None:
         ("shop", "public.orders", "rejected", 5)
     assert slots.extract("which audits failed in the last 2 days", NOW).audit_status == "failed"
     assert slots.extract("in the last 2 days", NOW).number is None  # the 2 is the range's
+    for impossible in ("since 2026-13-45", "in the last 99999999999 years",
+                       "between 2026-02-30 and 2026-03-01"):
+        assert slots.extract(f"audits {impossible}", NOW).since is None, impossible
+    assert slots.extract("the 99999999999999999999 worst", NOW).number == 999999999
     nothing = slots.extract("show orderly things", NOW, tables=["public.orders"])
     assert nothing.table is None and nothing.target is None and nothing.status is None
 
