@@ -64,17 +64,27 @@ CREATE TABLE pgarchitect.embedding_migration (
 -- The role answers run as on the store: it can read the pgarchitect schema's tables and
 -- nothing else (no other schema, no writes). Roles are cluster-wide: another store database
 -- on the same server shares it. The migrating role becomes a member so that a session can
--- SET ROLE to it.
+-- SET ROLE to it. A migrating role that may not create roles leaves a notice, and `ask`
+-- refuses to run anything on the store until an administrator creates it (docs/ask.md).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgarchitect_reader') THEN
-        CREATE ROLE pgarchitect_reader NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
-            NOINHERIT NOREPLICATION NOBYPASSRLS;
+        BEGIN
+            CREATE ROLE pgarchitect_reader NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+                NOINHERIT NOREPLICATION NOBYPASSRLS;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE NOTICE 'cannot create the role pgarchitect_reader (docs/ask.md)';
+            RETURN;
+        END;
     END IF;
     IF NOT pg_has_role(current_user, 'pgarchitect_reader', 'MEMBER') THEN
-        EXECUTE format('GRANT pgarchitect_reader TO %I', current_user);
+        BEGIN
+            EXECUTE format('GRANT pgarchitect_reader TO %I', current_user);
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE NOTICE 'cannot grant pgarchitect_reader to %', current_user;
+        END;
     END IF;
+    GRANT USAGE ON SCHEMA pgarchitect TO pgarchitect_reader;
+    GRANT SELECT ON ALL TABLES IN SCHEMA pgarchitect TO pgarchitect_reader;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA pgarchitect GRANT SELECT ON TABLES TO pgarchitect_reader;
 END $$;
-GRANT USAGE ON SCHEMA pgarchitect TO pgarchitect_reader;
-GRANT SELECT ON ALL TABLES IN SCHEMA pgarchitect TO pgarchitect_reader;
-ALTER DEFAULT PRIVILEGES IN SCHEMA pgarchitect GRANT SELECT ON TABLES TO pgarchitect_reader;

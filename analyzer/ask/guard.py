@@ -176,6 +176,12 @@ def run(conn: psycopg.Connection[Any], statement: str, limits: Limits, *,
 def _run(conn: psycopg.Connection[Any], text: str, limits: Limits, role: str | None,
          timeout_ms: int) -> Result:
     if role is not None:
+        member = conn.execute("/* pgarchitect */ SELECT CASE WHEN to_regrole(%s) IS NULL"
+                              " THEN false ELSE pg_has_role(current_user, %s, 'MEMBER') END",
+                              (role, role)).fetchone()
+        if member is None or not member[0]:
+            raise Refused(f"this session cannot SET ROLE {role} (the store's read-only role;"
+                          " docs/ask.md says how to create it)")
         conn.execute(sql.SQL("/* pgarchitect */ SET LOCAL ROLE {}").format(
             sql.Identifier(role)))
     conn.execute("/* pgarchitect */ SELECT set_config('statement_timeout', %s, true),"

@@ -262,6 +262,8 @@ def test_the_reader_role_reads_the_store_only(conn: Any) -> None:
     with pytest.raises(guard.Refused, match="statement timeout"):
         guard.run(conn, "SELECT count(*) FROM generate_series(1, 1000000) a,"
                         " generate_series(1, 100) b", guard.Limits(10, 1e12, 0.2))
+    with pytest.raises(guard.Refused, match="cannot SET ROLE no_such_reader"):
+        guard.run(conn, "SELECT 1", limits, role="no_such_reader")
     big = guard.run(conn, "SELECT g FROM generate_series(1, 50) g", limits)
     assert len(big.rows) == 10 and big.truncated
 
@@ -507,3 +509,38 @@ def test_memory_rules_with_minilm(name: str, minilm_store: str,
         getattr(test_memory, name)(c)
         # remember() recorded MiniLM as the memory's embedder (the recall test inserts only)
         assert embedspace.recorded(c, "memory") in (None, shared().name)
+
+
+def test_a_store_role_that_may_not_create_roles_migrates_and_ask_refuses_to_run(
+        pg18: PgServer) -> None:
+    """Without the reader role (the store's role may not create it) nothing runs on the store
+    as the store's own role: the answer is refused, with how to create the role."""
+    from psycopg import sql
+
+    from pgarchitect.migrate import migrate
+
+    admin = new_database(pg18, "plainstore", extensions=("vector",))
+    name = admin.rsplit("/", 1)[1]
+    role = f"plain_{name}"
+    with psycopg.connect(pg18.dsn(), autocommit=True) as c:
+        c.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        c.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name),
+                                                                sql.Identifier(role)))
+        reader_before = c.execute("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r"
+                                  " ON r.oid = m.roleid WHERE r.rolname = 'pgarchitect_reader'"
+                                  " AND m.member = (SELECT oid FROM pg_roles WHERE rolname"
+                                  " = %s)", (role,)).fetchone()
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(role)))
+    dsn = admin.replace("postgres@", f"{role}@", 1)
+    try:
+        migrate(Dsn(dsn))
+        assert reader_before == (0,)
+        settings = load_settings(None, {"store": {"dsn": dsn}})
+        with memory.connect_store(Dsn(dsn)) as c:
+            out = ask(c, settings, "which audits ran recently?")
+        assert out["answered"] is False and "cannot SET ROLE pgarchitect_reader" in out["refused"]
+    finally:
+        drop_database(pg18, admin)
+        with psycopg.connect(pg18.dsn(), autocommit=True) as c:
+            c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
