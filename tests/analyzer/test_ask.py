@@ -544,3 +544,29 @@ def test_a_store_role_that_may_not_create_roles_migrates_and_ask_refuses_to_run(
         drop_database(pg18, admin)
         with psycopg.connect(pg18.dsn(), autocommit=True) as c:
             c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_ask_settings_are_validated() -> None:
+    from pgarchitect.errors import ConfigError
+
+    s = load_settings(None, {"analyzer": {"ask": {"generator": "openai", "min_similarity": 0.4,
+                                                  "endpoint": "http://127.0.0.1:1/v1",
+                                                  "statement_timeout": "250ms"}}})
+    assert (s.analyzer.ask.generator, s.analyzer.ask.statement_timeout) == ("openai", 0.25)
+    with pytest.raises(ConfigError, match=r"analyzer\.ask\.generator: expected one of"):
+        load_settings(None, {"analyzer": {"ask": {"generator": "gpt"}}})
+    with pytest.raises(ConfigError, match=r"analyzer\.ask\.max_rows"):
+        load_settings(None, {"analyzer": {"ask": {"max_rows": 0}}})
+
+
+def test_an_unreachable_model_is_one_line_and_logged(conn: Any, audited: tuple[str, str]
+                                                     ) -> None:
+    from pgarchitect.errors import UserError
+
+    settings = load_settings(None, {"store": {"dsn": audited[0]}, "analyzer": {"ask": {
+        "generator": "openai", "endpoint": "http://127.0.0.1:9/v1", "model": "m",
+        "request_timeout": "2s"}}})
+    with pytest.raises(UserError, match="cannot reach the model endpoint") as info:
+        ask(conn, settings, "how many audits were run?")
+    assert "\n" not in str(info.value)
+    assert questions(conn, 1)[0]["outcome"] == "failed"
