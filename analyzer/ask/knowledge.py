@@ -20,14 +20,15 @@ from typing import Any, Protocol
 
 import numpy as np
 import yaml
+from psycopg.rows import class_row
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.preprocessing import normalize
 
 from analyzer import embedspace
+from analyzer.memory import DIMENSIONS
 from analyzer.snapshots.repository import Conn
 
 EXAMPLES_FILE = Path(__file__).resolve().parent / "data" / "examples.yaml"
-DIMENSIONS = 384
 _WORD = re.compile(r"[a-z0-9_]+")
 
 
@@ -265,15 +266,15 @@ def nearest(conn: Conn, vector: np.ndarray, kinds: Iterable[str], scopes: Iterab
         conn.execute("/* pgarchitect */ SELECT set_config('hnsw.iterative_scan',"
                      " 'relaxed_order', true) FROM pg_extension WHERE extname = 'vector'"
                      " AND string_to_array(extversion, '.')::int[] >= '{0,8}'")
-        rows = conn.execute(
-            "/* pgarchitect */ SELECT id, kind, source, scope, key, question, sql, body,"
-            " 1 - (embedding <=> %(v)s) FROM pgarchitect.ask_knowledge"
-            " WHERE embedding IS NOT NULL AND kind = ANY(%(kinds)s) AND scope = ANY(%(scopes)s)"
-            " ORDER BY embedding <=> %(v)s LIMIT %(limit)s",
-            {"v": np.asarray(vector, dtype=np.float32), "kinds": list(kinds),
-             "scopes": list(scopes), "limit": limit}).fetchall()
-    return sorted((Hit(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]))
-                   for r in rows), key=lambda h: -h.similarity)
+        with conn.cursor(row_factory=class_row(Hit)) as cur:
+            hits = cur.execute(
+                "/* pgarchitect */ SELECT id, kind, source, scope, key, question, sql, body,"
+                " 1 - (embedding <=> %(v)s) AS similarity FROM pgarchitect.ask_knowledge"
+                " WHERE embedding IS NOT NULL AND kind = ANY(%(kinds)s)"
+                " AND scope = ANY(%(scopes)s) ORDER BY embedding <=> %(v)s LIMIT %(limit)s",
+                {"v": np.asarray(vector, dtype=np.float32), "kinds": list(kinds),
+                 "scopes": list(scopes), "limit": limit}).fetchall()
+    return sorted(hits, key=lambda h: -h.similarity)
 
 
 def learn(conn: Conn, question: str, sql: str, scope: str, embedder: TextEmbedder) -> int:

@@ -14,11 +14,18 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 from analyzer.ask import guard
-from analyzer.ask.answer import Context, Draft, _example_id, _suggestions, render
+from analyzer.ask.answer import (
+    Context,
+    Database,
+    Draft,
+    Runner,
+    example_id,
+    render,
+    suggestions,
+)
 from analyzer.ask.knowledge import example
 from pgarchitect.errors import ConfigError, UserError
 
@@ -49,7 +56,7 @@ def _context(ctx: Context) -> str:
     parts.append("Examples of questions and the SQL that answers them:")
     seen: set[str] = set()
     for h in ctx.examples[:8]:
-        key = _example_id(h)
+        key = example_id(h)
         if key in seen:
             continue
         seen.add(key)
@@ -88,7 +95,7 @@ def complete(ctx: Context, messages: list[dict[str, str]]) -> str:
         raise UserError("ask: the model endpoint's answer is not a chat completion") from None
 
 
-def _draft(text: str) -> tuple[str | None, str]:
+def _draft(text: str) -> tuple[str | None, Database]:
     sql = guard.first_sql_block(text)
     if sql is None:
         return None, "store"
@@ -98,9 +105,9 @@ def _draft(text: str) -> tuple[str | None, str]:
     return sql, "store"
 
 
-def generate(ctx: Context, run: Callable[[str, str], str | None]) -> Draft:
+def generate(ctx: Context, run: Runner) -> Draft:
     """Ask the model; run its SQL through the guard; one repair round on a refusal."""
-    used = _suggestions(ctx.examples)
+    used = suggestions(ctx.examples)
     messages = [{"role": "system", "content": SYSTEM},
                 {"role": "user", "content": f"{_context(ctx)}\n\nQuestion: {ctx.question}"}]
     reason = "the answer holds no ```sql code block"
