@@ -42,6 +42,13 @@ _ISO = r"(\d{4}-\d{2}-\d{2}(?:[t ]\d{2}:\d{2}(?::\d{2})?)?)"
 _BETWEEN = re.compile(rf"\b(?:between|from)\s+{_ISO}\s+(?:and|to|until)\s+{_ISO}")
 _SINCE_ISO = re.compile(rf"\b(?:since|after|from)\s+{_ISO}")
 _ON_ISO = re.compile(rf"\bon\s+{_ISO}\b")
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+_MONTH = r"(" + "|".join([*_MONTHS, "sept", *(m[:3] for m in _MONTHS)]) + r")\.?(?![a-z])"
+_SINCE_DATE = re.compile(rf"\b(?:since|after|from)\s+(?:the\s+)?(?:{_MONTH}\s+(\d{{1,2}})"
+                         rf"|(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH})"
+                         rf"(?:,?\s+(\d{{4}}))?\b")
+_IN_MONTH = re.compile(rf"\b(in|during|for|since)\s+{_MONTH}(?:\s+(\d{{4}}))?\b")
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + r")(?![\w.])")
 
 
@@ -66,6 +73,10 @@ def _unit(word: str) -> timedelta:
 
 def _count(word: str) -> int:
     return _WORD_NUMBERS[word] if word in _WORD_NUMBERS else int(word[:9])
+
+
+def _month(word: str) -> int:
+    return next(i for i, m in enumerate(_MONTHS, 1) if m.startswith(word.rstrip(".")[:3]))
 
 
 def _midnight(t: datetime) -> datetime:
@@ -104,6 +115,22 @@ def _time_range(q: str, now: datetime) -> tuple[datetime | None, datetime | None
         return today - timedelta(days=back), None, m.group(0)
     if m := _SINCE_ISO.search(q):
         return _iso(m.group(1), now), None, m.group(0)
+    if m := _SINCE_DATE.search(q):
+        month = _month(m.group(1) or m.group(4))
+        day = int(m.group(2) or m.group(3))
+        year = int(m.group(5)) if m.group(5) else now.year
+        since = today.replace(year=year, month=month, day=day)
+        if since > now and not m.group(5):
+            since = since.replace(year=year - 1)
+        return since, None, m.group(0)
+    if m := _IN_MONTH.search(q):
+        month = _month(m.group(2))
+        year = int(m.group(3)) if m.group(3) else now.year
+        first = today.replace(year=year, month=month, day=1)
+        if first > now and not m.group(3):
+            first = first.replace(year=year - 1)
+        after = (first + timedelta(days=32)).replace(day=1)
+        return first, None if m.group(1) == "since" else after, m.group(0)
     if m := _ON_ISO.search(q):
         day = _midnight(_iso(m.group(1), now))
         return day, day + timedelta(days=1), m.group(0)

@@ -98,8 +98,15 @@ NOW = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)  # a Thursday
     ("between 2026-11-01 and 2026-11-15", datetime(2026, 11, 1, tzinfo=UTC),
      datetime(2026, 11, 15, tzinfo=UTC)),
     ("today", datetime(2026, 12, 3, tzinfo=UTC), None),
+    ("in November", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+    ("since the 1st of dec", datetime(2026, 12, 1, tzinfo=UTC), None),
+    ("since nov 20", datetime(2026, 11, 20, tzinfo=UTC), None),
+    ("since march", datetime(2026, 3, 1, tzinfo=UTC), None),
+    ("during october 2025", datetime(2025, 10, 1, tzinfo=UTC),
+     datetime(2025, 11, 1, tzinfo=UTC)),
+    ("in marketing", None, None),
 ])
-def test_time_ranges(words: str, since: datetime, until: datetime | None) -> None:
+def test_time_ranges(words: str, since: datetime | None, until: datetime | None) -> None:
     found = slots.extract(f"what got slower {words}?", NOW)
     assert (found.since, found.until) == (since, until)
 
