@@ -116,17 +116,17 @@ def _time_range(q: str, now: datetime) -> tuple[datetime | None, datetime | None
     if m := _SINCE_ISO.search(q):
         return _iso(m.group(1), now), None, m.group(0)
     if m := _SINCE_DATE.search(q):
-        month = _month(m.group(1) or m.group(4))
+        named = _month(m.group(1) or m.group(4))
         day = int(m.group(2) or m.group(3))
         year = int(m.group(5)) if m.group(5) else now.year
-        since = today.replace(year=year, month=month, day=day)
+        since = today.replace(year=year, month=named, day=day)
         if since > now and not m.group(5):
             since = since.replace(year=year - 1)
         return since, None, m.group(0)
     if m := _IN_MONTH.search(q):
-        month = _month(m.group(2))
+        named = _month(m.group(2))
         year = int(m.group(3)) if m.group(3) else now.year
-        first = today.replace(year=year, month=month, day=1)
+        first = today.replace(year=year, month=named, day=1)
         if first > now and not m.group(3):
             first = first.replace(year=year - 1)
         after = (first + timedelta(days=32)).replace(day=1)
