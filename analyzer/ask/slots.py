@@ -132,8 +132,8 @@ def _time_range(q: str, now: datetime) -> tuple[datetime | None, datetime | None
         after = (first + timedelta(days=32)).replace(day=1)
         return first, None if m.group(1) == "since" else after, m.group(0)
     if m := _ON_ISO.search(q):
-        day = _midnight(_iso(m.group(1), now))
-        return day, day + timedelta(days=1), m.group(0)
+        start = _midnight(_iso(m.group(1), now))
+        return start, start + timedelta(days=1), m.group(0)
     if m := _LAST_UNIT.search(q):
         unit = m.group(1)
         span = timedelta(days=1) if unit == "24 hours" else _unit(unit)
