@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analyzer.store import embeddings, recommendations
 from pgarchitect.log import event
 
 if TYPE_CHECKING:
     from analyzer.memory import Embedder
-    from analyzer.snapshots.repository import Conn
+    from analyzer.store.connection import Conn
 
 log = logging.getLogger("pgarchitect.analyzer.embedding")
 
-# pg_advisory_xact_lock key of a re-embedding: "pgaembed" as a bigint.
-LOCK_KEY = int.from_bytes(b"pgaembed", "big") & 0x7FFF_FFFF_FFFF_FFFF
 HASHING = "hashing"  # the recorded name of the hashing embedders (memory's and ask's)
 
 Reembed = Callable[["Conn", Any], int]
@@ -57,38 +56,20 @@ def default_embedder() -> Embedder:
     return shared()
 
 
-def recorded(conn: Conn, space: str) -> str | None:
-    """The model recorded for a set of vectors (None before the first record)."""
-    row = conn.execute("/* pgarchitect */ SELECT model FROM pgarchitect.embedding_space"
-                       " WHERE space = %s", (space,)).fetchone()
-    return None if row is None else str(row[0])
-
-
 def ensure(conn: Conn, space: str, embedder: object, reembed: Reembed) -> bool:
     """Make `space`'s vectors `embedder`'s: re-embed them if another model made them.
 
     Returns whether it re-embedded. Cheap when nothing changed (one small read).
     """
     model = name_of(embedder)
-    if recorded(conn, space) == model:
+    if embeddings.recorded(conn, space) == model:
         return False
     with conn.transaction():
-        conn.execute("/* pgarchitect */ SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        before = recorded(conn, space)
+        before, started_at = embeddings.begin_reembedding(conn, space)
         if before == model:
             return False
-        started = conn.execute("/* pgarchitect */ SELECT clock_timestamp()").fetchone()
-        assert started is not None
         rows = reembed(conn, embedder)
-        conn.execute(
-            "/* pgarchitect */ INSERT INTO pgarchitect.embedding_space (space, model)"
-            " VALUES (%s, %s) ON CONFLICT (space) DO UPDATE SET model = excluded.model,"
-            " updated_at = clock_timestamp()", (space, model))
-        if rows or before is not None:
-            conn.execute(
-                "/* pgarchitect */ INSERT INTO pgarchitect.embedding_migration"
-                " (space, from_model, to_model, rows, started_at) VALUES (%s, %s, %s, %s, %s)",
-                (space, before, model, rows, started[0]))
+        embeddings.record(conn, space, before, model, rows, started_at)
     if rows:
         log.info(event("embedder.reembedded", space=space, from_model=before, to_model=model,
                        rows=rows))
@@ -97,23 +78,13 @@ def ensure(conn: Conn, space: str, embedder: object, reembed: Reembed) -> bool:
 
 def reembed_memory(conn: Conn, embedder: Embedder) -> int:
     """Re-embed every stored recommendation from what the embedders read of it."""
-    from analyzer.recommendation import Recommendation
-
-    rows = conn.execute(
-        "/* pgarchitect */ SELECT id, kind, coalesce(table_name, ''), columns, statements,"
-        " confidence FROM pgarchitect.optimization_log ORDER BY id").fetchall()
-    recs = [Recommendation(kind=r[1], table=r[2], columns=tuple(r[3]), ddl="", revert_ddl="",
-                           rationale="", confidence=float(r[5]), statements=tuple(r[4]))
-            for r in rows]
-    for start in range(0, len(recs), 256):
-        chunk = recs[start:start + 256]
-        vectors = np.asarray(embedder.embed(chunk), dtype=np.float32)
-        with conn.cursor() as cur:
-            cur.executemany(
-                "/* pgarchitect */ UPDATE pgarchitect.optimization_log SET embedding = %s"
-                " WHERE id = %s",
-                [(v, r[0]) for v, r in zip(vectors, rows[start:start + 256], strict=True)])
-    return len(rows)
+    stored = recommendations.list_recommendations(conn)
+    for start in range(0, len(stored), 256):
+        chunk = stored[start:start + 256]
+        vectors = np.asarray(embedder.embed([s.recommendation for s in chunk]))
+        recommendations.set_embeddings(
+            conn, [(s.id, v) for s, v in zip(chunk, vectors, strict=True)])
+    return len(stored)
 
 
 def ensure_memory(conn: Conn, embedder: Embedder) -> bool:

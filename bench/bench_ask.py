@@ -10,10 +10,11 @@ import time
 
 import numpy as np
 
-from analyzer import memory
 from analyzer.ask import guard, knowledge
 from analyzer.ask.answer import ask
 from analyzer.minilm import shared
+from analyzer.store import ask as ask_store
+from analyzer.store.connection import Conn, connect_store
 from bench.report import median_seconds, write_section
 from pgarchitect.config import load_settings
 from pgarchitect.demo.embedded import embedded_postgres
@@ -39,7 +40,7 @@ def bench_embedding() -> tuple[float, float]:
     return len(texts) / t_minilm, len(texts) / t_hash
 
 
-def _fill(conn: memory.repository.Conn, rng: np.random.Generator) -> np.ndarray:
+def _fill(conn: Conn, rng: np.random.Generator) -> np.ndarray:
     """10,000 knowledge rows near the curated questions (their MiniLM vectors plus noise)."""
     base = shared().embed_texts(_texts(200))
     vectors = base[rng.integers(0, len(base), STORED)] + rng.normal(0, 0.03, (STORED, 384))
@@ -61,19 +62,19 @@ def main() -> None:
         store = pg.create_database("askbench")
         migrate(Dsn(store))
         settings = load_settings(None, {"store": {"dsn": store}})
-        with memory.connect_store(Dsn(store)) as conn:
+        with connect_store(Dsn(store)) as conn:
             knowledge.sync(conn, shared())
             base = _fill(conn, rng)
             conn.execute("ANALYZE pgarchitect.ask_knowledge")
             queries = base[:50]
-            hnsw = [median_seconds(lambda q=q: knowledge.nearest(
+            hnsw = [median_seconds(lambda q=q: ask_store.nearest(
                 conn, q, ["example"], ["store"], 12), runs=3) for q in queries]
-            found = [{h.id for h in knowledge.nearest(conn, q, ["example"], ["store"], 12)}
+            found = [{h.id for h in ask_store.nearest(conn, q, ["example"], ["store"], 12)}
                      for q in queries]
             conn.execute("SET enable_indexscan = off")
-            exact = [median_seconds(lambda q=q: knowledge.nearest(
+            exact = [median_seconds(lambda q=q: ask_store.nearest(
                 conn, q, ["example"], ["store"], 12), runs=3) for q in queries]
-            truth = [{h.id for h in knowledge.nearest(conn, q, ["example"], ["store"], 12)}
+            truth = [{h.id for h in ask_store.nearest(conn, q, ["example"], ["store"], 12)}
                      for q in queries]
             conn.execute("RESET enable_indexscan")
             recall = statistics.mean(len(f & t) / len(t) for f, t in zip(found, truth,

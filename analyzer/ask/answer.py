@@ -19,11 +19,12 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg.types.json import Jsonb
 
 from analyzer.ask import guard, knowledge, slots
-from analyzer.ask.knowledge import Hit, TextEmbedder
-from analyzer.snapshots.repository import Conn
+from analyzer.ask.knowledge import TextEmbedder
+from analyzer.store import ask as store
+from analyzer.store.ask import Asked, Hit
+from analyzer.store.connection import Conn
 from pgarchitect.config import Settings
 from pgarchitect.db import connect_sync, first_line
 from pgarchitect.errors import UserError
@@ -151,9 +152,9 @@ def _hits(conn: Conn, embedder: TextEmbedder, question: str,
           target: str | None) -> tuple[tuple[Hit, ...], tuple[Hit, ...], float]:
     vector = embedder.embed_texts([question])[0]
     scopes = ["store"] + ([target] if target else [])
-    examples = knowledge.nearest(conn, vector, ["example"], scopes, 12)
-    docs = knowledge.nearest(conn, vector, ["doc", "schema"], scopes, 12)
-    contrast = knowledge.nearest(conn, vector, ["contrast"], ["store"], 1)
+    examples = store.nearest(conn, vector, ["example"], scopes, 12)
+    docs = store.nearest(conn, vector, ["doc", "schema"], scopes, 12)
+    contrast = store.nearest(conn, vector, ["contrast"], ["store"], 1)
     return (tuple(examples), tuple(h for h in docs if not h.key.startswith("#")),
             contrast[0].similarity if contrast else -1.0)
 
@@ -192,7 +193,7 @@ def ask(conn: Conn, settings: Settings, question: str, *, target: str | None = N
     embedder = embedder or knowledge.text_embedder()
     knowledge.sync(conn, embedder)
     name = generator or settings.analyzer.ask.generator
-    targets, tables = knowledge.names(conn)
+    targets, tables = store.names(conn)
     now = dt.datetime.now(ZoneInfo(settings.analyzer.timezone))
     found = slots.extract(question, now, targets=targets, tables=tables)
     examples, docs, near_contrast = _hits(conn, embedder, _without_range(question, found),
@@ -265,13 +266,10 @@ def ask(conn: Conn, settings: Settings, question: str, *, target: str | None = N
 def _log(conn: Conn, out: dict[str, Any], target: str | None, database: Database,
          outcome: Outcome, asked_by: str) -> None:
     try:
-        conn.execute(
-            "/* pgarchitect */ INSERT INTO pgarchitect.ask_question (asked_by, question, target,"
-            " database, generator, sql, outcome, reason, row_count, truncated, examples, seconds)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (asked_by, out["question"], target, database, out["generator"], out["sql"], outcome,
-             out["refused"], out["row_count"], out["truncated"], Jsonb(out["examples"]),
-             out["seconds"]))
+        store.log_question(conn, Asked(
+            asked_by, out["question"], target, database, out["generator"], out["sql"], outcome,
+            out["refused"], out["row_count"], out["truncated"], out["examples"],
+            out["seconds"]))
     except psycopg.Error as exc:
         log.warning(event("ask.log_failed", error=first_line(exc)))
 
@@ -308,29 +306,21 @@ def note(conn: Conn, settings: Settings, text: str, *, target: str | None = None
 
 def promote(conn: Conn, question_id: int, embedder: TextEmbedder | None = None) -> int | None:
     """A logged, answered question made an example; its knowledge id (None: no such one)."""
-    row = conn.execute("/* pgarchitect */ SELECT question, sql, target, database, outcome FROM"
-                       " pgarchitect.ask_question WHERE id = %s", (question_id,)).fetchone()
-    if row is None:
+    asked = store.logged_question(conn, question_id)
+    if asked is None:
         return None
-    question, sql, target, database, outcome = row
-    if outcome != "answered" or sql is None:
+    if asked.outcome != "answered" or asked.sql is None:
         raise UserError(f"question {question_id} was not answered; only answers are promoted")
     embedder = embedder or knowledge.text_embedder()
     knowledge.sync(conn, embedder)
-    kid = knowledge.learn(conn, question, sql, target if database == "target" else "store",
-                          embedder)
-    conn.execute("/* pgarchitect */ UPDATE pgarchitect.ask_question SET promoted_id = %s"
-                 " WHERE id = %s", (kid, question_id))
+    kid = knowledge.learn(conn, asked.question, asked.sql,
+                          asked.target if asked.database == "target" and asked.target
+                          else "store", embedder)
+    store.mark_promoted(conn, question_id, kid)
     return kid
 
 
 def questions(conn: Conn, limit: int = 100) -> list[dict[str, Any]]:
     """The logged questions, newest first."""
-    rows = conn.execute(
-        "/* pgarchitect */ SELECT id, asked_at, asked_by, question, target, database, generator,"
-        " sql, outcome, reason, row_count, seconds, promoted_id FROM pgarchitect.ask_question"
-        " ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
-    keys = ("id", "asked_at", "asked_by", "question", "target", "database", "generator", "sql",
-            "outcome", "reason", "row_count", "seconds", "promoted_id")
     return [{k: (str(v) if k in ("id", "promoted_id") and v is not None else _jsonable(v))
-             for k, v in zip(keys, r, strict=True)} for r in rows]
+             for k, v in row._asdict().items()} for row in store.logged(conn, limit)]

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from analyzer import memory
 from analyzer.ask.answer import MAX_QUESTION, ask, promote, questions
+from analyzer.store.connection import connect_store
 from pgarchitect.config import Settings
 from pgarchitect.errors import ConnectError, UserError
 
@@ -36,8 +36,8 @@ def _settings(request: web.Request) -> Settings:
 
 
 def _answer(settings: Settings, question: str, target: str | None) -> dict[str, Any]:
-    with memory.connect_store(settings.require_store(),
-                              settings.analyzer.connect_timeout) as conn:
+    with connect_store(settings.require_store(),
+                       settings.analyzer.connect_timeout) as conn:
         return ask(conn, settings, question, target=target, asked_by="api")
 
 
@@ -77,8 +77,8 @@ async def post_ask(request: web.Request) -> web.Response:
 
 
 def _list(settings: Settings, limit: int) -> list[dict[str, Any]]:
-    with memory.connect_store(settings.require_store(),
-                              settings.analyzer.connect_timeout) as conn:
+    with connect_store(settings.require_store(),
+                       settings.analyzer.connect_timeout) as conn:
         return questions(conn, limit)
 
 
@@ -92,8 +92,8 @@ async def list_questions(request: web.Request) -> web.Response:
 
 
 def _promote(settings: Settings, question_id: int) -> int | None:
-    with memory.connect_store(settings.require_store(),
-                              settings.analyzer.connect_timeout) as conn:
+    with connect_store(settings.require_store(),
+                       settings.analyzer.connect_timeout) as conn:
         return promote(conn, question_id)
 
 

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from analyzer import memory
 from analyzer.ask.answer import ask, learn, note
+from analyzer.store.connection import connect_store
 from pgarchitect.config import Settings, load_settings
 from pgarchitect.dsn import Dsn
 from pgarchitect.table import render_table
@@ -48,7 +48,7 @@ def ask_and_print(store: Dsn, questions: Sequence[str] = DEMO_QUESTIONS, *,
     settings = settings or load_settings(None, {"store": {"dsn": store.value}})
     stream = out or sys.stdout
     answers = []
-    with memory.connect_store(store, settings.analyzer.connect_timeout) as conn:
+    with connect_store(store, settings.analyzer.connect_timeout) as conn:
         for q in questions:
             answer = ask(conn, settings, q, asked_by=asked_by)
             print(f"? {q}\n{render_answer(answer)}", file=stream, flush=True)
@@ -58,8 +58,8 @@ def ask_and_print(store: Dsn, questions: Sequence[str] = DEMO_QUESTIONS, *,
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Answer a question (or, with --learn SQL, record it as an example)."""
-    with memory.connect_store(settings.require_store(),
-                              settings.analyzer.connect_timeout) as conn:
+    with connect_store(settings.require_store(),
+                       settings.analyzer.connect_timeout) as conn:
         if args.note:
             kid = note(conn, settings, args.question, target=args.target_name)
             print(f"noted {kid}: {args.question}")

@@ -1,5 +1,6 @@
 """The ask knowledge in the store: curated and taught examples, schema and documentation
-snippets, embedded in `pgarchitect.ask_knowledge` (pgvector, HNSW) and searched by cosine.
+snippets, embedded in `pgarchitect.ask_knowledge` (pgvector, HNSW; its SQL in
+analyzer/store/ask.py, searched by cosine there: `nearest`).
 
 Curated examples and the store's documentation come from `data/examples.yaml`, synced into the
 store whenever the shipped file changed; a target's schema comes from its latest catalog
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -20,13 +21,15 @@ from typing import Any, Protocol
 
 import numpy as np
 import yaml
-from psycopg.rows import class_row
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.preprocessing import normalize
 
 from analyzer import embedspace
 from analyzer.memory import DIMENSIONS
-from analyzer.snapshots.repository import Conn
+from analyzer.store import ask as store
+from analyzer.store.ask import Item
+from analyzer.store.connection import Conn
+from analyzer.store.locks import lock_reembedding
 
 EXAMPLES_FILE = Path(__file__).resolve().parent / "data" / "examples.yaml"
 _WORD = re.compile(r"[a-z0-9_]+")
@@ -110,44 +113,19 @@ def example(example_id: str) -> Example | None:
     return next((e for e in curated()[0] if e.id == example_id), None)
 
 
-@dataclass(frozen=True)
-class Item:
-    """One knowledge row to store."""
-
-    kind: str
-    source: str
-    scope: str
-    key: str
-    body: str
-    question: str | None = None
-    sql: str | None = None
-
-
 def _store(conn: Conn, items: Sequence[Item], embedder: TextEmbedder) -> None:
-    vectors = np.asarray(embedder.embed_texts([i.body for i in items]), dtype=np.float32)
-    model = embedspace.name_of(embedder)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "/* pgarchitect */ INSERT INTO pgarchitect.ask_knowledge (kind, source, scope, key,"
-            " question, sql, body, embedding, model) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (source, scope, key) DO UPDATE SET kind = excluded.kind,"
-            " question = excluded.question, sql = excluded.sql, body = excluded.body,"
-            " embedding = excluded.embedding, model = excluded.model",
-            [(i.kind, i.source, i.scope, i.key, i.question, i.sql, i.body, v, model)
-             for i, v in zip(items, vectors, strict=True)])
+    vectors = np.asarray(embedder.embed_texts([i.body for i in items]))
+    store.store(conn, items, vectors, embedspace.name_of(embedder))
 
 
 def _reembed(conn: Conn, embedder: TextEmbedder) -> int:
-    rows = conn.execute("/* pgarchitect */ SELECT id, body FROM pgarchitect.ask_knowledge"
-                        " ORDER BY id").fetchall()
+    rows = store.bodies(conn)
     model = embedspace.name_of(embedder)
     for start in range(0, len(rows), 256):
         chunk = rows[start:start + 256]
-        vectors = np.asarray(embedder.embed_texts([r[1] for r in chunk]), dtype=np.float32)
-        with conn.cursor() as cur:
-            cur.executemany("/* pgarchitect */ UPDATE pgarchitect.ask_knowledge SET"
-                            " embedding = %s, model = %s WHERE id = %s",
-                            [(v, model, r[0]) for v, r in zip(vectors, chunk, strict=True)])
+        vectors = np.asarray(embedder.embed_texts([r.body for r in chunk]))
+        store.set_embeddings(conn, [(r.id, v) for r, v in zip(chunk, vectors, strict=True)],
+                             model)
     return len(rows)
 
 
@@ -169,42 +147,25 @@ def sync(conn: Conn, embedder: TextEmbedder) -> None:
     embedspace.ensure(conn, "ask", embedder, _reembed)
     _, _, checksum = curated()
     with conn.transaction():
-        row = conn.execute("/* pgarchitect */ SELECT body FROM pgarchitect.ask_knowledge"
-                           " WHERE source = 'docs' AND key = '#version'").fetchone()
-        if row is None or row[0] != checksum:
-            conn.execute("/* pgarchitect */ SELECT pg_advisory_xact_lock(%s)",
-                         (embedspace.LOCK_KEY,))
-            row = conn.execute("/* pgarchitect */ SELECT body FROM pgarchitect.ask_knowledge"
-                               " WHERE source = 'docs' AND key = '#version'").fetchone()
-        if row is None or row[0] != checksum:
-            conn.execute("/* pgarchitect */ DELETE FROM pgarchitect.ask_knowledge"
-                         " WHERE source IN ('curated', 'docs')")
-            _store(conn, curated_items(), embedder)
-            conn.execute("/* pgarchitect */ INSERT INTO pgarchitect.ask_knowledge (kind,"
-                         " source, scope, key, body) VALUES ('doc', 'docs', 'store',"
-                         " '#version', %s)", (checksum,))
+        if store.version(conn, "docs", "store") != checksum:
+            lock_reembedding(conn)
+            if store.version(conn, "docs", "store") != checksum:
+                store.delete_shipped(conn)
+                _store(conn, curated_items(), embedder)
+                store.set_version(conn, "docs", "store", checksum)
         _sync_schema(conn, embedder)
 
 
 def _sync_schema(conn: Conn, embedder: TextEmbedder) -> None:
-    latest = conn.execute(
-        "/* pgarchitect */ SELECT DISTINCT ON (c.target) c.target, c.id, c.catalog"
-        " FROM pgarchitect.catalog_snapshot c ORDER BY c.target, c.taken_at DESC, c.id DESC"
-    ).fetchall()
-    for target, snapshot_id, catalog in latest:
-        mark = f"#catalog {snapshot_id}"
-        seen = conn.execute("/* pgarchitect */ SELECT 1 FROM pgarchitect.ask_knowledge"
-                            " WHERE source = 'catalog' AND scope = %s AND key = '#version'"
-                            " AND body = %s", (target, mark)).fetchone()
-        if seen is not None:
+    for latest in store.latest_catalogs(conn):
+        mark = f"#catalog {latest.id}"
+        if store.version(conn, "catalog", latest.target) == mark:
             continue
-        conn.execute("/* pgarchitect */ DELETE FROM pgarchitect.ask_knowledge WHERE"
-                     " source = 'catalog' AND scope = %s AND key NOT LIKE 'columns:%%'",
-                     (target,))
-        items = [Item("schema", "catalog", target, f"table:{name}", text)
-                 for name, text in schema_texts(catalog).items()]
-        items.append(Item("doc", "catalog", target, "#version", mark))
+        store.delete_schema(conn, latest.target, columns=False)
+        items = [Item("schema", "catalog", latest.target, f"table:{name}", text)
+                 for name, text in schema_texts(latest.catalog).items()]
         _store(conn, items, embedder)
+        store.set_version(conn, "catalog", latest.target, mark)
 
 
 def schema_texts(catalog: Mapping[str, Any]) -> dict[str, str]:
@@ -238,75 +199,20 @@ def describe_target(conn: Conn, target: str, target_conn: Any, embedder: TextEmb
                   f"table {name} ({columns})" + (f" -- {comment}" if comment else ""))
              for name, columns, comment in rows]
     with conn.transaction():
-        conn.execute("/* pgarchitect */ DELETE FROM pgarchitect.ask_knowledge WHERE"
-                     " source = 'catalog' AND scope = %s AND key LIKE 'columns:%%'", (target,))
+        store.delete_schema(conn, target, columns=True)
         if items:
             _store(conn, items, embedder)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A knowledge row near a question."""
-
-    id: int
-    kind: str
-    source: str
-    scope: str
-    key: str
-    question: str | None
-    sql: str | None
-    body: str
-    similarity: float
-
-
-def nearest(conn: Conn, vector: np.ndarray, kinds: Iterable[str], scopes: Iterable[str],
-            limit: int) -> list[Hit]:
-    """The `limit` knowledge rows of those kinds and scopes nearest to `vector`."""
-    with conn.transaction():
-        conn.execute("/* pgarchitect */ SELECT set_config('hnsw.iterative_scan',"
-                     " 'relaxed_order', true) FROM pg_extension WHERE extname = 'vector'"
-                     " AND string_to_array(extversion, '.')::int[] >= '{0,8}'")
-        with conn.cursor(row_factory=class_row(Hit)) as cur:
-            hits = cur.execute(
-                "/* pgarchitect */ SELECT id, kind, source, scope, key, question, sql, body,"
-                " 1 - (embedding <=> %(v)s) AS similarity FROM pgarchitect.ask_knowledge"
-                " WHERE embedding IS NOT NULL AND kind = ANY(%(kinds)s)"
-                " AND scope = ANY(%(scopes)s) ORDER BY embedding <=> %(v)s LIMIT %(limit)s",
-                {"v": np.asarray(vector, dtype=np.float32), "kinds": list(kinds),
-                 "scopes": list(scopes), "limit": limit}).fetchall()
-    return sorted(hits, key=lambda h: -h.similarity)
 
 
 def learn(conn: Conn, question: str, sql: str, scope: str, embedder: TextEmbedder) -> int:
     """An operator's example (replacing one with the same question in that scope)."""
     key = " ".join(question.lower().split())
     _store(conn, [Item("example", "operator", scope, key, question, question, sql)], embedder)
-    row = conn.execute("/* pgarchitect */ SELECT id FROM pgarchitect.ask_knowledge WHERE"
-                       " source = 'operator' AND scope = %s AND key = %s", (scope, key)).fetchone()
-    assert row is not None
-    return int(row[0])
+    return store.knowledge_id(conn, "operator", scope, key)
 
 
 def note(conn: Conn, text: str, scope: str, embedder: TextEmbedder) -> int:
     """An operator's documentation note."""
     key = "note:" + hashlib.sha256(text.encode()).hexdigest()[:16]
     _store(conn, [Item("doc", "operator", scope, key, text)], embedder)
-    row = conn.execute("/* pgarchitect */ SELECT id FROM pgarchitect.ask_knowledge WHERE"
-                       " source = 'operator' AND scope = %s AND key = %s", (scope, key)).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def names(conn: Conn) -> tuple[list[str], list[str]]:
-    """The target names and the table names (schema.table) the store knows."""
-    targets = [r[0] for r in conn.execute(
-        "/* pgarchitect */ SELECT DISTINCT target FROM pgarchitect.audit_run UNION"
-        " SELECT DISTINCT target FROM pgarchitect.catalog_snapshot").fetchall()]
-    tables = [r[0] for r in conn.execute(
-        "/* pgarchitect */ SELECT DISTINCT (t ->> 'schema') || '.' || (t ->> 'name') FROM"
-        " (SELECT DISTINCT ON (target) catalog FROM pgarchitect.catalog_snapshot"
-        "  ORDER BY target, taken_at DESC) c,"
-        " jsonb_array_elements(c.catalog -> 'tables') t"
-        " UNION SELECT DISTINCT table_name FROM pgarchitect.optimization_log"
-        " WHERE table_name IS NOT NULL").fetchall()]
-    return targets, tables
+    return store.knowledge_id(conn, "operator", scope, key)

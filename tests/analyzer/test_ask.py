@@ -25,6 +25,7 @@ from analyzer.ask import guard, knowledge, slots
 from analyzer.ask.answer import ask, learn, promote, questions
 from analyzer.memory import HashingEmbedder
 from analyzer.minilm import shared
+from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
 from pgarchitect.config import Settings, load_settings
 from pgarchitect.demo.embedded import PgServer
@@ -177,7 +178,7 @@ def settings(audited: tuple[str, str]) -> Settings:
 
 @pytest.fixture
 def conn(audited: tuple[str, str]) -> Iterator[Any]:
-    with memory.connect_store(Dsn(audited[0])) as c:
+    with connect_store(Dsn(audited[0])) as c:
         yield c
 
 
@@ -512,7 +513,7 @@ def test_memory_rules_with_minilm(name: str, minilm_store: str,
     from tests.analyzer import test_memory
 
     monkeypatch.setattr(test_memory, "EMBEDDER", shared())
-    with memory.connect_store(Dsn(minilm_store)) as c:
+    with connect_store(Dsn(minilm_store)) as c:
         getattr(test_memory, name)(c)
         # remember() recorded MiniLM as the memory's embedder (the recall test inserts only)
         assert embedspace.recorded(c, "memory") in (None, shared().name)
@@ -544,7 +545,7 @@ def test_a_store_role_that_may_not_create_roles_migrates_and_ask_refuses_to_run(
         migrate(Dsn(dsn))
         assert reader_before == (0,)
         settings = load_settings(None, {"store": {"dsn": dsn}})
-        with memory.connect_store(Dsn(dsn)) as c:
+        with connect_store(Dsn(dsn)) as c:
             out = ask(c, settings, "which audits ran recently?")
         assert out["answered"] is False and "cannot SET ROLE pgarchitect_reader" in out["refused"]
     finally:
