@@ -25,6 +25,7 @@ from analyzer.ask import guard, knowledge, slots
 from analyzer.ask.answer import ask, learn, promote, questions
 from analyzer.memory import HashingEmbedder
 from analyzer.minilm import shared
+from analyzer.store import embeddings
 from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
 from pgarchitect.config import Settings, load_settings
@@ -382,7 +383,7 @@ def test_switching_the_embedder_reembeds_memory_and_knowledge(conn: Any,
     assert ids
     assert embedspace.ensure_memory(conn, minilm) is True
     assert embedspace.ensure_memory(conn, minilm) is False
-    assert embedspace.recorded(conn, "memory") == "all-MiniLM-L6-v2-onnx-int8"
+    assert embeddings.recorded(conn, "memory") == "all-MiniLM-L6-v2-onnx-int8"
     row = conn.execute("SELECT from_model, to_model, rows FROM pgarchitect.embedding_migration"
                        " WHERE space = 'memory' ORDER BY id DESC LIMIT 1").fetchone()
     assert row == ("analyzer.memory.HashingEmbedder", "all-MiniLM-L6-v2-onnx-int8", len(ids))
@@ -395,7 +396,7 @@ def test_switching_the_embedder_reembeds_memory_and_knowledge(conn: Any,
 
     hashing_text = knowledge.HashingTextEmbedder()
     knowledge.sync(conn, hashing_text)
-    assert embedspace.recorded(conn, "ask") == "hashing"
+    assert embeddings.recorded(conn, "ask") == "hashing"
     knowledge.sync(conn, minilm)
     models = conn.execute("SELECT DISTINCT model FROM pgarchitect.ask_knowledge"
                           " WHERE embedding IS NOT NULL").fetchall()
@@ -516,7 +517,7 @@ def test_memory_rules_with_minilm(name: str, minilm_store: str,
     with connect_store(Dsn(minilm_store)) as c:
         getattr(test_memory, name)(c)
         # remember() recorded MiniLM as the memory's embedder (the recall test inserts only)
-        assert embedspace.recorded(c, "memory") in (None, shared().name)
+        assert embeddings.recorded(c, "memory") in (None, shared().name)
 
 
 def test_a_store_role_that_may_not_create_roles_migrates_and_ask_refuses_to_run(
