@@ -4,7 +4,6 @@ a real Alertmanager with a webhook receiver."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,8 +83,10 @@ def stack(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_admin_api_refused_off_loopback_without_token(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["analyzer", "--listen", "0.0.0.0:9999", "--config", os.devnull])
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"  # a config file must be a regular file (not /dev/null)
+    empty.write_text("")
+    code = main(["analyzer", "--listen", "0.0.0.0:9999", "--config", str(empty)])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "analyzer.admin_token" in err[0] and "0.0.0.0:9999" in err[0]
