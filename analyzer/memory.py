@@ -1,11 +1,13 @@
 """Recommendation memory: embeddings, recall of similar past recommendations, and the rules
 that keep an advisor from proposing the same thing again and again.
 
-The default embedder hashes tokens (kind, table, columns, the statements' normalised shapes)
-with scikit-learn's FeatureHasher into 384 dimensions and L2-normalises them: offline, no
-model to download, and the same vector in every process on every machine (MurmurHash3 with a
-fixed seed). Any class with ``dimensions = 384`` and ``embed(recommendations) -> array`` can
-replace it (``analyzer.embedder``; docs/analyzer.md shows a sentence-embedding model).
+The default (``analyzer.embedder: auto``) is all-MiniLM-L6-v2 with the ``ask`` extra
+(analyzer/minilm.py, chosen in analyzer/embedspace.py); without it, `HashingEmbedder` hashes
+tokens (kind, table, columns, the statements' normalised shapes) with scikit-learn's
+FeatureHasher into 384 dimensions and L2-normalises them: offline, no model to download, and
+the same vector in every process on every machine (MurmurHash3 with a fixed seed). Any class
+with ``dimensions = 384`` and ``embed(recommendations) -> array`` can replace it
+(``analyzer.embedder``); a change of embedder re-embeds the stored vectors (embedspace).
 
 Rules (docs/analyzer.md, Memory), checked in this order against the same target's past:
 
