@@ -169,6 +169,8 @@ def find_name(q: str, names: Iterable[str]) -> str | None:
     """The longest of `names` the question mentions (schema.table also by its bare table)."""
     found: list[tuple[int, str]] = []
     for name in set(names):
+        if not name.strip():
+            continue  # an empty name (a table-less recommendation's) is in every question
         if _word_in(name, q):
             found.append((len(name) + 1000, name))
         bare = name.rpartition(".")[2]

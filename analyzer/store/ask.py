@@ -165,7 +165,7 @@ def names(conn: Conn) -> tuple[list[str], list[str]]:
         "  ORDER BY target, taken_at DESC) c,"
         " jsonb_array_elements(c.catalog -> 'tables') t"
         " UNION SELECT DISTINCT table_name FROM pgarchitect.optimization_log"
-        " WHERE table_name IS NOT NULL").fetchall()]
+        " WHERE table_name <> ''").fetchall()]
     return targets, tables
 
 

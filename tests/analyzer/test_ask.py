@@ -126,6 +126,9 @@ def test_names_statuses_and_numbers() -> None:
     assert slots.extract("the 99999999999999999999 worst", NOW).number == 999999999
     nothing = slots.extract("show orderly things", NOW, tables=["public.orders"])
     assert nothing.table is None and nothing.target is None and nothing.status is None
+    # A table-less recommendation (work_mem, ...) stores '': no name for any question.
+    assert slots.extract("which recommendations wait?", NOW, targets=[""],
+                         tables=["", " "]).table is None
 
 
 # --- embedders -------------------------------------------------------------------------------
