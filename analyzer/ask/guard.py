@@ -184,8 +184,10 @@ def _run(conn: psycopg.Connection[Any], text: str, limits: Limits, role: str | N
                           " docs/ask.md says how to create it)")
         conn.execute(sql.SQL("/* pgarchitect */ SET LOCAL ROLE {}").format(
             sql.Identifier(role)))
+    # Strings read as pglast read them when it checked the text (a target may set this off).
     conn.execute("/* pgarchitect */ SELECT set_config('statement_timeout', %s, true),"
                  " set_config('lock_timeout', %s, true),"
+                 " set_config('standard_conforming_strings', 'on', true),"
                  " set_config('idle_in_transaction_session_timeout', %s, true)",
                  (f"{timeout_ms}ms", f"{timeout_ms}ms", f"{timeout_ms * 4}ms"))
     try:

@@ -278,6 +278,13 @@ def test_the_reader_role_reads_the_store_only(conn: Any) -> None:
         guard.run(conn, "SELECT 1", limits, role="no_such_reader")
     big = guard.run(conn, "SELECT g FROM generate_series(1, 50) g", limits)
     assert len(big.rows) == 10 and big.truncated
+    # A session that reads backslashes as escapes still runs the text as pglast read it.
+    conn.execute("SET standard_conforming_strings = off")
+    try:
+        text = guard.run(conn, "SELECT 'a\\' AS s, 1 AS n -- '", limits)
+    finally:
+        conn.execute("RESET standard_conforming_strings")
+    assert text.rows == (("a\\", 1),)
 
 
 def test_learned_and_promoted_examples_answer_from_the_target(conn: Any,
