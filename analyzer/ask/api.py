@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from analyzer.api.hardening import read_json
 from analyzer.ask.answer import MAX_QUESTION, ask, promote, questions
 from analyzer.store.connection import connect_store
 from pgarchitect.config import Settings
@@ -43,11 +44,9 @@ def _answer(settings: Settings, question: str, target: str | None) -> dict[str, 
 
 async def post_ask(request: web.Request) -> web.Response:
     """POST /admin/database/ask."""
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "the body is not valid JSON")
+    body = await read_json(request)  # BadBody: 400 / 408 / 413 (analyzer/api/hardening.py)
+    if body is None:
+        return _error(422, "a JSON object body is required")
     if not isinstance(body, dict):
         return _error(422, "the body must be a JSON object")
     extra = sorted(set(body) - {"question", "target"})

@@ -191,7 +191,10 @@ def _run(conn: psycopg.Connection[Any], text: str, limits: Limits, role: str | N
                  " set_config('idle_in_transaction_session_timeout', %s, true)",
                  (f"{timeout_ms}ms", f"{timeout_ms}ms", f"{timeout_ms * 4}ms"))
     try:
-        plan = conn.execute(MARK + "EXPLAIN (FORMAT JSON) " + text).fetchone()
+        # The extended protocol (binary results; the cursor's DECLARE is too): one command
+        # only, as analyzer/explain.py sends a target's texts, whatever the parsers disagree on.
+        plan = conn.execute((MARK + "EXPLAIN (FORMAT JSON) " + text).encode(), binary=True,
+                            prepare=False).fetchone()
         assert plan is not None
         document = plan[0] if not isinstance(plan[0], str) else json.loads(plan[0])
         cost = float(document[0]["Plan"]["Total Cost"])
