@@ -171,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", metavar="MODE", choices=VALIDATION_MODES,
                    help="auto (hypopg where installed) | hypopg | sandbox | transaction | off")
 
+    p = sub.add_parser("ask", help="answer a question in SQL over the store (docs/ask.md)")
+    _common(p)
+    p.add_argument("question", help="the question, in words")
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--target", dest="target_name", metavar="NAME",
+                   help="a configured target: its own data and schema too")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--learn", metavar="SQL", help="record QUESTION -> SQL as an example")
+    p.add_argument("--note", action="store_true", help="record QUESTION as an operator's note")
+
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)
     p.add_argument("--seconds", type=float, default=8.0,
@@ -285,6 +295,13 @@ def cmd_advise(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    """Answer a natural-language question in SQL, guarded."""
+    from analyzer.ask.cli import cmd_ask as run
+
+    return run(args, settings)
+
+
 def cmd_analyzer(args: argparse.Namespace, settings: Settings) -> int:
     """Run the analyzer service."""
     from analyzer.service import run
@@ -303,6 +320,7 @@ def _handlers() -> dict[str, Handler]:
         "recommendations": cmd_recommendations,
         "propose": cmd_propose,
         "advise": cmd_advise,
+        "ask": cmd_ask,
         "demo": cmd_demo,
     }
     return handlers
@@ -312,7 +330,8 @@ def _handlers() -> dict[str, Handler]:
 # see docs/architecture.md, "Extras".
 _EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
            "audit": "analyzer", "report": "analyzer", "recommendations": "analyzer",
-           "propose": "analyzer", "advise": "analyzer", "demo": "demo"}
+           "propose": "analyzer", "advise": "analyzer", "ask": "analyzer",
+           "demo": "demo"}
 _OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 
 
