@@ -23,6 +23,14 @@ def _latest_structure(conn: Conn, target: str) -> Mapping[str, Any] | None:
     return None if row is None else dict(row[0])
 
 
+def latest_id(conn: Conn, target: str) -> int | None:
+    """The id of the target's newest stored catalog row (None: none yet)."""
+    row = conn.execute(
+        "/* pgarchitect */ SELECT id FROM pgarchitect.catalog_snapshot"
+        " WHERE target = %s ORDER BY taken_at DESC, id DESC LIMIT 1", (target,)).fetchone()
+    return None if row is None else int(row[0])
+
+
 def store_if_changed(conn: Conn, target: str, snap: SnapshotMeta, catalog: Catalog) -> bool:
     """Store `catalog` with `snap` when its structure differs from the last stored one."""
     # Compared as JSON reads it back (tuples become lists).

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
+from typing import Any
 
 # (dbid, userid, queryid, toplevel): pg_stat_statements' own key. With track = all the same
 # queryid can appear top-level and nested, and per user.
@@ -16,6 +19,13 @@ STAT_COLUMNS = (
     "shared_blks_written", "temp_blks_read", "temp_blks_written", "blk_read_time",
     "blk_write_time", "wal_bytes", "stats_since",
 )
+
+# One statement's counters as stored: a plain tuple in STAT_COLUMNS order. The snapshot path
+# reads, compares and writes these (C-level tuple equality, no object per statement);
+# StatementCounters.from_row makes the typed form where one is needed.
+Row = tuple[Any, ...]
+# The StatementKey of a Row: (dbid, userid, queryid, toplevel).
+row_key = itemgetter(0, 2, 4, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,21 @@ class StatementCounters:
     @property
     def key(self) -> StatementKey:
         return (self.dbid, self.userid, self.queryid, self.toplevel)
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> StatementCounters:
+        """A row in STAT_COLUMNS order back into counters (exactly as it was written)."""
+        return cls(
+            dbid=int(r[0]), datname=r[1], userid=int(r[2]), username=r[3], queryid=int(r[4]),
+            toplevel=bool(r[5]), calls=int(r[6]), total_exec_time=float(r[7]),
+            min_exec_time=r[8], max_exec_time=r[9], stddev_exec_time=float(r[11] or 0.0),
+            total_plan_time=r[12], rows=int(r[13] or 0), shared_blks_hit=int(r[14] or 0),
+            shared_blks_read=int(r[15] or 0), shared_blks_dirtied=int(r[16] or 0),
+            shared_blks_written=int(r[17] or 0), temp_blks_read=int(r[18] or 0),
+            temp_blks_written=int(r[19] or 0), blk_read_time=float(r[20] or 0.0),
+            blk_write_time=float(r[21] or 0.0), wal_bytes=float(r[22] or 0.0),
+            stats_since=r[23],
+        )
 
     @property
     def mean_exec_time(self) -> float:
@@ -96,4 +121,9 @@ class TargetReading:
     extension_version: str
     stats_reset: datetime | None
     dealloc: int | None
-    statements: tuple[StatementCounters, ...]
+    rows: tuple[Row, ...]  # every statement, in STAT_COLUMNS order (as the store keeps them)
+
+    @property
+    def statements(self) -> tuple[StatementCounters, ...]:
+        """The rows as typed counters (made on each call; the snapshot path uses the rows)."""
+        return tuple(map(StatementCounters.from_row, self.rows))

@@ -7,7 +7,8 @@ connection and leave transaction control to the caller unless they say otherwise
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,9 +17,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from analyzer.snapshots import partitions
+from analyzer.snapshots.catalog_probe import Seen
 from analyzer.snapshots.changes import Previous, after, plan, roll_forward
 from analyzer.snapshots.model import (
     STAT_COLUMNS,
+    Row,
     SnapshotMeta,
     StatementCounters,
     StatementKey,
@@ -102,12 +105,12 @@ def insert_texts(conn: Conn, target: str, texts: Sequence[StatementText]) -> Non
 
 
 def copy_counters(conn: Conn, snapshot_id: int, taken_at: datetime,
-                  statements: Iterable[StatementCounters]) -> None:
-    """COPY counters into statement_stat (binary: no float formatting or parsing)."""
+                  rows: Iterable[Row]) -> None:
+    """COPY rows (STAT_COLUMNS order) into statement_stat (binary: no float formatting)."""
     with conn.cursor() as cur, cur.copy(_COPY.encode()) as copy:
         copy.set_types(list(_COPY_TYPES))
-        for s in statements:
-            copy.write_row((snapshot_id, taken_at, *s.as_row()))
+        for row in rows:
+            copy.write_row((snapshot_id, taken_at, *row))
 
 
 def insert_snapshot(
@@ -115,7 +118,7 @@ def insert_snapshot(
     target: str,
     reading: TargetReading,
     texts: Sequence[StatementText],
-    statements: Sequence[StatementCounters],
+    statements: Sequence[Row],
     taken_at: datetime | None = None,
     is_checkpoint: bool = True,
     statement_count: int | None = None,
@@ -161,18 +164,7 @@ def list_snapshots(conn: Conn, target: str) -> list[SnapshotMeta]:
 _COLUMNS = ", ".join(STAT_COLUMNS)
 
 
-def _counters(r: Sequence[Any]) -> StatementCounters:
-    """A row in STAT_COLUMNS order back into counters (exactly as it was written)."""
-    return StatementCounters(
-        dbid=int(r[0]), datname=r[1], userid=int(r[2]), username=r[3], queryid=int(r[4]),
-        toplevel=bool(r[5]), calls=int(r[6]), total_exec_time=float(r[7]),
-        min_exec_time=r[8], max_exec_time=r[9], stddev_exec_time=float(r[11] or 0.0),
-        total_plan_time=r[12], rows=int(r[13] or 0), shared_blks_hit=int(r[14] or 0),
-        shared_blks_read=int(r[15] or 0), shared_blks_dirtied=int(r[16] or 0),
-        shared_blks_written=int(r[17] or 0), temp_blks_read=int(r[18] or 0),
-        temp_blks_written=int(r[19] or 0), blk_read_time=float(r[20] or 0.0),
-        blk_write_time=float(r[21] or 0.0), wal_bytes=float(r[22] or 0.0), stats_since=r[23],
-    )
+_counters = StatementCounters.from_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +252,7 @@ class Written:
     stored: int            # statement rows written
     checkpoint: str | None  # why every statement was stored, or None (changed rows only)
     skipped: bool = False  # a snapshot read later than this one was already stored
+    compare_seconds: float = 0.0  # of the comparison with the previous state
 
 
 @dataclass
@@ -277,6 +270,8 @@ class StatementWriter:
     _previous: dict[str, Previous] = field(default_factory=dict)
     _covered_until: datetime | None = None
     _texts: dict[str, dict[tuple[int, int], tuple[str, bool]]] = field(default_factory=dict)
+    # Each target's last full catalog read (analyzer/snapshots/catalog_probe.py).
+    catalogs: dict[str, Seen] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: AnalyzerSettings) -> StatementWriter:
@@ -295,9 +290,12 @@ class StatementWriter:
 
     def write(
         self, conn: Conn, target: str, reading: TargetReading, read_at: datetime,
-        texts: Sequence[StatementText], statements: Sequence[StatementCounters],
+        texts: Sequence[StatementText], statements: Sequence[Row],
+        within: Callable[[SnapshotMeta], object] | None = None,
     ) -> Written:
-        """Store one reading of `target` taken at `read_at`; call outside a transaction."""
+        """Store one reading of `target` taken at `read_at` (`statements`: its rows in
+        STAT_COLUMNS order); call outside a transaction. `within` runs in the same
+        transaction once the snapshot row exists (the catalog row goes in with it)."""
         ahead = read_at + timedelta(seconds=self.partition_interval)
         if self._covered_until is None or ahead >= self._covered_until:
             self._covered_until = partitions.ensure(conn, read_at, self.partition_interval,
@@ -321,17 +319,21 @@ class StatementWriter:
             # in force when it was created).
             partition_start = (partitions.lower_bound_at(conn, read_at)
                                or partitions.slot(read_at, self.partition_interval)[0])
+            started = time.perf_counter()
             stored = plan(previous, statements, reading.stats_reset, reading.dealloc,
                           read_at, self.checkpoint_interval, partition_start)
+            compared = time.perf_counter() - started
             snap = insert_snapshot(conn, target, reading, texts, stored.rows, taken_at=read_at,
                                    is_checkpoint=stored.checkpoint is not None,
                                    statement_count=len(statements), partition_interval=None)
+            if within is not None:
+                within(snap)
         self._previous[target] = after(previous, snap.id, snap.taken_at, reading.stats_reset,
                                        reading.dealloc, stored)
         cache = self._texts.get(target)
         if cache is not None:
             cache.update({(t.dbid, t.queryid): (t.fingerprint, t.own) for t in texts})
-        return Written(snap, len(stored.rows), stored.checkpoint)
+        return Written(snap, len(stored.rows), stored.checkpoint, compare_seconds=compared)
 
     def _previous_of(self, conn: Conn, target: str,
                      latest: Sequence[Any] | None) -> Previous | None:
@@ -349,7 +351,7 @@ class StatementWriter:
             return None
         return Previous(int(latest[0]), latest[1], latest[2],
                         None if latest[3] is None else int(latest[3]), row[0],
-                        load_counters(conn, int(latest[0])))
+                        {k: c.as_row() for k, c in load_counters(conn, int(latest[0])).items()})
 
 
 def _by_pairs(conn: Conn, sql: str, pairs: Iterable[tuple[int, Any]],
