@@ -298,13 +298,16 @@ def report(steps: list[Step], load_before: float, elapsed: float) -> str:
         f"{best.targets} targets.",
         "",
         f"Extrapolation to 200 targets x 5,000 statements at 5-minute snapshots: "
-        f"{need:.2f} snapshots/s. Scaling the per-snapshot costs measured here linearly with "
-        f"the statement count (x{scale:.0f}; pessimistic for the fixed parts: connections, "
-        "the job queue, the quick check): the workers need about "
+        f"{need:.2f} snapshots/s. Scaling the per-snapshot CPU measured here linearly with "
+        f"the statement count (x{scale:.0f}: an upper bound, since much of it is fixed per "
+        "job — two connections, the job queue, the quick regression check's reads — and does "
+        "not grow with statements): the workers need at most about "
         f"{worker_cores:.2f} cores and the store about {store_cores:.2f} cores on average, "
         f"and the store grows about {day_mb:.0f} MB per target-day at this workload's share "
         f"of moving statements (the store benchmark: 32.7 MB at 500 of 5,000 moving), "
-        f"{200 * day_mb / 1024:.1f} GB a day for the fleet.",
+        f"{200 * day_mb / 1024:.1f} GB a day for the fleet. Beyond what one store holds "
+        "(docs/scaling.md): more analyzer replicas first (any replica runs any target's "
+        "job), then targets split over several stores.",
     ])
 
 
