@@ -261,9 +261,13 @@ def report(steps: list[Step], load_before: float, elapsed: float) -> str:
     # times as much where the work is per statement (the fetch, the comparison), and the
     # store side per stored row (about ten times as many rows move too).
     scale = 5000 / STATEMENTS
-    worker_ms = statistics.median(s.worker_cpu_ms for s in steps)
-    store_ms = statistics.median(s.store_cpu_ms for s in steps)
-    per_snapshot = statistics.median(s.bytes_per_snapshot for s in steps)
+    # Per-snapshot costs from the sizes that kept up: behind, snapshots come later (more rows
+    # moved between two) and every process waits for the cores (more CPU per snapshot).
+    kept_up = [s for s in steps if s.sustained >= 0.9 * s.asked and s.lag_p95 <= INTERVAL]
+    basis = kept_up or steps
+    worker_ms = statistics.median(s.worker_cpu_ms for s in basis)
+    store_ms = statistics.median(s.store_cpu_ms for s in basis)
+    per_snapshot = statistics.median(s.bytes_per_snapshot for s in basis)
     day_mb = per_snapshot * scale * 288 / 1024**2
     need = 200 / 300.0  # snapshots/s: 200 targets every 5 minutes
     worker_cores = need * worker_ms * scale / 1000
@@ -298,7 +302,8 @@ def report(steps: list[Step], load_before: float, elapsed: float) -> str:
         f"{best.targets} targets.",
         "",
         f"Extrapolation to 200 targets x 5,000 statements at 5-minute snapshots: "
-        f"{need:.2f} snapshots/s. Scaling the per-snapshot CPU measured here linearly with "
+        f"{need:.2f} snapshots/s. Per-snapshot costs from the sizes that kept up "
+        f"({', '.join(str(s.targets) for s in basis)} targets). Scaling the CPU linearly with "
         f"the statement count (x{scale:.0f}: an upper bound, since much of it is fixed per "
         "job — two connections, the job queue, the quick regression check's reads — and does "
         "not grow with statements): the workers need at most about "
