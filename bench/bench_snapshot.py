@@ -11,9 +11,11 @@ import statistics
 
 import psycopg
 
-from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import connect_store
+from analyzer.store.snapshots import store_clock
+from analyzer.store.writer import StatementWriter
 from bench.report import BARE, median_seconds, write_section
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.demo.embedded import embedded_postgres
@@ -53,11 +55,11 @@ def bench_ingest(statements: int) -> list[Row]:
                 conn.execute(f"CREATE INDEX ON t{t} (c0)".encode())
         _statements(app, tables, per_table)
         with connect_target(Dsn(app), "target", settings) as tconn, \
-                repository.connect_store(Dsn(store)) as sconn:
+                connect_store(Dsn(store)) as sconn:
             source = StatementSource(tconn)
             reading = source.read()
             n = len(reading.rows)
-            writer = repository.StatementWriter()
+            writer = StatementWriter()
             names = iter(range(100))
 
             def bare() -> float:
@@ -66,7 +68,7 @@ def bench_ingest(statements: int) -> list[Row]:
             def checkpoint() -> None:
                 # Every row stored (a new target each time; texts left aside).
                 w = writer.write(sconn, f"ckpt{next(names)}", reading,
-                                 repository.store_clock(sconn), (), reading.rows)
+                                 store_clock(sconn), (), reading.rows)
                 assert w.stored == n
 
             checkpoint()  # partitions created, caches warm

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
-# (dbid, userid, queryid, toplevel): pg_stat_statements' own key. With track = all the same
-# queryid can appear top-level and nested, and per user.
-StatementKey = tuple[int, int, int, bool]
+
+class StatementKey(NamedTuple):
+    """pg_stat_statements' own key. With track = all the same queryid can appear top-level
+    and nested, and per user."""
+
+    dbid: int
+    userid: int
+    queryid: int
+    toplevel: bool
+
+
+class TextKey(NamedTuple):
+    """A statement text's key (per target): texts do not depend on the user."""
+
+    dbid: int
+    queryid: int
 
 STAT_COLUMNS = (
     "dbid", "datname", "userid", "username", "queryid", "toplevel", "calls",
@@ -58,22 +70,43 @@ class StatementCounters:
 
     @property
     def key(self) -> StatementKey:
-        return (self.dbid, self.userid, self.queryid, self.toplevel)
+        return StatementKey(self.dbid, self.userid, self.queryid, self.toplevel)
 
     @classmethod
-    def from_row(cls, r: Sequence[Any]) -> StatementCounters:
-        """A row in STAT_COLUMNS order back into counters (exactly as it was written)."""
+    def from_columns(
+        cls, dbid: int, datname: str | None, userid: int, username: str | None, queryid: int,
+        toplevel: bool, calls: int, total_exec_time: float, min_exec_time: float | None,
+        max_exec_time: float | None, mean_exec_time: float | None,
+        stddev_exec_time: float | None, total_plan_time: float | None, rows: int | None,
+        shared_blks_hit: int | None, shared_blks_read: int | None,
+        shared_blks_dirtied: int | None, shared_blks_written: int | None,
+        temp_blks_read: int | None, temp_blks_written: int | None,
+        blk_read_time: float | None, blk_write_time: float | None, wal_bytes: float | None,
+        stats_since: datetime | None,
+    ) -> StatementCounters:
+        """The columns of STAT_COLUMNS (its parameters, in that order) back into counters,
+        exactly as they were written (the mean is derived, not read)."""
         return cls(
-            dbid=int(r[0]), datname=r[1], userid=int(r[2]), username=r[3], queryid=int(r[4]),
-            toplevel=bool(r[5]), calls=int(r[6]), total_exec_time=float(r[7]),
-            min_exec_time=r[8], max_exec_time=r[9], stddev_exec_time=float(r[11] or 0.0),
-            total_plan_time=r[12], rows=int(r[13] or 0), shared_blks_hit=int(r[14] or 0),
-            shared_blks_read=int(r[15] or 0), shared_blks_dirtied=int(r[16] or 0),
-            shared_blks_written=int(r[17] or 0), temp_blks_read=int(r[18] or 0),
-            temp_blks_written=int(r[19] or 0), blk_read_time=float(r[20] or 0.0),
-            blk_write_time=float(r[21] or 0.0), wal_bytes=float(r[22] or 0.0),
-            stats_since=r[23],
+            dbid=int(dbid), datname=datname, userid=int(userid), username=username,
+            queryid=int(queryid), toplevel=bool(toplevel), calls=int(calls),
+            total_exec_time=float(total_exec_time), min_exec_time=min_exec_time,
+            max_exec_time=max_exec_time, stddev_exec_time=float(stddev_exec_time or 0.0),
+            total_plan_time=total_plan_time, rows=int(rows or 0),
+            shared_blks_hit=int(shared_blks_hit or 0),
+            shared_blks_read=int(shared_blks_read or 0),
+            shared_blks_dirtied=int(shared_blks_dirtied or 0),
+            shared_blks_written=int(shared_blks_written or 0),
+            temp_blks_read=int(temp_blks_read or 0),
+            temp_blks_written=int(temp_blks_written or 0),
+            blk_read_time=float(blk_read_time or 0.0),
+            blk_write_time=float(blk_write_time or 0.0),
+            wal_bytes=float(wal_bytes or 0.0), stats_since=stats_since,
         )
+
+    @classmethod
+    def from_row(cls, row: Row) -> StatementCounters:
+        """A Row (STAT_COLUMNS order) back into counters (from_columns)."""
+        return cls.from_columns(*row)
 
     @property
     def mean_exec_time(self) -> float:

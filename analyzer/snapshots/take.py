@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from itertools import compress
 from operator import itemgetter, not_
 
-from analyzer.snapshots import catalog_history, catalog_probe, partitions, repository
+from analyzer.snapshots import catalog_probe
 from analyzer.snapshots.catalog import Catalog, read_catalog
 from analyzer.snapshots.model import SnapshotMeta, StatementText
 from analyzer.snapshots.own import is_own, statement_fingerprint
 from analyzer.snapshots.source import StatementSource
+from analyzer.store import catalogs, partitions, snapshots
+from analyzer.store.connection import Conn
+from analyzer.store.writer import StatementWriter
 from pgarchitect.log import event
 
 log = logging.getLogger("pgarchitect.analyzer.snapshot")
@@ -51,8 +54,8 @@ class SnapshotResult:
 
 
 def take_snapshot(
-    source: StatementSource, store: repository.Conn, target: str, retention_seconds: float,
-    writer: repository.StatementWriter | None = None, fresh_catalog: bool = False,
+    source: StatementSource, store: Conn, target: str, retention_seconds: float,
+    writer: StatementWriter | None = None, fresh_catalog: bool = False,
 ) -> SnapshotResult:
     """Read `source` and store one snapshot of `target`; partitions beyond retention go.
 
@@ -61,8 +64,8 @@ def take_snapshot(
     probe says (for current table counters; a new writer has no earlier read anyway).
     """
     started = time.perf_counter()
-    writer = writer if writer is not None else repository.StatementWriter()
-    read_at = repository.store_clock(store)
+    writer = writer if writer is not None else StatementWriter()
+    read_at = snapshots.store_clock(store)
     reading = source.read()
     rows = reading.rows
     known = writer.known_texts(store, target)
@@ -86,7 +89,7 @@ def take_snapshot(
     seen = writer.catalogs.get(target)
     digest = catalog_probe.probe(source.conn)
     reuse = (not fresh_catalog and seen is not None and digest is not None
-             and seen.digest == digest and catalog_history.latest_id(store, target)
+             and seen.digest == digest and catalogs.latest_id(store, target)
              == seen.stored_id)
     catalog = seen.catalog if reuse and seen is not None else read_catalog(source.conn)
     catalog_seconds = time.perf_counter() - fetched_at
@@ -96,11 +99,11 @@ def take_snapshot(
         # In the snapshot's transaction: a snapshot is never committed without its catalog.
         nonlocal catalog_stored
         if not reuse:
-            catalog_stored = catalog_history.store_if_changed(store, target, snap, catalog)
+            catalog_stored = catalogs.store_if_changed(store, target, snap, catalog)
             if digest is not None:
                 writer.catalogs[target] = catalog_probe.Seen(
-                    digest, catalog, catalog_history.latest_id(store, target))
-        catalog_history.prune(store, target, retention_seconds)
+                    digest, catalog, catalogs.latest_id(store, target))
+        catalogs.prune(store, target, retention_seconds)
 
     writing = time.perf_counter()
     written = writer.write(store, target, reading, read_at, new_texts, kept, store_catalog)

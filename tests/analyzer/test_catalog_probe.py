@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from analyzer.snapshots import repository
 from analyzer.snapshots.catalog_probe import probe
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import connect_store
+from analyzer.store.writer import StatementWriter
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
@@ -56,10 +57,10 @@ def test_the_digest_changes_with_the_structure_and_not_with_traffic(target: str)
 def test_a_snapshot_reads_the_catalog_only_when_the_probe_changed(target: str,
                                                                    store: str) -> None:
     with connect_target(Dsn(target), "target", SETTINGS) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn, \
+            connect_store(Dsn(store)) as sconn, \
             psycopg.connect(target, autocommit=True) as app:
         source = StatementSource(tconn)
-        writer = repository.StatementWriter()
+        writer = StatementWriter()
 
         def snapshot(fresh: bool = False) -> tuple[bool, bool, set[str]]:
             r = take_snapshot(source, sconn, "probe", SETTINGS.retention, writer, fresh)
@@ -77,7 +78,7 @@ def test_a_snapshot_reads_the_catalog_only_when_the_probe_changed(target: str,
         with connect_target(Dsn(target), "replica", SETTINGS) as other:
             other.execute("SET random_page_cost = 1.7")
             theirs = take_snapshot(StatementSource(other), sconn, "probe", SETTINGS.retention,
-                                   repository.StatementWriter())
+                                   StatementWriter())
             assert theirs.catalog_stored
         assert snapshot() == (True, True, {"t_pkey", "t_b", "t_c"})
         assert snapshot() == (False, False, {"t_pkey", "t_b", "t_c"})
@@ -95,7 +96,7 @@ def test_a_snapshot_is_never_committed_without_its_catalog_row(target: str, stor
         conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON pgarchitect.catalog_snapshot"
                      " FOR EACH ROW EXECUTE FUNCTION public.refuse_catalog()")
     with connect_target(Dsn(target), "target", SETTINGS) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn:
+            connect_store(Dsn(store)) as sconn:
         with pytest.raises(psycopg.errors.RaiseException, match="catalog row refused"):
             take_snapshot(StatementSource(tconn), sconn, "atomic", SETTINGS.retention)
         row = sconn.execute("SELECT count(*) FROM pgarchitect.snapshot"
