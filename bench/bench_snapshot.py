@@ -16,7 +16,7 @@ from analyzer.snapshots.take import take_snapshot
 from analyzer.store.connection import connect_store
 from analyzer.store.snapshots import store_clock
 from analyzer.store.writer import StatementWriter
-from bench.report import BARE, median_seconds, write_section
+from bench.report import BARE, median_seconds, write_figures
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.demo.embedded import embedded_postgres
 from pgarchitect.dsn import Dsn
@@ -113,12 +113,7 @@ def bench_ingest(statements: int) -> list[Row]:
 
 def main() -> None:
     """Run the snapshot benchmarks and write the docs/benchmarks.md section."""
-    rows = bench_ingest(5000) + bench_ingest(20_000)
-    lines = ["## Snapshot", "", "| what | figure | compared with |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    text = "\n".join(lines)
-    print(text)
-    write_section("snapshot", text)
+    write_figures("snapshot", "Snapshot", bench_ingest(5000) + bench_ingest(20_000))
 
 
 if __name__ == "__main__":

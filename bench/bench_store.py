@@ -17,7 +17,7 @@ from analyzer.snapshots.model import StatementCounters, TargetReading
 from analyzer.store import partitions
 from analyzer.store.connection import Conn, connect_store
 from analyzer.store.writer import StatementWriter
-from bench.report import BARE, median_seconds, write_section
+from bench.report import BARE, median_seconds, write_figures
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.demo.embedded import embedded_postgres
 from pgarchitect.dsn import Dsn
@@ -150,12 +150,7 @@ def bench_size(statements: int = 5000, moving: int = 500, days: int = 30) -> lis
 
 def main() -> None:
     """Run the store benchmarks and write the docs/benchmarks.md section."""
-    rows = bench_size()
-    lines = ["## Store", "", "| what | figure | compared with |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    text = "\n".join(lines)
-    print(text)
-    write_section("store", text)
+    write_figures("store", "Store", bench_size())
 
 
 if __name__ == "__main__":
