@@ -13,32 +13,30 @@ Modes (`analyzer.validation.mode`, docs/analyzer.md):
 A real build runs under ``lock_timeout`` and ``statement_timeout``; a lock that cannot be had
 is given up at once and recorded, never waited for.
 
-Plans are generic, as in analyzer/plans.py (``EXPLAIN (GENERIC_PLAN)`` on 16+, PREPARE with
-``force_generic_plan`` before), but each is sent as one multi-statement string — settings,
-PREPARE, EXPLAIN, DEALLOCATE in one round trip instead of nine — because a validation plans
-every statement twice and an audit validates hundreds of candidates (docs/benchmarks.md).
+Plans are generic, through analyzer/explain.py as in analyzer/plans.py: a statement text from
+the target is data, planned only as one explainable statement, over the extended protocol, in
+a read-only transaction (a savepoint inside a real build's transaction).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from pglast import parse_sql
-from pglast.parser import ParseError
 
 from analyzer.analysis.features import plan_shape
+from analyzer.explain import execute_one, explainable, generic_plan
+from analyzer.names import pair
 from analyzer.recommend.ddl import quote_ident
 from analyzer.recommend.model import StatementCost, StatementEvidence, Validation
 from analyzer.snapshots.own import register_own
 from pgarchitect.config import ValidationSettings
-from pgarchitect.db import MARKER, connect_sync, first_line, mark
+from pgarchitect.db import connect_sync, first_line, mark
 from pgarchitect.dsn import Dsn
 from pgarchitect.log import event
 
@@ -52,14 +50,10 @@ HYPO_RESET = "/* pgarchitect */ SELECT hypopg_reset()"
 READ_WRITE = "/* pgarchitect */ SET TRANSACTION READ WRITE"
 INDEX_SIZE = "/* pgarchitect */ SELECT pg_relation_size(to_regclass(%s))"
 TABLE_SIZE = "/* pgarchitect */ SELECT pg_table_size(to_regclass(%s))"
-UNTRACK = "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'"
-PREPARED = "pgarchitect_validate"
-SAVEPOINT = "pgarchitect_plan"
 register_own(HAS_HYPOPG, HYPO_CREATE, HYPO_SIZE, HYPO_DROP, HYPO_RESET, READ_WRITE,
-             INDEX_SIZE, TABLE_SIZE, UNTRACK)
+             INDEX_SIZE, TABLE_SIZE)
 
 METHODS = ("hypopg", "sandbox", "transaction")
-_PARAM = re.compile(r"\$(\d+)")
 
 
 def has_hypopg(conn: psycopg.Connection[Any]) -> bool:
@@ -104,7 +98,6 @@ class Validator:
         self.validations = 0
         self.seconds = 0.0
         self._before: dict[str, float | None] = {}
-        self._untrack: str | None = None
         # (reason, detail) of the last plan that failed: a lock or a timeout is worth telling
         self.last_failure: tuple[str, str] | None = None
         self._own: psycopg.Connection[Any] | None = None
@@ -154,68 +147,20 @@ class Validator:
         """Whether candidates can be validated at all."""
         return self.method in METHODS and self.unavailable is None
 
-    def _may_untrack(self) -> str:
-        """`SET LOCAL pg_stat_statements.track = 'none'; ` where the role may (superusers)."""
-        if self._untrack is None:
-            self._untrack = ""
-            try:
-                with self.conn.transaction(force_rollback=True):
-                    self.conn.execute(UNTRACK, prepare=False)
-                self._untrack = UNTRACK + "; "
-            except psycopg.Error:
-                pass
-        return self._untrack
-
     def _explain(self, query: str, in_transaction: bool = False) -> dict[str, Any] | None:
-        """The generic plan of one statement text, in one round trip; None if it has none."""
-        if MARKER in query:
-            return None
-        try:
-            stmts = parse_sql(query)
-        except (ParseError, ValueError):
-            return None
-        if len(stmts) != 1 or type(stmts[0].stmt).__name__ not in (
-                "SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"):
+        """The generic plan of one statement text (analyzer/explain.py); None if it has none.
+
+        Inside the caller's transaction (`in_transaction`) it runs in a read-only savepoint.
+        """
+        if explainable(query) is None:
             return None
         self.plans += 1
         s = self.settings
-        parts = [f"{MARKER} SET LOCAL statement_timeout = {_ms(s.statement_timeout)}",
-                 f"{MARKER} SET LOCAL lock_timeout = {_ms(s.lock_timeout)}"]
-        untrack = self._may_untrack()
-        if untrack:
-            parts.append(UNTRACK)
-        prepared = self.server_version_num < 160000
-        if prepared:
-            params = max((int(p) for p in _PARAM.findall(query)), default=0)
-            args = f"({', '.join(['NULL'] * params)})" if params else ""
-            parts += [f"{MARKER} SET LOCAL plan_cache_mode = force_generic_plan",
-                      f"{MARKER} PREPARE {PREPARED} {MARKER} AS {query}",
-                      f"{MARKER} EXPLAIN {MARKER} (FORMAT JSON, VERBOSE) EXECUTE {PREPARED}{args}",
-                      f"{MARKER} DEALLOCATE {PREPARED}"]
-        else:
-            parts.append(f"{MARKER} EXPLAIN {MARKER} (GENERIC_PLAN, FORMAT JSON, VERBOSE) {query}")
-        if in_transaction:
-            parts = [f"SAVEPOINT {SAVEPOINT}", *parts, f"RELEASE {SAVEPOINT}"]
-        parts = [mark(p) for p in parts]
         try:
-            cur = self.conn.execute("; ".join(parts).encode(), prepare=False)
-            plan = None
-            while True:
-                if cur.statusmessage == "EXPLAIN":
-                    row = cur.fetchone()
-                    plan = row[0] if row else None
-                if not cur.nextset():
-                    break
+            plan = generic_plan(self.conn, query, s.statement_timeout, s.lock_timeout)
         except psycopg.Error as exc:
             log.debug(event("validate.plan_unavailable", reason=first_line(exc)))
             self.last_failure = _reason(exc), first_line(exc)
-            with contextlib.suppress(psycopg.Error):
-                if in_transaction:
-                    self.conn.execute(mark(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"), prepare=False)
-                    self.conn.execute(mark(f"RELEASE {SAVEPOINT}"), prepare=False)
-                if prepared:  # PREPARE is not transactional: it may outlive the error
-                    self.conn.execute(f"/* pgarchitect */ DEALLOCATE {PREPARED}".encode(),
-                                      prepare=False)
             return None
         return None if plan is None else plan_shape(plan)
 
@@ -310,9 +255,9 @@ class Validator:
                 setup = [READ_WRITE, f"SET LOCAL lock_timeout = {_ms(s.lock_timeout)}",
                          f"SET LOCAL statement_timeout = {_ms(s.statement_timeout)}"]
                 conn.execute("; ".join(mark(p) for p in setup), prepare=False)
-                conn.execute(mark(ddl).encode(), prepare=False)
+                execute_one(conn, mark(ddl))  # one command only, whatever the DDL holds
                 if analyze:
-                    conn.execute(mark(f"ANALYZE {_regclass(table)}").encode(), prepare=False)
+                    execute_one(conn, mark(f"ANALYZE {_regclass(table)}"))
                 costs = self._after(statements, before, [index_name], in_transaction=True)
                 row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),),
                                    prepare=False).fetchone()
@@ -331,6 +276,6 @@ def _ms(seconds: float) -> int:
 
 def _regclass(table: str, index: str | None = None) -> str:
     """A quoted `schema.relation` for to_regclass (the index lives in the table's schema)."""
-    schema, _, name = table.partition(".")
+    schema, name = pair(table)
     rel = index if index is not None else name
     return f"{quote_ident(schema)}.{quote_ident(rel)}"

@@ -14,13 +14,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import itemgetter, not_
+from operator import itemgetter
 
 from analyzer.snapshots import catalog_probe
 from analyzer.snapshots.catalog import Catalog, read_catalog
-from analyzer.snapshots.model import SnapshotMeta, StatementText
-from analyzer.snapshots.own import is_own, statement_fingerprint
+from analyzer.snapshots.model import STAT_COLUMNS, SnapshotMeta, StatementText
+from analyzer.snapshots.own import is_own, is_own_entry, own_role, statement_fingerprint
 from analyzer.snapshots.source import StatementSource
 from analyzer.store import catalogs, partitions, snapshots
 from analyzer.store.connection import Conn
@@ -30,6 +29,7 @@ from pgarchitect.log import event
 log = logging.getLogger("pgarchitect.analyzer.snapshot")
 
 _TEXT_KEY = itemgetter(0, 4)  # (dbid, queryid) of a row: how texts are keyed
+_USERID = STAT_COLUMNS.index("userid")  # where a row holds its userid
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,12 @@ def take_snapshot(
         known[(dbid, queryid)] = (fp, own)
     # Statements whose text vanished before we asked (evicted meanwhile) are kept: their
     # counters are still real; they are simply analysed without a fingerprint.
+    # An entry is ours when our role ran it and its text looks like ours (snapshots/own.py).
+    role = own_role(source.conn)
     owned = {key for key, (_, mine) in known.items() if mine}
-    kept = list(compress(rows, map(not_, map(owned.__contains__, pairs)))) if owned else rows
+    kept = ([row for row, pair in zip(rows, pairs, strict=True)
+             if not is_own_entry(row[_USERID], pair in owned, role)]
+            if owned and role is not None else rows)
     fetched_at = time.perf_counter()
 
     seen = writer.catalogs.get(target)

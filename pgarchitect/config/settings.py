@@ -147,6 +147,25 @@ class VerificationSettings:
     min_calls: int = field(default=200, metadata=POSITIVE)
 
 
+ASK_GENERATORS = ("retrieval", "openai")
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    """How `pgarchitect ask` answers (docs/ask.md)."""
+
+    generator: str = field(default="retrieval",
+                           metadata={"kind": "choice", "choices": ASK_GENERATORS})
+    min_similarity: float = 0.55
+    endpoint: str | None = None  # OpenAI-compatible base URL: {endpoint}/chat/completions
+    model: str | None = None
+    api_key_env: str | None = None  # the environment variable holding the key
+    max_rows: int = field(default=200, metadata=POSITIVE)
+    max_cost: float = field(default=1e6, metadata=POSITIVE)
+    statement_timeout: float = field(default=5.0, metadata=POSITIVE_DURATION)
+    request_timeout: float = field(default=60.0, metadata=POSITIVE_DURATION)
+
+
 @dataclass(frozen=True)
 class AnalyzerSettings:
     """Settings of `pgarchitect analyzer`, `snapshot` and `audit`."""
@@ -171,8 +190,9 @@ class AnalyzerSettings:
     plan_top_n: int = 20
     cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
-    embedder: str = "analyzer.memory.HashingEmbedder"
+    embedder: str = "auto"  # MiniLM with the ask extra, else analyzer.memory.HashingEmbedder
     memory: MemorySettings = MemorySettings()
+    ask: AskSettings = AskSettings()
     verification: VerificationSettings = VerificationSettings()
 
     def next_audit(self, after: datetime) -> datetime:
@@ -183,7 +203,7 @@ class AnalyzerSettings:
     public_url: str | None = None
     worker_concurrency: int = field(default=4, metadata=POSITIVE)
     worker_stalled_timeout: float = field(default=30.0, metadata=DURATION)
-    shutdown_timeout: float = field(default=30.0, metadata=DURATION)
+    shutdown_timeout: float = field(default=10.0, metadata=POSITIVE_DURATION)
     unused_index_min_age: float = field(default=7 * 86400.0, metadata=DURATION)
     validation: ValidationSettings = ValidationSettings()
 
