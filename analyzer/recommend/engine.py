@@ -1,7 +1,7 @@
 """One recommendation step: candidates from the statements, validated, gated by confidence.
 
 The thin I/O shell around the pure parts: it resolves table names and reads column
-statistics on the target, runs the what-if checks (analyzer/validate.py) and applies the
+statistics on the target, runs the what-if checks (recommend/validate.py) and applies the
 thresholds. Everything considered and not proposed is returned with its reason.
 """
 
@@ -32,7 +32,7 @@ from analyzer.recommend.model import (
 from analyzer.recommend.predicates import Access, access
 from analyzer.snapshots.catalog import Catalog, TableInfo
 from analyzer.snapshots.own import register_own
-from analyzer.validate import Validator
+from analyzer.recommend.validate import Validator
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.db import first_line
 from pgarchitect.log import event

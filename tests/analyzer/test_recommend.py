@@ -19,7 +19,7 @@ from psycopg import sql
 from analyzer.recommend.engine import recommend
 from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
 from analyzer.snapshots.catalog import Catalog, read_catalog
-from analyzer.validate import Validator
+from analyzer.recommend.validate import Validator
 from pgarchitect.config import AnalyzerSettings, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
