@@ -65,9 +65,12 @@ from analyzer.plans import (
     resolve_tables,
 )
 from analyzer.recommend import engine
-from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
-from analyzer.recommend.model import Recommendation as Proposal
-from analyzer.recommendation import Recommendation as StoredForm
+from analyzer.recommend.model import (
+    DroppedIndex,
+    MeasuredChange,
+    RecommendResult,
+    StatementEvidence,
+)
 from analyzer.snapshots import catalog_history, repository
 from analyzer.snapshots.catalog import Catalog, TableInfo
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
@@ -206,6 +209,7 @@ class AuditResult:
     windows: Mapping[str, Any] = field(default_factory=dict)
     verifications: tuple[Mapping[str, Any], ...] = ()
     validation: Mapping[str, Any] = field(default_factory=dict)
+    workload: Mapping[str, float] | None = None  # ms per day before / after the proposed set
 
     def to_json(self) -> dict[str, Any]:
         """The audit report (docs/report.md); queryids are strings."""
@@ -224,6 +228,7 @@ class AuditResult:
             "not_proposed": [dict(r) for r in self.not_proposed],
             "verifications": [dict(v) for v in self.verifications],
             "validation": dict(self.validation),
+            "workload": None if self.workload is None else dict(self.workload),
         }
 
 
@@ -571,11 +576,16 @@ def statement_evidence(inputs: RecommendationInput, dbid: int | None
     return tuple(out)
 
 
-def dropped_indexes(clusters: Sequence[Cluster]) -> tuple[DroppedIndex, ...]:
-    """The indexes whose drop a cluster was attributed to, to be proposed back."""
+def dropped_indexes(clusters: Sequence[Cluster], regressions: Sequence[Regression] = ()
+                    ) -> tuple[DroppedIndex, ...]:
+    """The indexes whose drop a cluster was attributed to, to be proposed back, with the
+    cluster's measured change (the evidence that carries them)."""
     return tuple(
         DroppedIndex(c.cause.object, c.cause.table or (c.tables[0] if c.tables else ""),
-                     c.cause.definition, tuple(int(q) for q in c.queryids))
+                     c.cause.definition, tuple(int(q) for q in c.queryids),
+                     tuple(MeasuredChange(r.queryids, r.baseline.moments.mean,
+                                          r.current.moments.mean, r.current.calls, r.p_value)
+                           for i, r in enumerate(regressions) if i in c.members))
         for c in clusters
         if c.cause is not None and c.cause.kind == "index_dropped" and c.cause.definition)
 
@@ -586,32 +596,19 @@ def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInpu
     `analyzer.validation` says (docs/analyzer.md, "Recommendations")."""
     row = conn.execute(DATABASE_OID, prepare=False).fetchone()
     dbid = int(row[0]) if row else None
+    span = inputs.statistics.windows.current_span
     return engine.recommend(
         conn, statement_evidence(inputs, dbid), inputs.catalog,
-        dropped_indexes(inputs.clusters), inputs.settings, inputs.server_version_num,
-        observed_since=inputs.observed_since, table_writes=inputs.table_writes)
+        dropped_indexes(inputs.clusters, inputs.regressions), inputs.settings,
+        inputs.server_version_num, observed_since=inputs.observed_since,
+        table_writes=inputs.table_writes,
+        window_seconds=(span[1] - span[0]).total_seconds() if span else None)
 
 
 def recommend(recommender: Recommender, conn: psycopg.Connection[Any],
               inputs: RecommendationInput) -> RecommendResult:
     """Candidate generation and validation on the held target session."""
     return recommender(conn, inputs)
-
-
-def _stored_form(rec: Proposal) -> StoredForm:
-    """The engine's recommendation as the memory keeps it."""
-    ev = dict(rec.evidence)
-    statements = [str(s.get("query")) for s in ev.get("statements", ())
-                  if isinstance(s, Mapping) and s.get("query")]
-    if not statements and ev.get("query"):
-        statements = [str(ev["query"])]
-    return StoredForm(
-        kind=rec.kind, table=rec.table or "", columns=tuple(rec.columns), ddl=rec.ddl or "",
-        revert_ddl=rec.revert_ddl or "", rationale=rec.rationale,
-        confidence=min(max(float(rec.confidence), 0.0), 1.0), queryids=tuple(rec.queryids),
-        statements=tuple(statements), evidence=ev,
-        estimated_cost_before=rec.estimated_cost_before,
-        estimated_cost_after=rec.estimated_cost_after, validated_by=rec.validated_by)
 
 
 def remember_recommendations(
@@ -623,7 +620,7 @@ def remember_recommendations(
     proposed: list[Mapping[str, Any]] = []
     refused: list[Mapping[str, Any]] = [n.to_json() for n in found.not_proposed]
     for rec in found.proposed:
-        outcome = memory.remember(store, target, _stored_form(rec), embedder=embedder,
+        outcome = memory.remember(store, target, rec, embedder=embedder,
                                   settings=settings, audit_id=audit_id)
         if outcome.proposed:
             proposed.append({**rec.to_json(), **outcome.to_json()})
@@ -766,7 +763,7 @@ def run_audit(
                     r.to_json() for r in verified.reverts if r.proposed),
                 not_proposed=remembered.not_proposed, windows=windows_record(stats.windows),
                 verifications=tuple(v.to_json() for v in verified.verifications),
-                validation=validation_record(candidates),
+                validation=validation_record(candidates), workload=candidates.workload,
             )
             store_audit(store, result, plans, on_step)
     log.info(event("audit.finished", target=target.name, audit_id=result.audit_id,

@@ -13,10 +13,11 @@ Modes (`analyzer.validation.mode`, docs/analyzer.md):
 A real build runs under ``lock_timeout`` and ``statement_timeout``; a lock that cannot be had
 is given up at once and recorded, never waited for.
 
-Plans are generic, as in analyzer/plans.py (``EXPLAIN (GENERIC_PLAN)`` on 16+, PREPARE with
-``force_generic_plan`` before), but each is sent as one multi-statement string — settings,
-PREPARE, EXPLAIN, DEALLOCATE in one round trip instead of nine — because a validation plans
-every statement twice and an audit validates hundreds of candidates (docs/benchmarks.md).
+Plans are custom where the statement's parameters have representative values
+(recommend/parameters.py), else generic (``EXPLAIN (GENERIC_PLAN)`` on 16+, PREPARE with
+``force_generic_plan`` before). Statement text is sent only through `explain_statement`:
+the extended protocol, one command, in a rolled-back transaction. Several indexes can be
+present at once (hypopg holds many): the workload selection judges sets.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -104,6 +105,8 @@ class Validator:
         self.validations = 0
         self.seconds = 0.0
         self._before: dict[str, float | None] = {}
+        self._samples_before: dict[tuple[str, tuple[tuple[str | None, ...], ...]],
+                                   tuple[float | None, ...]] = {}
         self._untrack: str | None = None
         # (reason, detail) of the last plan that failed: a lock or a timeout is worth telling
         self.last_failure: tuple[str, str] | None = None
@@ -155,97 +158,79 @@ class Validator:
         return self.method in METHODS and self.unavailable is None
 
     def _may_untrack(self) -> str:
-        """`SET LOCAL pg_stat_statements.track = 'none'; ` where the role may (superusers)."""
+        """`SET LOCAL pg_stat_statements.track = 'none'` where the role may (superusers)."""
         if self._untrack is None:
             self._untrack = ""
             try:
                 with self.conn.transaction(force_rollback=True):
                     self.conn.execute(UNTRACK, prepare=False)
-                self._untrack = UNTRACK + "; "
+                self._untrack = UNTRACK
             except psycopg.Error:
                 pass
         return self._untrack
 
-    def _explain(self, query: str, in_transaction: bool = False) -> dict[str, Any] | None:
-        """The generic plan of one statement text, in one round trip; None if it has none."""
-        if MARKER in query:
-            return None
-        try:
-            stmts = parse_sql(query)
-        except (ParseError, ValueError):
-            return None
-        if len(stmts) != 1 or type(stmts[0].stmt).__name__ not in (
-                "SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"):
+    def _explain(self, query: str, params: Sequence[str | None] | None = None
+                 ) -> dict[str, Any] | None:
+        """The plan of one statement text (custom with `params`, else generic); None if it
+        has none. Inside a real build's transaction this runs in a savepoint."""
+        if MARKER in query or not explainable(query):
             return None
         self.plans += 1
-        s = self.settings
-        parts = [f"{MARKER} SET LOCAL statement_timeout = {_ms(s.statement_timeout)}",
-                 f"{MARKER} SET LOCAL lock_timeout = {_ms(s.lock_timeout)}"]
-        untrack = self._may_untrack()
-        if untrack:
-            parts.append(UNTRACK)
-        prepared = self.server_version_num < 160000
-        if prepared:
-            params = max((int(p) for p in _PARAM.findall(query)), default=0)
-            args = f"({', '.join(['NULL'] * params)})" if params else ""
-            parts += [f"{MARKER} SET LOCAL plan_cache_mode = force_generic_plan",
-                      f"{MARKER} PREPARE {PREPARED} {MARKER} AS {query}",
-                      f"{MARKER} EXPLAIN {MARKER} (FORMAT JSON, VERBOSE) EXECUTE {PREPARED}{args}",
-                      f"{MARKER} DEALLOCATE {PREPARED}"]
-        else:
-            parts.append(f"{MARKER} EXPLAIN {MARKER} (GENERIC_PLAN, FORMAT JSON, VERBOSE) {query}")
-        if in_transaction:
-            parts = [f"SAVEPOINT {SAVEPOINT}", *parts, f"RELEASE {SAVEPOINT}"]
-        parts = [mark(p) for p in parts]
         try:
-            cur = self.conn.execute("; ".join(parts).encode(), prepare=False)
-            plan = None
-            while True:
-                if cur.statusmessage == "EXPLAIN":
-                    row = cur.fetchone()
-                    plan = row[0] if row else None
-                if not cur.nextset():
-                    break
+            plan = explain_statement(self.conn, query, params, self.settings,
+                                     self.server_version_num, self._may_untrack())
         except psycopg.Error as exc:
             log.debug(event("validate.plan_unavailable", reason=first_line(exc)))
             self.last_failure = _reason(exc), first_line(exc)
-            with contextlib.suppress(psycopg.Error):
-                if in_transaction:
-                    self.conn.execute(mark(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"), prepare=False)
-                    self.conn.execute(mark(f"RELEASE {SAVEPOINT}"), prepare=False)
-                if prepared:  # PREPARE is not transactional: it may outlive the error
-                    self.conn.execute(f"/* pgarchitect */ DEALLOCATE {PREPARED}".encode(),
-                                      prepare=False)
             return None
         return None if plan is None else plan_shape(plan)
+
+    def _cost(self, query: str, params: Sequence[str | None] | None) -> float | None:
+        plan = self._explain(query, params)
+        cost = plan.get("total_cost") if plan else None
+        return None if cost is None else float(cost)
 
     def cost_before(self, statement: StatementEvidence) -> float | None:
         """The statement's generic-plan cost as things are (cached per statement)."""
         if statement.fingerprint not in self._before:
-            plan = self._explain(statement.query)
-            cost = plan.get("total_cost") if plan else None
-            self._before[statement.fingerprint] = float(cost) if cost is not None else None
+            self._before[statement.fingerprint] = self._cost(statement.query, None)
         return self._before[statement.fingerprint]
 
-    def check(self, ddl: str, index_name: str, table: str,
-              statements: Sequence[StatementEvidence], analyze: bool = False) -> Validation:
-        """Plan `statements` with the index `ddl` (plain CREATE INDEX) in place, then undo it.
+    def sample_costs(self, statement: StatementEvidence, values: Sequence[Sequence[str | None]]
+                     ) -> tuple[float | None, ...]:
+        """The statement's custom-plan cost per parameter sample, as things are (cached)."""
+        key = (statement.fingerprint, tuple(tuple(v) for v in values))
+        if key not in self._samples_before:
+            self._samples_before[key] = tuple(self._cost(statement.query, v) for v in values)
+        return self._samples_before[key]
 
-        `analyze`: the index has an expression, whose statistics only a (rolled-back) ANALYZE
-        of the table gives the planner when the index is real.
+    def check(self, indexes: Sequence[tuple[str, str]], table: str,
+              statements: Sequence[StatementEvidence],
+              samples: Mapping[str, Sequence[Sequence[str | None]]] | None = None,
+              analyze: bool = False) -> Validation:
+        """Plan `statements` with the indexes (plain CREATE INDEX, name) in place, then undo.
+
+        `samples`: per statement fingerprint, the parameter values to plan it with (custom
+        plans); a statement without samples is planned generically. `analyze`: an index has
+        an expression, whose statistics only a (rolled-back) ANALYZE gives the planner.
         """
         started = time.perf_counter()
         plans_before = self.plans
         if not self.available:
             return Validation("none", False, "not_validated",
                               self.unavailable or "validation is off")
-        before = {s.fingerprint: self.cost_before(s) for s in statements}
+        samples = samples or {}
+        before: dict[str, tuple[float | None, ...]] = {}
+        for s in statements:
+            values = samples.get(s.fingerprint)
+            before[s.fingerprint] = self.sample_costs(s, values) if values else (
+                self.cost_before(s),)
         self.validations += 1
         try:
             if self.method == "hypopg":
-                result = self._hypopg(ddl, statements, before)
+                result = self._hypopg(indexes, statements, before, samples)
             else:
-                result = self._transaction(ddl, index_name, table, statements, before,
+                result = self._transaction(indexes, table, statements, before, samples,
                                            analyze)
         finally:
             elapsed = time.perf_counter() - started
@@ -255,43 +240,62 @@ class Validator:
         return Validation(result.method, result.ok, result.reason, result.detail,
                           result.costs, result.index_bytes, elapsed, self.plans - plans_before)
 
-    def _after(self, statements: Sequence[StatementEvidence], before: dict[str, float | None],
-               index_names: Sequence[str], in_transaction: bool = False
-               ) -> tuple[StatementCost, ...]:
+    def _after(self, statements: Sequence[StatementEvidence],
+               before: Mapping[str, tuple[float | None, ...]],
+               samples: Mapping[str, Sequence[Sequence[str | None]]],
+               index_names: Sequence[str]) -> tuple[StatementCost, ...]:
         costs = []
         for s in statements:
-            b = before.get(s.fingerprint)
-            if b is None:
+            values = samples.get(s.fingerprint)
+            pairs: list[tuple[float, float | None]] = []
+            uses = False
+            for b, v in zip(before.get(s.fingerprint, ()), values or (None,), strict=False):
+                if b is None:
+                    continue
+                plan = self._explain(s.query, v)
+                after = plan.get("total_cost") if plan else None
+                uses = uses or (bool(plan) and any(n.get("index") in index_names
+                                                   for n in (plan or {}).get("nodes", ())))
+                pairs.append((b, None if after is None else float(after)))
+            if not pairs:
                 continue
-            plan = self._explain(s.query, in_transaction)
-            after = plan.get("total_cost") if plan else None
-            uses = bool(plan) and any(n.get("index") in index_names
-                                      for n in (plan or {}).get("nodes", ()))
-            costs.append(StatementCost(s.queryids[0], b, None if after is None
-                                       else float(after), uses))
+            known = [a for _, a in pairs if a is not None]
+            costs.append(StatementCost(
+                s.queryids[0], sum(b for b, _ in pairs) / len(pairs),
+                sum(known) / len(known) if len(known) == len(pairs) else None, uses,
+                tuple(pairs), custom=bool(values)))
         return tuple(costs)
 
-    def _hypopg(self, ddl: str, statements: Sequence[StatementEvidence],
-                before: dict[str, float | None]) -> Validation:
+    def _hypopg(self, indexes: Sequence[tuple[str, str]],
+                statements: Sequence[StatementEvidence],
+                before: Mapping[str, tuple[float | None, ...]],
+                samples: Mapping[str, Sequence[Sequence[str | None]]]) -> Validation:
         conn = self.conn
+        made: list[tuple[int, str]] = []
         try:
-            row = conn.execute(HYPO_CREATE, (ddl,), prepare=False).fetchone()
-        except psycopg.Error as exc:
-            return Validation("hypopg", False, _reason(exc), first_line(exc))
-        assert row is not None
-        oid, name = int(row[0]), str(row[1])
-        try:
-            costs = self._after(statements, before, [name])
-            size_row = conn.execute(HYPO_SIZE, (oid,), prepare=False).fetchone()
-            size = int(size_row[0]) if size_row and size_row[0] is not None else None
+            for ddl, _ in indexes:
+                try:
+                    row = conn.execute(HYPO_CREATE, (ddl,), prepare=False).fetchone()
+                except psycopg.Error as exc:
+                    return Validation("hypopg", False, _reason(exc), first_line(exc))
+                assert row is not None
+                made.append((int(row[0]), str(row[1])))
+            costs = self._after(statements, before, samples, [n for _, n in made])
+            size = 0
+            for oid, _ in made:
+                size_row = conn.execute(HYPO_SIZE, (oid,), prepare=False).fetchone()
+                size += int(size_row[0]) if size_row and size_row[0] is not None else 0
         finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(HYPO_DROP, (oid,), prepare=False)
-        return Validation("hypopg", True, costs=costs, index_bytes=size)
+            for oid, _ in made:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(HYPO_DROP, (oid,), prepare=False)
+        return Validation("hypopg", True, costs=costs, index_bytes=size or None)
 
-    def _transaction(self, ddl: str, index_name: str, table: str,
+    def _transaction(self, indexes: Sequence[tuple[str, str]], table: str,
                      statements: Sequence[StatementEvidence],
-                     before: dict[str, float | None], analyze: bool) -> Validation:
+                     before: Mapping[str, tuple[float | None, ...]],
+                     samples: Mapping[str, Sequence[Sequence[str | None]]],
+                     analyze: bool) -> Validation:
         conn, s = self.conn, self.settings
         method = self.method
         if method == "transaction":
@@ -304,25 +308,85 @@ class Validator:
                 return Validation(method, False, "table_too_large",
                                   f"{size} bytes > analyzer.validation.max_table_bytes")
         costs: tuple[StatementCost, ...] = ()
-        index_bytes = None
+        index_bytes = 0
         try:
             with conn.transaction(force_rollback=True):
                 setup = [READ_WRITE, f"SET LOCAL lock_timeout = {_ms(s.lock_timeout)}",
                          f"SET LOCAL statement_timeout = {_ms(s.statement_timeout)}"]
                 conn.execute("; ".join(mark(p) for p in setup), prepare=False)
-                conn.execute(mark(ddl).encode(), prepare=False)
+                for ddl, _ in indexes:
+                    conn.execute(mark(ddl).encode(), prepare=False)
                 if analyze:
                     conn.execute(mark(f"ANALYZE {_regclass(table)}").encode(), prepare=False)
-                costs = self._after(statements, before, [index_name], in_transaction=True)
-                row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),),
-                                   prepare=False).fetchone()
-                index_bytes = int(row[0]) if row and row[0] is not None else None
+                costs = self._after(statements, before, samples, [n for _, n in indexes])
+                for _, name in indexes:
+                    row = conn.execute(INDEX_SIZE, (_regclass(table, name),),
+                                       prepare=False).fetchone()
+                    index_bytes += int(row[0]) if row and row[0] is not None else 0
         except psycopg.Error as exc:
             reason = _reason(exc)
             log.info(event("validate.gave_up", method=method, table=table, reason=reason,
                            error=first_line(exc)))
             return Validation(method, False, reason, first_line(exc))
-        return Validation(method, True, costs=costs, index_bytes=index_bytes)
+        return Validation(method, True, costs=costs, index_bytes=index_bytes or None)
+
+
+def explainable(query: str) -> bool:
+    """Whether `query` parses as exactly one SELECT / INSERT / UPDATE / DELETE."""
+    try:
+        stmts = parse_sql(query)
+    except (ParseError, ValueError):
+        return False
+    return len(stmts) == 1 and type(stmts[0].stmt).__name__ in (
+        "SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt")
+
+
+def explain_statement(conn: psycopg.Connection[Any], query: str,
+                      params: Sequence[str | None] | None, settings: ValidationSettings,
+                      server_version_num: int, untrack: str = "") -> Any:
+    """EXPLAIN (FORMAT JSON, VERBOSE) of one statement text from a target; the JSON plan.
+
+    The one place statement text is sent to be planned (the safe executor replaces this
+    body). The text goes only through the extended query protocol (psycopg's binary
+    execute: Parse/Bind/Execute, which refuses more than one command), with `params` as
+    bound values: a custom plan for those values. Without `params` the plan is generic: the
+    text is PREPAREd (extended protocol again) and executed with NULLs under
+    `plan_cache_mode = force_generic_plan`, then deallocated.
+    Always inside a transaction (a savepoint within one) that is rolled back, with
+    `statement_timeout` and `lock_timeout`.
+    """
+    raw = psycopg.RawCursor(conn)
+    # A generic plan through the extended protocol: `EXPLAIN (GENERIC_PLAN)` would need its
+    # parameters bound, so the text is PREPAREd (one command) and executed with NULLs under
+    # force_generic_plan, on every version.
+    prepared = params is None
+    local = [f"SET LOCAL statement_timeout = {_ms(settings.statement_timeout)}",
+             f"SET LOCAL lock_timeout = {_ms(settings.lock_timeout)}"]
+    if untrack:
+        local.append(untrack)
+    if prepared:
+        local.append("SET LOCAL plan_cache_mode = force_generic_plan")
+    made = False
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("; ".join(mark(p) for p in local).encode(), prepare=False)
+            if not prepared:
+                raw.execute(f"{mark('EXPLAIN (FORMAT JSON, VERBOSE)')} {query}",
+                            list(params or ()), binary=True, prepare=False)
+                row = raw.fetchone()
+                return row[0] if row else None
+            raw.execute(f"{mark(f'PREPARE {PREPARED} AS')} {query}", [], binary=True,
+                        prepare=False)
+            made = True
+            n = max((int(p) for p in _PARAM.findall(query)), default=0)
+            args = f"({', '.join(['NULL'] * n)})" if n else ""
+            row = conn.execute(mark(f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {PREPARED}{args}"
+                                    ).encode(), prepare=False).fetchone()
+            return row[0] if row else None
+    finally:
+        if made:  # PREPARE is not transactional: it outlives the rollback
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(mark(f"DEALLOCATE {PREPARED}").encode(), prepare=False)
 
 
 def _ms(seconds: float) -> int:
