@@ -18,8 +18,8 @@ from psycopg import sql
 
 from analyzer.recommend.engine import recommend
 from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
-from analyzer.snapshots.catalog import Catalog, read_catalog
 from analyzer.recommend.validate import Validator
+from analyzer.snapshots.catalog import Catalog, read_catalog
 from pgarchitect.config import AnalyzerSettings, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
