@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -266,8 +267,7 @@ def recommend(
             why = "" if v.available and n < limit else (
                 (v.unavailable or "validation is off") if not v.available else
                 f"more than analyzer.validation.max_candidates ({limit}) candidates")
-            finding = consider(c, ddls, Context(**{**ctx.__dict__, "validate": not why,
-                                                   "why_not": why}))
+            finding = consider(c, ddls, replace(ctx, validate=not why, why_not=why))
             if isinstance(finding, Judged):
                 judged.append(finding)
             else:
