@@ -29,16 +29,16 @@ INSERT INTO customers SELECT g, 'User' || g || '@Shop.example', g % 20
   FROM generate_series(1, 50000) g;
 CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
                      total numeric NOT NULL, created_at timestamptz NOT NULL);
-INSERT INTO orders SELECT g, 1 + (g::bigint * 7919) % 50000, (ARRAY['new','paid','sent','done'])[1 + g % 4],
-       g % 700, now() - g * interval '20 s' FROM generate_series(1, 300000) g;
+INSERT INTO orders SELECT g, 1 + (g::bigint * 7919) % 50000,
+       (ARRAY['new','paid','sent','done'])[1 + g % 4], g % 700, now() - g * interval '20 s' FROM generate_series(1, 300000) g;
 CREATE TABLE order_lines (id bigint PRIMARY KEY, order_id bigint NOT NULL, product_id int NOT NULL,
                           qty int NOT NULL);
 INSERT INTO order_lines SELECT g, 1 + g % 300000, 1 + (g::bigint * 31) % 20000, 1 + g % 4
   FROM generate_series(1, 600000) g;
 CREATE TABLE events (id bigint PRIMARY KEY, session_id int NOT NULL, kind text NOT NULL,
                      created_at timestamptz NOT NULL);
-INSERT INTO events SELECT g, 1 + (g::bigint * 104729) % 40000, (ARRAY['view','click','buy'])[1 + g % 3],
-       now() - g * interval '2 s' FROM generate_series(1, 400000) g;
+INSERT INTO events SELECT g, 1 + (g::bigint * 104729) % 40000,
+       (ARRAY['view','click','buy'])[1 + g % 3], now() - g * interval '2 s' FROM generate_series(1, 400000) g;
 """
 # (statement, how to draw its parameters): what the shop's application runs.
 WORKLOAD: tuple[tuple[str, Any], ...] = (
@@ -93,12 +93,23 @@ def evidence(dsn: str) -> list[StatementEvidence]:
                               float(ms) / max(int(c), 1), int(rw)) for q, t, c, ms, rw in rows]
 
 
-def ours(dsn: str, window_seconds: float) -> list[str]:
+WRITTEN = ("SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd - n_tup_hot_upd + "
+           "n_tup_del FROM pg_stat_user_tables")
+
+
+def written(dsn: str) -> dict[str, int]:
+    """Rows written per table so far (what the audit reads from two catalog snapshots)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        return {str(t): int(n) for t, n in conn.execute(WRITTEN).fetchall()}
+
+
+def ours(dsn: str, window_seconds: float, writes: dict[str, int]) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET default_transaction_read_only = on")
         result = recommend(conn, evidence(dsn), read_catalog(conn), (),
                            AnalyzerSettings(validation=ValidationSettings(mode="hypopg")),
-                           conn.info.server_version, table_writes=None,
+                           conn.info.server_version, table_writes=writes,
                            window_seconds=window_seconds,
                            observed_since=datetime.now(UTC) - timedelta(hours=1))
     return [r.ddl.replace(" CONCURRENTLY", "", 1) for r in result.proposed
@@ -154,11 +165,13 @@ def main() -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SCHEMA.encode())
             conn.execute("VACUUM ANALYZE")
+        start = written(dsn)
         t0 = time.perf_counter()
         before = run_workload(dsn, seed=1)
         window = time.perf_counter() - t0
+        writes = {t: n - start.get(t, 0) for t, n in written(dsn).items()}
         t0 = time.perf_counter()
-        mine = ours(dsn, window)
+        mine = ours(dsn, window, writes)
         advise_s = time.perf_counter() - t0
         peer = qualstats_advisor(dsn)
         baseline = run_workload(dsn, seed=2)  # the same draws as the two applied runs

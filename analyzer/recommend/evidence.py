@@ -9,8 +9,9 @@ evidence (model.EVIDENCE_KINDS):
   the regression test — near-certain (1 - the test's p-value); the saving is the measured
   before/after, not a plan;
 * `custom_plan`: planned with representative parameter values (recommend/parameters.py) —
-  high when the saving holds over the samples: 0.5 + 0.45 x the time-weighted share of
-  samples saving at least MIN_SAVING;
+  high when the saving holds over the samples: 0.5 + 0.45 x the share of samples in which
+  the candidate saves at least MIN_SAVING of its statements' time (each sample's saving
+  weighted over the statements by their measured time);
 * `generic_plan`: planned with parameters unknown — lower: 0.9 x the planned saving.
 """
 
@@ -56,7 +57,7 @@ class Judgement:
     write_ms_per_day: float
     savings: tuple[Saving, ...] = ()
     spread: dict[str, float] = field(default_factory=dict)  # min / median / max saving
-    consistent: float = 0.0  # time-weighted share of samples saving >= MIN_SAVING
+    consistent: float = 0.0  # share of samples saving >= MIN_SAVING
 
     @property
     def benefit_ms_per_day(self) -> float:
@@ -104,13 +105,12 @@ def judge(savings: Sequence[Saving], window_seconds: float | None, write_ms: flo
     """Benefit and confidence from the strongest evidence among `savings`."""
     saved = sum(per_day(x.statement, window_seconds) * x.fraction for x in savings)
     history = [x for x in savings if x.kind == "measured_history"]
-    samples = sorted(f for x in savings for f in x.fractions)
-    spread = {"min": round(samples[0], 4), "median": round(statistics.median(samples), 4),
-              "max": round(samples[-1], 4)} if samples else {}
+    samples = per_sample(savings)
+    ordered = sorted(samples)
+    spread = {"min": round(ordered[0], 4), "median": round(statistics.median(ordered), 4),
+              "max": round(ordered[-1], 4)} if ordered else {}
+    consistent = sum(1 for f in samples if f >= MIN_SAVING) / len(samples) if samples else 0.0
     weight = sum(max(x.statement.total_ms, 1e-9) for x in savings)
-    consistent = sum(max(x.statement.total_ms, 1e-9)
-                     * sum(1 for f in x.fractions if f >= MIN_SAVING) / max(len(x.fractions), 1)
-                     for x in savings) / weight if savings else 0.0
     if history:
         p = max((m.p_value for m in measured), default=1.0)
         return Judgement("measured_history", min(HISTORY_CEILING, max(0.0, 1.0 - p)), saved,
@@ -122,6 +122,15 @@ def judge(savings: Sequence[Saving], window_seconds: float | None, write_ms: flo
         if savings else 0.0
     return Judgement("generic_plan", GENERIC_WEIGHT * improvement, saved, write_ms,
                      tuple(savings), spread, consistent)
+
+
+def per_sample(savings: Sequence[Saving]) -> list[float]:
+    """The candidate's saving in each parameter sample: the statements' savings in that
+    sample, weighted by their measured time (a statement with fewer samples repeats them)."""
+    n = max((len(x.fractions) for x in savings), default=0)
+    weight = sum(max(x.statement.total_ms, 1e-9) for x in savings if x.fractions)
+    return [sum(max(x.statement.total_ms, 1e-9) * x.fractions[k % len(x.fractions)]
+                for x in savings if x.fractions) / weight for k in range(n)] if weight else []
 
 
 def combine(per_statement: Sequence[Sequence[Saving]]) -> list[Saving]:
