@@ -30,7 +30,8 @@ INSERT INTO customers SELECT g, 'User' || g || '@Shop.example', g % 20
 CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
                      total numeric NOT NULL, created_at timestamptz NOT NULL);
 INSERT INTO orders SELECT g, 1 + (g::bigint * 7919) % 50000,
-       (ARRAY['new','paid','sent','done'])[1 + g % 4], g % 700, now() - g * interval '20 s' FROM generate_series(1, 300000) g;
+       (ARRAY['new','paid','sent','done'])[1 + g % 4], g % 700,
+       now() - g * interval '20 s' FROM generate_series(1, 300000) g;
 CREATE TABLE order_lines (id bigint PRIMARY KEY, order_id bigint NOT NULL, product_id int NOT NULL,
                           qty int NOT NULL);
 INSERT INTO order_lines SELECT g, 1 + g % 300000, 1 + (g::bigint * 31) % 20000, 1 + g % 4
@@ -38,7 +39,8 @@ INSERT INTO order_lines SELECT g, 1 + g % 300000, 1 + (g::bigint * 31) % 20000, 
 CREATE TABLE events (id bigint PRIMARY KEY, session_id int NOT NULL, kind text NOT NULL,
                      created_at timestamptz NOT NULL);
 INSERT INTO events SELECT g, 1 + (g::bigint * 104729) % 40000,
-       (ARRAY['view','click','buy'])[1 + g % 3], now() - g * interval '2 s' FROM generate_series(1, 400000) g;
+       (ARRAY['view','click','buy'])[1 + g % 3],
+       now() - g * interval '2 s' FROM generate_series(1, 400000) g;
 """
 # (statement, how to draw its parameters): what the shop's application runs.
 WORKLOAD: tuple[tuple[str, Any], ...] = (
