@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import psycopg
@@ -96,6 +97,12 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(render(result))
+    if getattr(args, "html", None):
+        from analyzer.page import write_audit_page
+
+        path = write_audit_page(store_dsn, result.audit_id, Path(args.html),
+                                settings.analyzer.connect_timeout)
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -154,7 +161,7 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
         stored = lifecycle.get(store, rec_id)
     git = Path(args.git) if getattr(args, "git", None) else None
     result = propose(stored, Path(args.out), settings.analyzer, git)
-    for path in (result.migration, result.description):
+    for path in (result.migration, result.description, result.chart):
         if path is not None:
             print(f"wrote {path}")
     if result.commit:

@@ -25,6 +25,7 @@ from typing import Any
 import pglast
 
 from analyzer.lifecycle import PENDING, StoredRecommendation
+from analyzer.page.charts import recommendation_chart
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.errors import UserError
 
@@ -43,6 +44,7 @@ class Proposal:
     description: Path
     branch: str | None = None
     commit: str | None = None
+    chart: Path | None = None  # the before / after picture the description links
 
 
 def _flat(text: object) -> str:
@@ -303,16 +305,21 @@ def propose(stored: StoredRecommendation, out: Path, settings: AnalyzerSettings,
         raise UserError(f"cannot create --out {out}: {exc.strerror}") from None
     mpath = out / f"{stem}.sql" if migration is not None else None
     dpath = out / f"{stem}.md"
+    chart = recommendation_chart(stored.to_json())  # the before / after, linked from the text
+    cpath = out / f"{stem}.svg" if chart is not None else None
+    if cpath is not None and chart is not None:
+        description += f"\n![Before and after: planner cost per statement]({cpath.name})\n"
+        cpath.write_text(chart, encoding="utf-8")
     if mpath is not None and migration is not None:
         mpath.write_text(migration, encoding="utf-8")
     dpath.write_text(description, encoding="utf-8")
     commit = None
     if top is not None:
-        files = [str(p.resolve()) for p in (mpath, dpath) if p is not None]
+        files = [str(p.resolve()) for p in (mpath, dpath, cpath) if p is not None]
         _git(top, "add", "--", *files)
         title = description.splitlines()[0].lstrip("# ")
         _git(top, "commit", "--quiet", "-m", title, "-m",
              f"Recommendation {stored.id}; the description is in {dpath.name}.", "--", *files,
              env=_identity_env(top))
         commit = _git(top, "rev-parse", "HEAD")
-    return Proposal(mpath, dpath, branch, commit)
+    return Proposal(mpath, dpath, branch, commit, cpath)

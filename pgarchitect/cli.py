@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline window: snapshot ids or ISO times (default: from config)")
     p.add_argument("--current", metavar="FROM..TO",
                    help="current window: snapshot ids or ISO times; TO defaults to the new one")
+    p.add_argument("--html", metavar="FILE", help="also write the audit's page (docs/report.md)")
+
+    p = sub.add_parser("report", help="write a stored audit's page (self-contained HTML)")
+    _common(p)
+    p.add_argument("audit_id", metavar="AUDIT_ID", help="audit id")
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--html", metavar="FILE", help="write the page to this file")
+    p.add_argument("--link", action="store_true",
+                   help="print a short-lived signed link to the page on the admin API")
+    p.add_argument("--expires", metavar="DURATION", default="15m",
+                   help="how long the --link is valid (default 15m, at most 24h)")
 
     p = sub.add_parser("recommendations", help="list recommendations, or set-status ID STATUS")
     _common(p)
@@ -193,6 +204,13 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the page of a stored audit, or print a signed link to it."""
+    from analyzer.page.command import cmd_report as run
+
+    return run(args, settings)
+
+
 def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
     """List recommendations or record a decision on one."""
     from analyzer.commands import cmd_recommendations as run
@@ -221,6 +239,7 @@ def _handlers() -> dict[str, Handler]:
         "migrate": cmd_migrate,
         "snapshot": cmd_snapshot,
         "audit": cmd_audit,
+        "report": cmd_report,
         "recommendations": cmd_recommendations,
         "propose": cmd_propose,
         "demo": cmd_demo,
@@ -231,8 +250,8 @@ def _handlers() -> dict[str, Handler]:
 # The optional dependencies each subcommand needs beyond the base install (the exporter's);
 # see docs/architecture.md, "Extras".
 _EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
-           "audit": "analyzer", "recommendations": "analyzer", "propose": "analyzer",
-           "demo": "demo"}
+           "audit": "analyzer", "report": "analyzer", "recommendations": "analyzer",
+           "propose": "analyzer", "demo": "demo"}
 _OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 
 

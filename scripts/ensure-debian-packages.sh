@@ -2,7 +2,8 @@
 # Installs the Debian packages the test suite needs, only those missing; fast when all are there.
 set -euo pipefail
 packages=(postgresql-15 postgresql-15-hypopg postgresql-15-pg-qualstats prometheus
-          prometheus-alertmanager prometheus-postgres-exporter docker-compose)
+          prometheus-alertmanager prometheus-postgres-exporter docker-compose
+          chromium)  # headless Chromium: tests/analyzer/test_page.py reads the audit page
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -96,9 +96,14 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                               **_COMMON},
             }},
             "/admin/database/audits/{id}": {"get": {
-                "summary": "One audit: the stored report when it succeeded, else its summary",
-                "parameters": [_ID],
-                "responses": {"200": _json(obj), "404": _error("no such audit"), **_COMMON},
+                "summary": "One audit: the stored report when it succeeded, else its summary;"
+                           " with Accept: text/html the audit's page (docs/report.md)",
+                "parameters": [_ID, *(  # a signed link to the page (docs/api.md)
+                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for n in ("expires", "signature"))],
+                "responses": {"200": {**_json(obj), "content": {
+                    **_json(obj)["content"], "text/html": {"schema": {"type": "string"}}}},
+                              "404": _error("no such audit"), **_COMMON},
             }},
             "/admin/database/recommendations": {"get": {
                 "summary": "Recommendations, newest first",

@@ -25,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from analyzer import jobs
-from analyzer.api import queries
+from analyzer.api import page, queries
 from analyzer.api.openapi import AUDIT_STATUSES, MAX_LIMIT, RECOMMENDATION_STATUSES, document
 from analyzer.api.status import PERSON_STATUSES
 from pgarchitect.db import first_line
@@ -149,8 +149,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             and request.path != "/admin/openapi.json"):
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode(), token.encode()):
+        if (scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), token.encode())) and not page.signed(request, token):
             return json_error(401, "missing or wrong bearer token",
                               **{"WWW-Authenticate": 'Bearer realm="pgarchitect"'})
     return await handler(request)
@@ -242,6 +242,8 @@ async def get_audit(request: web.Request) -> web.Response:
     """GET /admin/database/audits/{id}: the stored report (or the summary until it is done)."""
     state = request.app[STATE]
     audit_id = _id(request, "audit")
+    if page.wants_html(request.headers.get("Accept", "")) or "signature" in request.query:
+        return await page.serve(state.service.settings.require_store(), audit_id, STORE_TIMEOUT)
     async with state.pool.connection(timeout=STORE_TIMEOUT) as conn:
         found = await queries.get_audit(conn, audit_id)
     if found is None:

@@ -205,6 +205,15 @@ def test_propose_writes_a_migration_psql_applies_with_hostile_names_intact(
     assert "4,000.00 -> 8.00 (99.8% less)" in md
     assert "up to 9.0 s" in md
     assert "`SELECT note FROM t WHERE 'x' \\| y = $1`" in md  # a pipe stays in its cell
+    # The before / after chart beside it, linked from the text, valid SVG with its figures.
+    import xml.etree.ElementTree as ET
+
+    (chart,) = tmp_path.glob("*.svg")
+    assert f"wrote {chart}" in out and f"]({chart.name})" in md
+    root = ET.fromstring(chart.read_text())
+    desc = root.find("{http://www.w3.org/2000/svg}desc")
+    assert desc is not None and "before" in (desc.text or "") and "after" in (desc.text or "")
+    assert root.find("{http://www.w3.org/2000/svg}title") is not None
 
 
 def test_propose_refuses_what_is_not_pending(

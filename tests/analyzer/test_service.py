@@ -376,3 +376,66 @@ def test_service_audit_proposes_and_pushes_the_new_proposals(stack: Stack) -> No
     eventually(lambda: bool(pushed()), "the new proposal at the webhook")
     assert pushed()[0]["annotations"]["link"].endswith(
         f"/admin/database/recommendations/{rec['id']}")
+
+
+def test_audit_page_served_only_with_the_token(stack: Stack,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import urllib.error
+    import urllib.request
+
+    s = stack.service
+    status, body = s.request("POST", "/admin/database/run-audit", {"target": "app"})
+    assert status in (202, 409), body
+
+    def succeeded() -> list[Any]:
+        return s.request("GET", "/admin/database/audits?target=app&status=succeeded")[1]
+
+    eventually(lambda: bool(succeeded()), "an audit of app to succeed")
+    audit_id = succeeded()[0]["audit_id"]
+
+    def get(path: str, token: str | None) -> tuple[int, str, str, str]:
+        req = urllib.request.Request(s.url + path, headers={
+            "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return (resp.status, resp.headers.get("Content-Type", ""),
+                        resp.headers.get("Content-Security-Policy", ""), resp.read().decode())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type", ""), "", exc.read().decode()
+
+    for token in (None, "wrong"):
+        status, ctype, _, text = get(f"/admin/database/audits/{audit_id}", token)
+        assert status == 401 and ctype.startswith("application/json") and "<" not in text
+    status, ctype, csp, text = get(f"/admin/database/audits/{audit_id}", TOKEN)
+    assert status == 200 and ctype.startswith("text/html"), text
+    assert "default-src 'none'" in csp
+    assert text.startswith("<!DOCTYPE html>")
+    assert f"<title>pgarchitect audit {audit_id} of app</title>" in text
+    status, ctype, _, text = get("/admin/database/audits/99999999", TOKEN)
+    assert status == 404 and ctype.startswith("application/json") and "no audit" in text
+    # Without Accept: text/html the same route answers the JSON report.
+    status, report = s.request("GET", f"/admin/database/audits/{audit_id}")
+    assert status == 200 and report["audit_id"] == audit_id
+    # A browser opens the page with the signed link `report --link` prints, and with nothing
+    # else: the link opens that page only, until it expires.
+    import time
+
+    from analyzer.page.link import signed_url
+
+    code = main(["report", audit_id, "--link", "--expires", "5m", "--config",
+                 str(stack.tmp / "service.yml")])
+    assert code == 0
+    (url,) = capsys.readouterr().out.split()
+    path = url.removeprefix(s.url)
+    assert path.startswith(f"/admin/database/audits/{audit_id}?expires=")
+    status, ctype, csp, text = get(path, None)
+    assert status == 200 and ctype.startswith("text/html") and "default-src 'none'" in csp
+    forged = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
+    other = path.replace(f"/audits/{audit_id}?", "/audits/99999999?")
+    listing = "/admin/database/audits?" + path.partition("?")[2]
+    expired = signed_url(s.url, TOKEN, int(audit_id), 10, now=time.time() - 60).removeprefix(
+        s.url)
+    for bad in (forged, other, listing, expired):
+        assert get(bad, None)[0] == 401, bad
