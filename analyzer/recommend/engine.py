@@ -221,6 +221,7 @@ def recommend(
     validator: Validator | None = None,
     table_writes: Mapping[str, int] | None = None,
     window_seconds: float | None = None,
+    logged_parameters: Mapping[str, tuple[tuple[str | None, ...], ...]] | None = None,
 ) -> RecommendResult:
     """Every recommendation these statements and this catalog support, judged and chosen.
 
@@ -229,7 +230,9 @@ def recommend(
     drop a regression cluster was attributed to, with the cluster's measured change;
     `observed_since` the first snapshot of the target (the age of the statistics when the
     server never reset them); `table_writes` the rows each table had written (inserted,
-    non-HOT updated, deleted) over the window, when the caller has two catalog reads to tell.
+    non-HOT updated, deleted) over the window, when the caller has two catalog reads to tell;
+    `logged_parameters` the bind parameters of the server's jsonlog
+    (`parameters.logged_values`), where the caller reads it.
     """
     now = now or datetime.now(UTC)
     statements = sorted(statements, key=lambda s: (not s.regressed, -s.total_ms))
@@ -249,8 +252,8 @@ def recommend(
     try:
         bound = {s.fingerprint: parameters.bindings(s.query, resolved, columns_of)
                  for s in statements}
-        sources = parameters.read_sources(target_conn, statements, bound) if v.available \
-            else parameters.Sources()
+        sources = parameters.read_sources(target_conn, statements, bound, logged_parameters) \
+            if v.available else parameters.Sources()
         samples = {s.fingerprint: parameters.samples(s, bound[s.fingerprint], sources)
                    for s in statements}
         limit = settings.validation.max_candidates

@@ -7,6 +7,10 @@ best first:
 
 1. pg_qualstats' stored constants (where the extension is installed): the values the
    workload used, per statement, column and operator;
+1b. bind parameters from the server's jsonlog (`logged_values`: `execute …` lines with their
+   `Parameters: $1 = '…'` detail, as `log_min_duration_statement` / `log_statement` write
+   them; values cut by `log_parameter_max_length` count as unknown), where the caller has the
+   log;
 2. `pg_stats` of the predicate's column: equality and IN from the most common values and the
    histogram (values drawn the way the data is spread); a one-sided range (`created_at > $1`)
    at a low, middle and high histogram bound, a two-sided one (`BETWEEN $1 AND $2`) as one
@@ -21,14 +25,15 @@ with; `samples` (pure) draws the values; `read_sources` reads pg_qualstats and p
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from pglast import ast, enums, parse_sql
+from pglast import ast, enums, fingerprint, parse_sql
 from pglast.parser import ParseError
 
 from analyzer.recommend.model import StatementEvidence
@@ -88,6 +93,8 @@ class Sources:
     # (queryid, table, column, operator) -> the constants pg_qualstats kept, most used first
     qualstats: Mapping[tuple[int, str, str, str], tuple[str, ...]] = field(default_factory=dict)
     columns: Mapping[tuple[str, str], ColumnValues] = field(default_factory=dict)
+    # pglast fingerprint of a statement -> parameter tuples seen bound to it in the log
+    logged: Mapping[str, tuple[tuple[str | None, ...], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ class Samples:
     """The parameter values to plan one statement with (custom plans)."""
 
     values: tuple[tuple[str | None, ...], ...] = ()  # one tuple per sample, $1 first
-    source: str = "none"  # pg_qualstats | pg_stats | statement (no parameters) | none
+    source: str = "none"  # pg_qualstats | server_log | pg_stats | statement (none) | none
     unknown: tuple[int, ...] = ()  # parameters no source could give
     unknown_range: bool = False  # one of them is a range: never judged on a generic plan
 
@@ -253,6 +260,11 @@ def samples(statement: StatementEvidence, bound: Mapping[int, Binding], sources:
     count = parameter_count(statement.query)
     if count == 0:
         return Samples(((),), "statement")
+    logged = [v for v in sources.logged.get(_fingerprint(statement.query) or "", ())
+              if len(v) >= count]
+    has_qualstats = any(key[0] in statement.queryids for key in sources.qualstats)
+    if logged and not has_qualstats:
+        return Samples(tuple(tuple(v[:count]) for v in logged[:k]), "server_log")
     columns: list[list[str | None]] = []
     unknown: list[int] = []
     used: set[str] = set()
@@ -290,6 +302,47 @@ def samples(statement: StatementEvidence, bound: Mapping[int, Binding], sources:
     return Samples(rows, source)
 
 
+_PARAMETER = re.compile(r"\$(\d+) = (NULL|'((?:[^']|'')*)')")
+_EXECUTE = re.compile(r"execute [^:]*: (.*)$", re.S)
+
+
+def _fingerprint(query: str) -> str | None:
+    try:
+        return str(fingerprint(query))
+    except (ParseError, ValueError):
+        return None
+
+
+def logged_values(lines: Iterable[str], limit: int = SAMPLES
+                  ) -> dict[str, tuple[tuple[str | None, ...], ...]]:
+    """Bind parameters per statement (by pglast fingerprint) from jsonlog lines: the
+    `execute …: TEXT` message with its `Parameters: $1 = '…', …` detail (pure)."""
+    out: dict[str, list[tuple[str | None, ...]]] = {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        message, detail = str(entry.get("message") or ""), str(entry.get("detail") or "")
+        m = _EXECUTE.search(message)
+        if m is None or not detail.startswith("Parameters:"):
+            continue
+        found = {int(n): (None if raw == "NULL" else text.replace("''", "'"))
+                 for n, raw, text in _PARAMETER.findall(detail)}
+        if not found or any(v is not None and v.endswith("...") for v in found.values()):
+            continue  # cut by log_parameter_max_length: not the value the statement got
+        values = tuple(found.get(n) for n in range(1, max(found) + 1))
+        key = _fingerprint(m.group(1).strip())
+        if key is None:
+            continue
+        seen = out.setdefault(key, [])
+        if values not in seen and len(seen) < limit:
+            seen.append(values)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def _qual_op(op: str) -> str:
     # BETWEEN is two quals for pg_qualstats: >= and <=.
     return {"between_low": ">=", "between_high": "<="}.get(op, op)
@@ -314,9 +367,12 @@ def _literal(text: str) -> str | None:
 
 
 def read_sources(conn: psycopg.Connection[Any], statements: Sequence[StatementEvidence],
-                 bound: Mapping[str, Mapping[int, Binding]]) -> Sources:
+                 bound: Mapping[str, Mapping[int, Binding]],
+                 logged: Mapping[str, tuple[tuple[str | None, ...], ...]] | None = None
+                 ) -> Sources:
     """pg_qualstats' constants of these statements (where installed) and pg_stats' values of
-    their bound columns. `bound` is keyed by fingerprint."""
+    their bound columns (`bound` is keyed by fingerprint); `logged`: `logged_values` of the
+    server's log, where the caller has it."""
     qualstats: dict[tuple[int, str, str, str], list[str]] = {}
     try:
         if conn.execute(HAS_QUALSTATS, prepare=False).fetchone() is not None:
@@ -346,4 +402,4 @@ def read_sources(conn: psycopg.Connection[Any], statements: Sequence[StatementEv
             if (str(table), str(column)) in wanted:
                 columns[(str(table), str(column))] = ColumnValues(
                     tuple(common or ()), tuple(histogram or ()))
-    return Sources({k: tuple(v) for k, v in qualstats.items()}, columns)
+    return Sources({k: tuple(v) for k, v in qualstats.items()}, columns, dict(logged or {}))

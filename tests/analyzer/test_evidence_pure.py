@@ -96,3 +96,21 @@ def test_parameters_bind_to_columns_and_come_from_the_sources() -> None:
     unknown = parameters.samples(s, bound, parameters.Sources())
     assert not unknown.custom and unknown.unknown_range and unknown.unknown == (1, 2)
     assert parameters.samples(_st("SELECT 1"), {}, parameters.Sources()).values == ((),)
+
+
+def test_bind_parameters_from_the_servers_jsonlog() -> None:
+    import json
+
+    q = "SELECT id FROM ev WHERE created_at > $1 AND kind = $2"
+    lines = [json.dumps({"message": f"duration: 0.5{n} ms  execute <unnamed>: {q}",
+                         "detail": f"Parameters: $1 = '2026-12-03 10:0{n}:00+00', $2 = 'it''s'"})
+             for n in range(4)]
+    lines += [json.dumps({"message": f"execute S_1: {q}",
+                          "detail": "Parameters: $1 = '2026-12-03...', $2 = 'x'"}),  # cut
+              "not json", json.dumps({"message": "duration: 1 ms  statement: SELECT 1"})]
+    logged = parameters.logged_values(lines)
+    (values,) = logged.values()
+    assert len(values) == 3 and values[0] == ("2026-12-03 10:00:00+00", "it's")
+    s = _st(q.replace("$1", "$1 "), qid=9)  # the same statement as the log's, by fingerprint
+    got = parameters.samples(s, parameters.bindings(s.query), parameters.Sources(logged=logged))
+    assert got.source == "server_log" and got.custom and got.values == values
