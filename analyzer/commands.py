@@ -10,12 +10,13 @@ from pathlib import Path
 import psycopg
 
 from analyzer.analysis.windows import SnapshotRef, WindowRequest, parse_ref
+from analyzer.audit import run_audit, snapshot_and_observe
 from analyzer.lifecycle import StoredRecommendation
-from analyzer.pipeline import observe_applied, run_audit
 from analyzer.report import render
-from analyzer.snapshots import repository
-from analyzer.snapshots.source import StatementSource, connect_target
-from analyzer.snapshots.take import take_snapshot
+from analyzer.snapshots.source import connect_target
+from analyzer.store import recommendations
+from analyzer.store.connection import connect_store
+from analyzer.vocabulary import Actor
 from pgarchitect.config import Settings, Target
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
@@ -67,12 +68,11 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     a = settings.analyzer
     try:
         with connect_target(target.dsn, f"target {target.name}", a) as tconn, \
-                repository.connect_store(store_dsn, a.connect_timeout) as store:
-            result = take_snapshot(StatementSource(tconn, a.all_databases), store, target.name,
-                                   a.retention, repository.StatementWriter.for_settings(a))
-            observed = observe_applied(store, target.name, result)
+                connect_store(store_dsn, a.connect_timeout) as store:
+            observed = snapshot_and_observe(tconn, store, target.name, a)
     except psycopg.Error as exc:
         raise SnapshotFailed(f"snapshot of {target.name} failed: {first_line(exc)}") from None
+    result = observed.snapshot
     if result.skipped:
         print(f"snapshot of {target.name} not stored: snapshot {result.snapshot.id}, read "
               "later, was stored while this one was read")
@@ -83,7 +83,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
           f"({stored}; {result.new_texts} new texts, {result.own_skipped} of pgarchitect's own "
           f"left out, {result.pruned} expired partitions dropped) "
           f"in {result.duration_seconds:.2f}s")
-    for change in observed:
+    for change in observed.changes:
         print(f"recommendation {change.recommendation_id} is {change.to_status} "
               "(seen in this snapshot's catalog)")
     return 0
@@ -124,18 +124,17 @@ def _outcome(rec: StoredRecommendation) -> str:
 
 def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
     """List recommendations (table or JSON), or record a person's decision (set-status)."""
-    from analyzer import lifecycle, memory
 
-    with memory.connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
+    with connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
         if getattr(args, "action", None) == "set-status":
             rec_id = _rec_id(args.id)
-            change = lifecycle.set_status(store, rec_id, args.status, "cli", args.note)
+            change = recommendations.set_status(store, rec_id, args.status, Actor.CLI, args.note)
             print(f"recommendation {rec_id}: {change.from_status} -> {change.to_status}")
             return 0
-        recs = lifecycle.list_recommendations(store, getattr(args, "target_name", None),
+        recs = recommendations.list_recommendations(store, getattr(args, "target_name", None),
                                               getattr(args, "status", None))
         if getattr(args, "json", False):
-            full = [r.to_json() for r in lifecycle.with_history(store, recs)]
+            full = [r.to_json() for r in recommendations.with_history(store, recs)]
             print(json.dumps({"recommendations": full}, indent=2))
             return 0
     if not recs:
@@ -153,12 +152,11 @@ def cmd_recommendations(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     """Write the migration and pull-request description of one recommendation."""
-    from analyzer import lifecycle, memory
     from analyzer.propose import propose
 
     rec_id = _rec_id(args.id)
-    with memory.connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
-        stored = lifecycle.get(store, rec_id)
+    with connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
+        stored = recommendations.get(store, rec_id)
     git = Path(args.git) if getattr(args, "git", None) else None
     result = propose(stored, Path(args.out), settings.analyzer, git)
     for path in (result.migration, result.description, result.chart):

@@ -7,10 +7,11 @@ on top, and why (docs/analyzer.md, "Job engine"):
   snapshot intervals of a few seconds must work. Each snapshot job therefore first defers its
   successor one `snapshot_interval` later, under the queueing lock ``snapshot:<target>``, so at
   most one snapshot per target waits in the queue whatever the number of replicas. Scheduled
-  audits chain the same way on the cron schedule (croniter, in ``analyzer.timezone``), under
+  audits chain the same way on the cron schedule (pgarchitect.cron, in ``analyzer.timezone``), under
   ``scheduled-audit:<target>``; requested audits use ``audit:<target>``.
 - The per-target lock is a PostgreSQL session advisory lock in the store, held by the running
-  job (the audit's is taken inside the pipeline), rather than procrastinate's ``lock``: a
+  job (the audit's is taken inside the audit, analyzer/audit/bookkeeping.py; the key is
+  analyzer/store/locks.py's), rather than procrastinate's ``lock``: a
   waiting job with a ``lock`` holds back every later job with the same lock even while its
   scheduled time is still in the future, so chains scheduled ahead would block each other for
   a week. A session lock also goes away with a killed worker's connection.
@@ -25,34 +26,33 @@ import contextlib
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import procrastinate
 import psycopg
-from croniter import croniter
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from analyzer import memory, notify
-from analyzer.pipeline import (
+from analyzer.audit import (
     AuditBusy,
     AuditFailed,
     AuditResult,
-    QuickCheck,
     Recommender,
     engine_recommender,
-    observe_applied,
     quick_check,
     run_audit,
+    snapshot_and_observe,
 )
-from analyzer.snapshots import repository
-from analyzer.snapshots.source import StatementSource, connect_target
-from analyzer.snapshots.take import take_snapshot
-from pgarchitect.config import Settings, Target
+from analyzer.snapshots.source import connect_target
+from analyzer.store import audits, locks
+from analyzer.store.connection import connect_store
+from analyzer.store.writer import StatementWriter
+from analyzer.vocabulary import RequestedBy
+from pgarchitect.config import AnalyzerSettings, Settings, Target
+from pgarchitect.cron import next_run
 from pgarchitect.db import first_line
 from pgarchitect.dsn import mask_dsn
 from pgarchitect.errors import UserError
@@ -63,16 +63,8 @@ T = TypeVar("T")
 
 SNAPSHOT_TASK = "snapshot"
 AUDIT_TASK = "audit"
-# The pipeline's advisory lock class for audits ("par"): snapshots take the same key, so no
-# target is snapshotted and audited at once. Keep in step with analyzer.pipeline.run_audit.
-TARGET_LOCK_CLASS = 0x70676172
 AUDIT_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 SNAPSHOT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-def target_lock_key(name: str) -> int:
-    """The advisory lock key of a target (int4), as the pipeline computes it."""
-    return zlib.crc32(name.encode()) - 2**31
 
 
 def snapshot_lock(target: str) -> str:
@@ -90,11 +82,10 @@ def scheduled_audit_lock(target: str) -> str:
     return f"scheduled-audit:{target}"
 
 
-def next_run(schedule: str, timezone: str, after: datetime) -> datetime:
-    """The first time strictly after `after` that the cron `schedule` fires in `timezone`."""
-    local = after.astimezone(ZoneInfo(timezone))
-    nxt: datetime = croniter(schedule, local).get_next(datetime)
-    return nxt.astimezone(UTC)
+def next_scheduled_audit(settings: AnalyzerSettings, after: datetime) -> datetime:
+    """When the scheduled audit after `after` runs (UTC): `analyzer.schedule` in
+    `analyzer.timezone`, across DST changes as pgarchitect.cron.next_run says."""
+    return next_run(settings.schedule, after, settings.timezone).astimezone(UTC)
 
 
 class JobMetrics:
@@ -138,23 +129,8 @@ class JobMetrics:
                 self.notifications.labels(kind, result)
 
 
-def record_check(store: repository.Conn, target: str, snapshot_id: int | None,
-                 check: QuickCheck) -> None:
-    """Keep the latest quick check of a target (every replica's /metrics reads it)."""
-    store.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.regression_check"
-        " (target, snapshot_id, checked_at, regressions, clusters, note)"
-        " VALUES (%s, %s, clock_timestamp(), %s, %s, %s) ON CONFLICT (target) DO UPDATE SET"
-        " snapshot_id = excluded.snapshot_id, checked_at = excluded.checked_at,"
-        " regressions = excluded.regressions, clusters = excluded.clusters,"
-        " note = excluded.note",
-        (target, snapshot_id, check.regressions, check.clusters,
-         check.windows.get("note") or None),
-    )
-
-
 def snapshot_and_check(settings: Settings, target: Target,
-                       writer: repository.StatementWriter | None = None) -> tuple[str, float]:
+                       writer: StatementWriter | None = None) -> tuple[str, float]:
     """One snapshot job's work: snapshot under the target lock, then the quick check.
 
     `writer` keeps the target's last state between snapshots (one per target: the target
@@ -166,23 +142,18 @@ def snapshot_and_check(settings: Settings, target: Target,
     assert settings.store.dsn is not None
     a = settings.analyzer
     started = time.perf_counter()
-    with repository.connect_store(settings.store.dsn, a.connect_timeout) as store:
-        row = store.execute("/* pgarchitect */ SELECT pg_try_advisory_lock(%s, %s)",
-                            (TARGET_LOCK_CLASS, target_lock_key(target.name))).fetchone()
-        if not row or not row[0]:
+    with connect_store(settings.store.dsn, a.connect_timeout) as store:
+        if not locks.try_lock_target(store, target.name):
             return "skipped", time.perf_counter() - started
         try:
             with connect_target(target.dsn, f"target {target.name}", a) as tconn:
-                snap = take_snapshot(StatementSource(tconn, a.all_databases), store,
-                                     target.name, a.retention,
-                                     writer or repository.StatementWriter.for_settings(a))
-                observe_applied(store, target.name, snap)
+                snap = snapshot_and_observe(tconn, store, target.name, a, writer).snapshot
                 check = quick_check(store, tconn, target.name, a)
-            record_check(store, target.name, snap.snapshot.id, check)
+            audits.record_check(store, target.name, snap.snapshot.id, check.regressions,
+                                check.clusters, check.windows.get("note") or None)
         finally:
             with contextlib.suppress(psycopg.Error):
-                store.execute("/* pgarchitect */ SELECT pg_advisory_unlock(%s, %s)",
-                              (TARGET_LOCK_CLASS, target_lock_key(target.name)))
+                locks.unlock_target(store, target.name)
     log.info(event("snapshot.taken", target=target.name, snapshot_id=snap.snapshot.id,
                    statements=snap.statements, regressions=check.regressions,
                    clusters=check.clusters))
@@ -207,13 +178,13 @@ class Service:
     recommender: Recommender = engine_recommender
     embedder: memory.Embedder | None = None  # loaded once from analyzer.embedder (first audit)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _writers: dict[str, repository.StatementWriter] = field(default_factory=dict)
+    _writers: dict[str, StatementWriter] = field(default_factory=dict)
 
-    def writer(self, target: str) -> repository.StatementWriter:
+    def writer(self, target: str) -> StatementWriter:
         """The snapshot writer of one target (its last state kept in memory)."""
         with self._lock:
             if target not in self._writers:
-                self._writers[target] = repository.StatementWriter.for_settings(
+                self._writers[target] = StatementWriter.for_settings(
                     self.settings.analyzer)
             return self._writers[target]
 
@@ -296,7 +267,7 @@ def make_app(service: Service) -> procrastinate.App:
         try:
             result: AuditResult = await service.in_thread(
                 run_audit, a, found, settings.store.dsn, None, None, service.recommender,
-                audit_id, "api" if audit_id is not None else "schedule",
+                audit_id, RequestedBy.API if audit_id is not None else RequestedBy.SCHEDULE,
                 service.memory_embedder())
         except AuditBusy:
             busy = True
@@ -328,7 +299,7 @@ async def defer_scheduled_audit(app: procrastinate.App, service: Service, target
                                 after: datetime) -> None:
     """Queue the target's next scheduled audit (a no-op when one is already waiting)."""
     a = service.settings.analyzer
-    at = next_run(a.schedule, a.timezone, after)
+    at = next_scheduled_audit(a, after)
     with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
         await app.tasks[AUDIT_TASK].configure(
             queueing_lock=scheduled_audit_lock(target), schedule_at=at,
@@ -352,9 +323,7 @@ async def request_audit(app: procrastinate.App, store: psycopg.AsyncConnection[A
     row = await (await store.execute(OPEN_AUDIT_JOBS, (AUDIT_TASK, target))).fetchone()
     if row and row[0]:
         raise AlreadyQueued(target)
-    cur = await store.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.audit_run (target, status, requested_by)"
-        " VALUES (%s, 'queued', 'api') RETURNING id", (target,))
+    cur = await store.execute(audits.QUEUE_AUDIT, (target, RequestedBy.API))
     got = await cur.fetchone()
     assert got is not None
     audit_id = int(got[0])
@@ -383,10 +352,10 @@ async def ensure_chains(app: procrastinate.App, service: Service,
     a duplicate-key error) on every tick of every replica.
     """
     rows = await (await store.execute(OPEN_JOBS)).fetchall()
-    snapshots = {r[1] for r in rows if r[0] == SNAPSHOT_TASK}
+    snapshots = {target for task, target, _, _ in rows if task == SNAPSHOT_TASK}
     # A scheduled audit waiting or running keeps its chain: the running one queues the next.
-    scheduled = {r[1] for r in rows if r[0] == AUDIT_TASK
-                 and (r[2] == scheduled_audit_lock(str(r[1])) or r[3] == "doing")}
+    scheduled = {target for task, target, lock, status in rows if task == AUDIT_TASK
+                 and (lock == scheduled_audit_lock(str(target)) or status == "doing")}
     now = datetime.now(UTC)
     for t in service.settings.targets:
         if t.name not in snapshots:

@@ -31,18 +31,21 @@ import pglast
 from pglast import ast
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
-from pgvector.psycopg import register_vector as _register_vector
-from psycopg.types.json import Jsonb
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.preprocessing import normalize
 
 from analyzer import lifecycle
+from analyzer.lifecycle import PENDING
 from analyzer.recommendation import Recommendation
-from analyzer.snapshots import repository
-from analyzer.snapshots.repository import Conn
+from analyzer.store import recommendations
+from analyzer.store.connection import Conn
+from analyzer.store.recommendations import SimilarPast
+from analyzer.vocabulary import RecommendationKind, RecommendationStatus
 from pgarchitect.config import AnalyzerSettings
-from pgarchitect.dsn import Dsn
-from pgarchitect.errors import ConfigError, UserError
+from pgarchitect.errors import ConfigError
+
+# A repeat of one of these is not proposed again.
+_APPLIED = (RecommendationStatus.APPLIED, RecommendationStatus.VERIFIED)
 
 DIMENSIONS = 384
 
@@ -135,19 +138,6 @@ def embed_one(embedder: Embedder, rec: Recommendation) -> np.ndarray:
     return unit
 
 
-def register_vector(conn: Conn) -> None:
-    """Register pgvector's codecs on one store connection (also a pool's `configure` hook).
-
-    The codecs need the type's oid, so this must run after the extension was created (by
-    `pgarchitect migrate`) and on every new connection.
-    """
-    row = conn.execute("/* pgarchitect */ SELECT extversion FROM pg_extension"
-                       " WHERE extname = 'vector'").fetchone()
-    if row is None:
-        raise UserError("the store has no pgvector extension (run `pgarchitect migrate`)")
-    _register_vector(conn)
-
-
 class _ConstantCasts(Visitor):
     """Drops casts of constants: pg_get_indexdef writes `'done'::text` where DDL has `'done'`."""
 
@@ -178,52 +168,13 @@ def normalise_index_definition(sql: str) -> str | None:
 
 def index_definition(rec: Recommendation) -> str | None:
     """The normalised definition of the index a recommendation creates or drops."""
-    if rec.kind == "create_index":
+    if rec.kind == RecommendationKind.CREATE_INDEX:
         return normalise_index_definition(rec.ddl)
-    if rec.kind == "drop_index":
+    if rec.kind == RecommendationKind.DROP_INDEX:
         return normalise_index_definition(rec.revert_ddl)
     return None
 
 
-@dataclass(frozen=True)
-class SimilarPast:
-    """A past recommendation near a new one (cosine similarity of their embeddings)."""
-
-    id: int
-    similarity: float
-    status: str
-    kind: str
-    table: str
-    columns: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": str(self.id), "similarity": round(self.similarity, 4),
-                "status": self.status}
-
-
-RECALL = ("/* pgarchitect */ SELECT id, status, kind, coalesce(table_name, ''), columns,"
-          " 1 - (embedding <=> %(v)s) AS similarity FROM pgarchitect.optimization_log"
-          " WHERE target = %(target)s AND embedding IS NOT NULL AND id <> %(exclude)s"
-          " ORDER BY embedding <=> %(v)s LIMIT %(limit)s")
-
-
-def recall(conn: Conn, target: str, vector: np.ndarray, limit: int,
-           exclude: int | None = None) -> list[SimilarPast]:
-    """The `limit` past recommendations of `target` nearest to `vector`, nearest first.
-
-    The HNSW cosine index answers it. Its scan filters by target after the graph search, so
-    the scan is made iterative: with many targets in one store the first candidates may all
-    be another target's, and the search goes on until `limit` of this one are found.
-    """
-    with conn.transaction():
-        # pgvector before 0.8 has no iterative scans (and rejects the unknown setting).
-        conn.execute("/* pgarchitect */ SELECT set_config('hnsw.iterative_scan',"
-                     " 'strict_order', true) FROM pg_extension WHERE extname = 'vector'"
-                     " AND string_to_array(extversion, '.')::int[] >= '{0,8}'")
-        rows = conn.execute(RECALL, {"v": np.asarray(vector, dtype=np.float32),
-                                     "target": target, "exclude": exclude or 0,
-                                     "limit": limit}).fetchall()
-    return [SimilarPast(int(r[0]), float(r[5]), r[1], r[2], r[3], tuple(r[4])) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -266,16 +217,6 @@ class MemoryOutcome:
         }
 
 
-_SAME = ("/* pgarchitect */ SELECT l.id, l.status, l.rationale,"
-         " EXISTS (SELECT 1 FROM pgarchitect.optimization_history h"
-         "         WHERE h.recommendation_id = l.id AND h.to_status = 'ineffective'),"
-         " (SELECT h.note FROM pgarchitect.optimization_history h WHERE h.recommendation_id"
-         "  = l.id AND h.to_status = l.status ORDER BY h.changed_at DESC, h.id DESC LIMIT 1)"
-         " FROM pgarchitect.optimization_log l"
-         " WHERE l.target = %s AND l.kind = %s AND coalesce(l.table_name, '') = %s"
-         " AND l.columns = %s::text[] ORDER BY l.id DESC")
-
-
 def _union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*a, *b]))
 
@@ -288,27 +229,29 @@ def remember(conn: Conn, target: str, rec: Recommendation, *, embedder: Embedder
     (`register_vector`).
     """
     vector = embed_one(embedder, rec)
-    same = conn.execute(_SAME, (target, rec.kind, rec.table, list(rec.columns))).fetchall()
-    pending = next((r for r in same if r[1] in lifecycle.PENDING), None)
-    exclude = int(pending[0]) if pending else None
-    similar = tuple(recall(conn, target, vector, settings.memory.similar_limit, exclude))
+    same = recommendations.same_identity(conn, target, rec)
+    pending = next((r for r in same if r.status in PENDING), None)
+    similar = tuple(recommendations.recall(conn, target, vector, settings.memory.similar_limit,
+                                           pending.id if pending else None))
 
-    ineffective = next((r for r in same if r[3]), None)
+    ineffective = next((r for r in same if r.ever_ineffective), None)
     if ineffective is not None:
         return MemoryOutcome(
             "not_proposed", rec, reason="proved_ineffective", similar_past=similar,
-            note=f"recommendation {ineffective[0]} was applied and measured ineffective")
+            note=f"recommendation {ineffective.id} was applied and measured ineffective")
     if pending is not None:
-        return _merge(conn, int(pending[0]), str(pending[1]), rec, vector, similar, audit_id)
-    applied = next((r for r in same if r[1] in ("applied", "verified")), None)
+        return _merge(conn, pending.id, pending.status, rec, vector, similar, audit_id)
+    applied = next((r for r in same if r.status in _APPLIED), None)
     if applied is not None:
         return MemoryOutcome(
             "not_proposed", rec, reason="already_applied", similar_past=similar,
-            note=f"recommendation {applied[0]} is {applied[1]}")
+            note=f"recommendation {applied.id} is {applied.status}")
 
-    rejected = [(int(r[0]), 1.0, r[4]) for r in same if r[1] == "rejected"]
+    rejected = [(r.id, 1.0, r.note) for r in same
+                if r.status == RecommendationStatus.REJECTED]
     rejected += [(s.id, s.similarity, None) for s in similar
-                 if s.status == "rejected" and s.kind == rec.kind and s.table == rec.table
+                 if s.status == RecommendationStatus.REJECTED
+                 and s.kind == rec.kind and s.table == rec.table
                  and s.similarity >= settings.memory.repeat_similarity
                  and s.id not in {r[0] for r in rejected}]
     if rejected:
@@ -334,54 +277,23 @@ def _evidence(rec: Recommendation, similar: Sequence[SimilarPast]) -> dict[str, 
 def _insert(conn: Conn, target: str, rec: Recommendation, vector: np.ndarray,
             similar: Sequence[SimilarPast], audit_id: int | None,
             reverts_id: int | None = None) -> MemoryOutcome:
-    evidence = _evidence(rec, similar)
-    row = conn.execute(
-        "/* pgarchitect */ INSERT INTO pgarchitect.optimization_log (audit_id, last_audit_id,"
-        " kind, target, table_name, columns, ddl, revert_ddl, queryids, statements, rationale,"
-        " evidence, estimated_cost_before, estimated_cost_after, estimated_improvement,"
-        " confidence, validated_by, embedding, index_definition, reverts_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " RETURNING id",
-        (audit_id, audit_id, rec.kind, target, rec.table, list(rec.columns), rec.ddl,
-         rec.revert_ddl, list(rec.queryids), list(rec.statements), rec.rationale,
-         Jsonb(evidence), rec.estimated_cost_before, rec.estimated_cost_after,
-         rec.estimated_improvement, rec.confidence, rec.validated_by,
-         np.asarray(vector, dtype=np.float32), index_definition(rec), reverts_id),
-    ).fetchone()
-    assert row is not None
-    rec_id = int(row[0])
-    lifecycle.record(conn, rec_id, None, "proposed", "analyzer",
-                     f"proposed by audit {audit_id}" if audit_id is not None else "proposed")
-    return MemoryOutcome("proposed", replace(rec, evidence=evidence), rec_id, "proposed",
+    stored = replace(rec, evidence=_evidence(rec, similar))
+    rec_id = recommendations.insert(conn, target, stored, vector, index_definition(rec),
+                                    audit_id, reverts_id)
+    return MemoryOutcome("proposed", stored, rec_id, RecommendationStatus.PROPOSED,
                          similar_past=tuple(similar))
 
 
 def _merge(conn: Conn, rec_id: int, status: str, rec: Recommendation, vector: np.ndarray,
            similar: Sequence[SimilarPast], audit_id: int | None) -> MemoryOutcome:
-    old = conn.execute(
-        "/* pgarchitect */ SELECT queryids, statements, ddl, revert_ddl"
-        " FROM pgarchitect.optimization_log WHERE id = %s FOR UPDATE", (rec_id,),
-    ).fetchone()
-    assert old is not None
+    old = recommendations.lock_proposed(conn, rec_id)
     # The DDL stays as it was proposed (and perhaps accepted): same index, same statement.
-    merged = replace(rec, queryids=_union(old[0], rec.queryids),
-                     statements=_union(old[1], rec.statements),
-                     ddl=old[2] or rec.ddl, revert_ddl=old[3] or rec.revert_ddl)
-    evidence = _evidence(merged, similar)
-    conn.execute(
-        "/* pgarchitect */ UPDATE pgarchitect.optimization_log SET"
-        " last_audit_id = coalesce(%s, last_audit_id), queryids = %s, statements = %s,"
-        " rationale = %s, evidence = %s, estimated_cost_before = %s, estimated_cost_after = %s,"
-        " estimated_improvement = %s, confidence = %s, validated_by = %s, embedding = %s,"
-        " last_seen_at = clock_timestamp(), updated_at = clock_timestamp(),"
-        " times_seen = times_seen + 1 WHERE id = %s",
-        (audit_id, list(merged.queryids), list(merged.statements), merged.rationale,
-         Jsonb(evidence), merged.estimated_cost_before, merged.estimated_cost_after,
-         merged.estimated_improvement, merged.confidence, merged.validated_by,
-         np.asarray(vector, dtype=np.float32), rec_id),
-    )
-    return MemoryOutcome("merged", replace(merged, evidence=evidence), rec_id, status,
-                         similar_past=tuple(similar))
+    merged = replace(rec, queryids=_union(old.queryids, rec.queryids),
+                     statements=_union(old.statements, rec.statements),
+                     ddl=old.ddl or rec.ddl, revert_ddl=old.revert_ddl or rec.revert_ddl)
+    merged = replace(merged, evidence=_evidence(merged, similar))
+    recommendations.update_merged(conn, rec_id, merged, vector, audit_id)
+    return MemoryOutcome("merged", merged, rec_id, status, similar_past=tuple(similar))
 
 
 def propose_revert(conn: Conn, target: str, of: lifecycle.StoredRecommendation,
@@ -392,31 +304,10 @@ def propose_revert(conn: Conn, target: str, of: lifecycle.StoredRecommendation,
     A pending revert of the same index is merged into, like any repeat.
     """
     vector = embed_one(embedder, rec)
-    same = conn.execute(_SAME, (target, rec.kind, rec.table, list(rec.columns))).fetchall()
-    pending = next((r for r in same if r[1] in lifecycle.PENDING), None)
-    exclude = int(pending[0]) if pending else None
-    similar = tuple(recall(conn, target, vector, settings.memory.similar_limit, exclude))
+    same = recommendations.same_identity(conn, target, rec)
+    pending = next((r for r in same if r.status in PENDING), None)
+    similar = tuple(recommendations.recall(conn, target, vector, settings.memory.similar_limit,
+                                           pending.id if pending else None))
     if pending is not None:
-        return _merge(conn, int(pending[0]), str(pending[1]), rec, vector, similar, audit_id)
+        return _merge(conn, pending.id, pending.status, rec, vector, similar, audit_id)
     return _insert(conn, target, rec, vector, similar, audit_id, reverts_id=of.id)
-
-
-# The store schema version the memory needs (migrations/0006_memory.sql).
-SCHEMA_VERSION = 6
-
-
-def connect_store(dsn: Dsn, connect_timeout: float = 5.0) -> Conn:
-    """A store session for the memory: migrated far enough, with pgvector's codecs."""
-    conn = repository.connect_store(dsn, connect_timeout)
-    row = conn.execute("/* pgarchitect */ SELECT max(version)"
-                       " FROM pgarchitect.schema_migrations").fetchone()
-    if row is None or row[0] is None or int(row[0]) < SCHEMA_VERSION:
-        conn.close()
-        raise UserError(f"the store {dsn.masked} is not migrated to version {SCHEMA_VERSION} "
-                        "(run `pgarchitect migrate --store DSN`)")
-    try:
-        register_vector(conn)
-    except UserError:
-        conn.close()
-        raise
-    return conn

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from pgarchitect.log import event
 
 if TYPE_CHECKING:
+    from analyzer.audit import AuditResult
     from analyzer.jobs import Service
-    from analyzer.pipeline import AuditResult
 
 log = logging.getLogger("pgarchitect.analyzer.notify")
 

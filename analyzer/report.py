@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyzer.pipeline import AuditResult
+from analyzer.audit import AuditResult
 from pgarchitect.table import render_table
 
 

@@ -25,7 +25,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from analyzer import jobs
 from analyzer.api.routes import ApiState, StoreView, make_web_app
-from analyzer.snapshots import repository
+from analyzer.store import audits
+from analyzer.store.connection import connect_store
 from pgarchitect.config import Settings, parse_listen
 from pgarchitect.db import first_line
 from pgarchitect.errors import ConfigError, UserError
@@ -95,7 +96,8 @@ def check(settings: Settings) -> str | None:
                                        "PGARCHITECT_STORE_DSN)")
     if not settings.targets:
         raise ConfigError("targets", "at least one target is required")
-    repository.connect_store(settings.store.dsn, settings.analyzer.connect_timeout).close()
+    with connect_store(settings.store.dsn, settings.analyzer.connect_timeout) as store:
+        audits.fail_abandoned(store)  # audits left 'running' by a process that died
     return token
 
 

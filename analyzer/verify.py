@@ -34,9 +34,9 @@ from analyzer.analysis.delta import (
 from analyzer.analysis.regression import TIMER_RESOLUTION_MS, welch_p_values
 from analyzer.memory import Embedder, MemoryOutcome, normalise_index_definition, propose_revert
 from analyzer.recommendation import Recommendation
-from analyzer.snapshots import repository
 from analyzer.snapshots.model import SnapshotMeta
-from analyzer.snapshots.repository import Conn
+from analyzer.store import recommendations, snapshots
+from analyzer.store.connection import Conn
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.log import event
 
@@ -79,7 +79,7 @@ def observe_catalog(conn: Conn, target: str, valid_indexes: Mapping[str, str],
         if status in lifecycle.PENDING and (found is not None) == wants_present:
             note = (f"index {found} found valid on the target" if wants_present
                     else "the index is no longer on the target")
-            change = lifecycle.set_status(conn, int(rec_id), "applied", "analyzer", note, at)
+            change = recommendations.set_status(conn, int(rec_id), "applied", "analyzer", note, at)
             if found is not None:
                 conn.execute("/* pgarchitect */ UPDATE pgarchitect.optimization_log"
                              " SET evidence = evidence || %s WHERE id = %s",
@@ -88,8 +88,8 @@ def observe_catalog(conn: Conn, target: str, valid_indexes: Mapping[str, str],
         elif status not in lifecycle.PENDING and (found is not None) != wants_present:
             note = ("the index is no longer on the target" if wants_present
                     else f"index {found} is on the target again")
-            changes.append(lifecycle.set_status(conn, int(rec_id), "reverted", "analyzer",
-                                                note, at))
+            changes.append(recommendations.set_status(conn, int(rec_id), "reverted", "analyzer",
+                                                      note, at))
     for c in changes:
         log.info(event("recommendation.observed", target=target, id=c.recommendation_id,
                        status=c.to_status))
@@ -152,8 +152,8 @@ def _window(conn: Conn, metas: Sequence[SnapshotMeta], queryids: set[int]) -> Wi
     """The top-level activity of `queryids` over a run of snapshots, as one sample."""
     parts = []
     for a, b in segments(metas):
-        start = repository.load_counters(conn, a.id, queryids)
-        end = repository.load_counters(conn, b.id, queryids)
+        start = snapshots.load_counters(conn, a.id, queryids)
+        end = snapshots.load_counters(conn, b.id, queryids)
         parts.append(pair_delta(start, end, was_reset(a, b)))
     stats = [s for k, s in merge_windows(parts).items() if k[3]]
     return functools.reduce(WindowStat.merge, stats) if stats else None
@@ -166,7 +166,7 @@ def measure(conn: Conn, target: str, rec: lifecycle.StoredRecommendation,
     assert rec.applied_at is not None
     applied_at = rec.applied_at
     rs = settings.regression
-    metas = repository.list_snapshots(conn, target) if metas is None else metas
+    metas = snapshots.list_snapshots(conn, target) if metas is None else metas
     # The interval that contains the moment of applying holds calls of both kinds: it
     # belongs to neither side.
     earlier = [m for m in metas if m.taken_at < applied_at]
@@ -238,10 +238,10 @@ def verify(conn: Conn, target: str, settings: AnalyzerSettings, *, embedder: Emb
     """Measure every applied index recommendation of `target`; record verified / ineffective
     (with the figures), keep the figures of pending ones, propose reverts of ineffective ones.
     """
-    metas = repository.list_snapshots(conn, target)
+    metas = snapshots.list_snapshots(conn, target)
     verifications = []
     reverts = []
-    for rec in lifecycle.list_recommendations(conn, target, "applied"):
+    for rec in recommendations.list_recommendations(conn, target, "applied"):
         if rec.recommendation.kind != "create_index" or rec.applied_at is None:
             continue
         v = measure(conn, target, rec, settings, metas)
@@ -250,7 +250,7 @@ def verify(conn: Conn, target: str, settings: AnalyzerSettings, *, embedder: Emb
             conn.execute("/* pgarchitect */ UPDATE pgarchitect.optimization_log"
                          " SET measured_change = %s WHERE id = %s", (Jsonb(v.to_json()), rec.id))
             continue
-        lifecycle.set_status(conn, rec.id, v.status, "analyzer", v.note, measured=v.to_json())
+        recommendations.set_status(conn, rec.id, v.status, "analyzer", v.note, measured=v.to_json())
         if v.status == "ineffective":
             reverts.append(propose_revert(conn, target, rec, _revert_of(rec, v),
                                           embedder=embedder, settings=settings,

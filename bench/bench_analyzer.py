@@ -16,10 +16,10 @@ import psycopg
 
 from analyzer.analysis.clustering import ClusteringModel, ClusterInput, cluster
 from analyzer.analysis.windows import WindowRequest
-from analyzer.pipeline import run_audit
-from analyzer.snapshots import repository
+from analyzer.audit import run_audit
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import connect_store
 from bench.report import BARE, median_seconds, write_section
 from pgarchitect.config import AnalyzerSettings, RegressionSettings, Target, ValidationSettings
 from pgarchitect.demo.embedded import embedded_postgres
@@ -34,7 +34,7 @@ def _bare_fetch(dsn: str) -> float:
 
 def _snapshot(app: str, store: str, settings: AnalyzerSettings) -> Any:
     with connect_target(Dsn(app), "target", settings) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn:
+            connect_store(Dsn(store)) as sconn:
         return take_snapshot(StatementSource(tconn), sconn, "app", settings.retention)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import yaml
 
 from bench.report import write_section
 from pgarchitect.demo.embedded import embedded_postgres
+from pgarchitect.demo.processes import free_port
 from pgarchitect.dsn import Dsn
 from pgarchitect.migrate import migrate
 
@@ -32,12 +32,6 @@ TOKEN = "bench-token"
 CLIENTS = 50
 REQUESTS_PER_CLIENT = 40
 TARGETS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ready(url: str) -> bool:
@@ -50,7 +44,7 @@ def _ready(url: str) -> bool:
 
 @contextlib.contextmanager
 def _service(tmp: Path, name: str, store: str, targets: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     config = tmp / f"{name}.yml"
     config.write_text(yaml.safe_dump({
         "targets": [{"name": n, "dsn": d} for n, d in targets.items()],

@@ -13,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from analyzer.pipeline import run_audit
-from analyzer.snapshots import partitions, repository
+from analyzer.audit import run_audit
 from analyzer.snapshots.model import StatementCounters, TargetReading
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store import partitions, snapshots
+from analyzer.store.connection import Conn, connect_store
+from analyzer.store.writer import StatementWriter
 from bench.report import BARE, median_seconds, write_section
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.demo.embedded import embedded_postgres
@@ -57,11 +59,11 @@ def bench_ingest(statements: int) -> list[Row]:
                              .encode())
         _statements(app, tables, per_table)
         with connect_target(Dsn(app), "target", settings) as tconn, \
-                repository.connect_store(Dsn(store)) as sconn:
+                connect_store(Dsn(store)) as sconn:
             source = StatementSource(tconn)
             reading = source.read()
             n = len(reading.statements)
-            writer = repository.StatementWriter()
+            writer = StatementWriter()
             names = iter(range(100))
 
             def bare() -> float:
@@ -70,7 +72,7 @@ def bench_ingest(statements: int) -> list[Row]:
             def checkpoint() -> None:
                 # Every row stored (a new target each time; texts left aside).
                 w = writer.write(sconn, f"ckpt{next(names)}", reading,
-                                 repository.store_clock(sconn), (), reading.statements)
+                                 snapshots.store_clock(sconn), (), reading.statements)
                 assert w.stored == n
 
             checkpoint()  # partitions created, caches warm
@@ -127,8 +129,8 @@ def _move(s: StatementCounters, rng: random.Random) -> StatementCounters:
                    wal_bytes=s.wal_bytes + calls * 100)
 
 
-def _day(conn: repository.Conn, target: str, day: datetime, statements: int, moving: int,
-         writer: repository.StatementWriter, rng: random.Random,
+def _day(conn: Conn, target: str, day: datetime, statements: int, moving: int,
+         writer: StatementWriter, rng: random.Random,
          current: list[StatementCounters]) -> list[StatementCounters]:
     """288 five-minute snapshots of one target over one day; returns the last state."""
     reading = TargetReading("18.1", 180001, "1.12", STATS_RESET, 0, ())
@@ -140,7 +142,7 @@ def _day(conn: repository.Conn, target: str, day: datetime, statements: int, mov
     return current
 
 
-def _bytes(conn: repository.Conn, lower: datetime) -> tuple[int, int]:
+def _bytes(conn: Conn, lower: datetime) -> tuple[int, int]:
     """Bytes (tables and indexes) of the statement_stat and snapshot partitions of a day."""
     out = []
     for parent in ("statement_stat", "snapshot"):
@@ -166,8 +168,8 @@ def bench_size(statements: int = 5000, moving: int = 500, days: int = 30) -> lis
         migrate(Dsn(store))
         migrate(Dsn(full_store))
         base = _synthetic(statements, rng)
-        with repository.connect_store(Dsn(store)) as conn:
-            writer = repository.StatementWriter()
+        with connect_store(Dsn(store)) as conn:
+            writer = StatementWriter()
             state = list(base)
             t0 = time.perf_counter()
             for d in range(days, 0, -1):
@@ -186,11 +188,11 @@ def bench_size(statements: int = 5000, moving: int = 500, days: int = 30) -> lis
             reading = TargetReading("18.1", 180001, "1.12", STATS_RESET, 0, ())
             when = today - timedelta(seconds=60)
             t0 = time.perf_counter()
-            cold = repository.StatementWriter().write(conn, "app", reading, when, (), state)
+            cold = StatementWriter().write(conn, "app", reading, when, (), state)
             rebuild = time.perf_counter() - t0
             assert cold.checkpoint is None and cold.stored == moving
-        with repository.connect_store(Dsn(full_store)) as conn:
-            every = repository.StatementWriter(checkpoint_interval=1e-6)
+        with connect_store(Dsn(full_store)) as conn:
+            every = StatementWriter(checkpoint_interval=1e-6)
             _day(conn, "app", today - timedelta(days=1), statements, moving, every, rng,
                  list(base))
             full_bytes, _ = _bytes(conn, today - timedelta(days=1))

@@ -30,7 +30,7 @@ from pgarchitect.db import first_line
 from pgarchitect.errors import ConfigError, ConnectError
 from pgarchitect.log import event
 
-log = logging.getLogger("exporter.app")
+log = logging.getLogger("pgarchitect.exporter.app")
 
 SETTINGS = web.AppKey("settings", Settings)
 # The app's own registry: other modules (the jsonlog tailer, issue 4) register their metrics

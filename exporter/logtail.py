@@ -34,7 +34,7 @@ from pgarchitect.config import OrmPathSettings
 from pgarchitect.db import is_own
 from pgarchitect.log import event
 
-log = logging.getLogger("exporter.logtail")
+log = logging.getLogger("pgarchitect.exporter.logtail")
 
 # Closed set of reasons for pg_exporter_logtail_errors_total.
 REASONS = ("malformed", "truncated", "unparsable", "too_long", "read_error", "state_error")

@@ -24,7 +24,7 @@ from exporter.model import Failure, ScrapeResult, ServerInfo
 from pgarchitect.config import ExporterSettings, Target
 from pgarchitect.log import event
 
-log = logging.getLogger("exporter.scrape")
+log = logging.getLogger("pgarchitect.exporter.scrape")
 
 Step = Callable[[asyncpg.Connection], Awaitable[None]]
 

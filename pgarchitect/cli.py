@@ -12,16 +12,17 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from pgarchitect.config import (
+    LOG_LEVELS,
     VALIDATION_MODES,
     Settings,
     describe,
     load_settings,
     target_from_dsn,
 )
-from pgarchitect.dsn import mask_dsn
+from pgarchitect.dsn import has_password, mask_dsn
 from pgarchitect.errors import UserError
 from pgarchitect.log import setup_logging
 
@@ -32,17 +33,56 @@ class _Terminated(Exception):
     """SIGTERM arrived: unwind so every context manager (servers, pools) closes."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose error line masks passwords: it echoes the arguments it did not take."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {mask_dsn(message)}\n")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration, print it (secrets masked) and exit")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="log verbosity (default: info)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default: info)")
+
+
+def recommendation_id(text: str) -> str:
+    """A recommendation id as typed: ASCII digits only (`²` is a digit to str.isdigit)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"expected a recommendation id (a number), got "
+                                         f"{text[:30]!r}")
+    return text
+
+
+# The flags that take a DSN; a password in one is visible to every user of the machine.
+_DSN_FLAGS = (("dsn", "--dsn"), ("target", "--target"), ("store", "--store"))
+
+
+def password_flags(args: argparse.Namespace) -> list[str]:
+    """The DSN flags of `args` that carry a password."""
+    out = []
+    for dest, flag in _DSN_FLAGS:
+        value = getattr(args, dest, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and has_password(v) for v in values):
+            out.append(flag)
+    return out
+
+
+def _warn_password_flags(args: argparse.Namespace) -> None:
+    flags = password_flags(args)
+    if flags:
+        print(f"pgarchitect: warning: the password given with {' and '.join(flags)} is visible "
+              "to other users of this machine (ps, /proc); use dsn_file in the config file, a "
+              "passfile (~/.pgpass) or the environment (PGPASSWORD, PGARCHITECT_STORE_DSN, "
+              "PGARCHITECT_DSN) instead (docs/security.md)", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pgarchitect",
         description="PostgreSQL performance observatory and database architect.",
     )
@@ -104,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = p.add_subparsers(dest="action", metavar="ACTION")
     q = rsub.add_parser("set-status", help="record a person's decision on a recommendation",
                         argument_default=argparse.SUPPRESS)
-    q.add_argument("id", help="recommendation id")
+    q.add_argument("id", type=recommendation_id, help="recommendation id")
     q.add_argument("status", help="accepted, rejected, applied or reverted")
     q.add_argument("--note", default=None, help="why (kept in the history)")
     q.add_argument("--store", metavar="DSN", help="store database DSN")
@@ -112,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("propose", help="write a migration and PR text for a recommendation")
     _common(p)
-    p.add_argument("id", help="recommendation id")
+    p.add_argument("id", type=recommendation_id, help="recommendation id")
     p.add_argument("--store", metavar="DSN", help="store database DSN")
     p.add_argument("--out", metavar="DIR", required=True, help="output directory")
     p.add_argument("--git", metavar="REPO",
@@ -263,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _warn_password_flags(args)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         settings = load_settings(args.config, flags_to_config(args))

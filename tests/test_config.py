@@ -10,7 +10,7 @@ import pytest
 
 from pgarchitect.cli import main
 from pgarchitect.config import STORE_DSN_MISSING, load_settings, parse_duration
-from pgarchitect.demo.embedded import free_port
+from pgarchitect.demo.processes import free_port
 from pgarchitect.errors import ConfigError
 
 
@@ -84,11 +84,12 @@ def test_missing_store_is_the_same_line_for_every_command(
     assert err == f"pgarchitect: config: store.dsn: {STORE_DSN_MISSING}\n"
 
 
-def test_unreachable_dsn_is_one_line_without_password(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_dsn_is_one_line_without_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = free_port()
-    code, _, err = run_cli(
-        ["migrate", "--store", f"postgresql://app:hunter2@127.0.0.1:{port}/store"], capsys
-    )
+    monkeypatch.setenv("PGARCHITECT_STORE_DSN", f"postgresql://app:hunter2@127.0.0.1:{port}/store")
+    code, _, err = run_cli(["migrate"], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert "cannot connect to store" in err
@@ -96,19 +97,55 @@ def test_unreachable_dsn_is_one_line_without_password(capsys: pytest.CaptureFixt
     assert "****" in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["migrate", "--store", "postgresql://app:hunter2@127.0.0.1:1/store"],
+    ["migrate", "--store", "host=127.0.0.1 port=1 password=hunter2"],
+    ["snapshot", "--target", "app=postgresql://app:hunter2@127.0.0.1:1/app", "--store",
+     "postgresql://x@127.0.0.1:1/s"],
+    ["exporter", "--dsn", "postgresql://u@127.0.0.1:1/a", "--dsn",
+     "postgresql://u@127.0.0.1:1/b?password=hunter2"],
+])
+def test_a_password_on_the_command_line_is_one_warning_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli([*argv, "--check-config"], capsys)
+    assert code == 0, err
+    warning, done = err.splitlines()
+    assert warning.startswith("pgarchitect: warning: the password given with --")
+    assert "visible to other users of this machine (ps" in warning
+    for advice in ("dsn_file", "passfile", "PGPASSWORD"):
+        assert advice in warning
+    assert "hunter2" not in err and done == "configuration OK"
+
+
+def test_no_warning_without_a_password(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["migrate", "--store", "postgresql://app@127.0.0.1:1/store",
+                            "--check-config"], capsys)
+    assert (code, err) == (0, "configuration OK\n")
+
+
 def test_check_config_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     secret = tmp_path / "token"
     secret.write_text("s3cr3t-token\n")
     cfg = write(tmp_path, (
         "targets:\n  - name: app\n    dsn: postgresql://mon:pa55@db1/app\n"
+        "  - name: quoted\n    dsn: \"host=db2 password='Secret\\\\ Q' dbname=x\"\n"
+        "  - name: escaped\n    dsn: 'host=db3 password=Other\\ R dbname=y'\n"
         f"analyzer:\n  admin_token_file: {secret}\n"
+        "  alertmanager_url: http://am-user:am5ecret@am:9093\n"
+        "  public_url: https://pga.example/?password=pub5ecret&x=1\n"
         "store:\n  dsn: host=meta dbname=pga user=pga password=zz9\n"
     ))
     code, out, err = run_cli(["analyzer", "--config", cfg, "--check-config"], capsys)
     assert code == 0, err
-    assert "pa55" not in out and "s3cr3t" not in out and "zz9" not in out
+    for secret_text in ("pa55", "s3cr3t", "zz9", "Secret", " Q", "Other", " R", "am5ecret",
+                        "pub5ecret"):
+        assert secret_text not in out, secret_text
     assert "postgresql://mon:****@db1/app" in out
     assert "password=****" in out
+    assert "http://am-user:****@am:9093" in out
+    assert "https://pga.example/?password=****&x=1" in out
+    assert "host=db3 password=**** dbname=y" in out
 
 
 def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
@@ -258,3 +295,117 @@ def test_validation_settings_and_flags(capsys: pytest.CaptureFixture[str]) -> No
         parser.parse_args(["audit", "--validation", "maybe"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------
+# files and values that are not one line and exit 2 otherwise (docs/configuration.md, Errors)
+
+
+def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str], *expected: str) -> str:
+    code, out, err = run_cli(argv, capsys)
+    assert (code, out) == (2, ""), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_an_alias_bomb_is_refused_in_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bomb = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    bomb += [f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]"
+             for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    cfg = write(tmp_path, "log_level:\n  " + "\n  ".join(bomb) + "\n")
+    err = _one_line_exit_2(["migrate", "--config", cfg, "--check-config"], capsys,
+                           "aliases are not allowed (*a)", "at line 3")
+    assert len(err) < 300
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, "exporter:\n  listen: 127.0.0.1:1\n  top_tables: 5\n"
+                          "  listen: 127.0.0.1:2\n")
+    _one_line_exit_2(["exporter", "--config", cfg, "--check-config"], capsys,
+                     "duplicate key 'listen'", "at line 4")
+
+
+def test_a_fifo_is_refused_without_waiting(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    _one_line_exit_2(["migrate", "--config", str(fifo)], capsys, "is not a regular file")
+    token = tmp_path / "token"
+    os.mkfifo(token)
+    cfg = write(tmp_path, f"analyzer:\n  admin_token_file: {token}\n")
+    _one_line_exit_2(["migrate", "--config", cfg], capsys, "analyzer.admin_token_file",
+                     "is not a regular file")
+    _one_line_exit_2(["migrate", "--config", str(tmp_path)], capsys, "is not a regular file")
+
+
+def test_a_config_file_that_is_not_utf8_or_too_big(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pgarchitect.config import MAX_FILE_BYTES
+
+    path = tmp_path / "latin1.yml"
+    path.write_bytes("log_level: info # caf\xe9\n".encode("latin-1"))
+    _one_line_exit_2(["migrate", "--config", str(path)], capsys, "is not UTF-8 text",
+                     "byte 0xe9 at offset 21")
+    big = tmp_path / "big.yml"
+    big.write_text("# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    _one_line_exit_2(["migrate", "--config", str(big)], capsys, "is larger than 1024 KiB")
+
+
+@pytest.mark.parametrize(("yaml_text", "key", "expected"), [
+    ("exporter:\n  connect_timeout: .inf\n", "exporter.connect_timeout", "finite duration"),
+    ("exporter:\n  connect_timeout: 1" + "0" * 400 + "s\n", "exporter.connect_timeout",
+     "finite duration"),
+    ("analyzer:\n  min_confidence: .nan\n", "analyzer.min_confidence", "finite number, got nan"),
+    ("analyzer:\n  cluster_distance: -.inf\n", "analyzer.cluster_distance", "finite number"),
+    ("targets:\n  - {name: '', dsn: 'postgresql://h/a'}\n", "targets[0].name",
+     "expected a name, got an empty string"),
+    ("targets:\n  - {name: '  ', dsn: 'postgresql://h/a'}\n", "targets[0].name",
+     "expected a name"),
+    ("store:\n  dsn: 'postgresql://u:pw@[::1/db'\n", "store.dsn", "IPv6 host address"),
+    ("store:\n  dsn: 'postgresql://u:pw@h:99999/db'\n", "store.dsn", "invalid port '99999'"),
+    ("store:\n  dsn: 'postgresql://h1:5432,h2:0/db'\n", "store.dsn", "invalid port '0'"),
+    ("log_level: [" + ", ".join(["verbose"] * 5000) + "]\n", "log_level", "expected a string"),
+])
+def test_values_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    yaml_text: str, key: str, expected: str) -> None:
+    err = _one_line_exit_2(["migrate", "--config", write(tmp_path, yaml_text), "--check-config"],
+                           capsys, f"config: {key}: ", expected)
+    assert len(err) < 400 and "pw@" not in err
+
+
+def test_environment_values_are_checked_the_same_way(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGARCHITECT_ANALYZER__MIN_CONFIDENCE", ".nan")
+    _one_line_exit_2(["migrate", "--check-config"], capsys,
+                     "analyzer.min_confidence: expected a finite number")
+    monkeypatch.setenv("PGARCHITECT_ANALYZER__MIN_CONFIDENCE", "[&a x, *a]")
+    _one_line_exit_2(["migrate", "--check-config"], capsys,
+                     "analyzer.min_confidence: expected a number, got '[&a x, *a]'")
+
+
+def test_multi_host_uris_are_accepted_as_libpq_reads_them() -> None:
+    for dsn in ("postgresql://h1:5432,h2:5433/db", "postgresql://u:p@h1,h2:5433/db",
+                "postgresql://[::1]:5432,[::2]/db?target_session_attrs=read-write",
+                "host=h1,h2 port=5432,5433 dbname=db"):
+        s = load_settings(None, {"targets": [{"name": "app", "dsn": dsn}]}, {})
+        assert s.targets[0].dsn.reveal() == dsn
+
+
+@pytest.mark.parametrize("argv", [["propose", "\u00b2", "--out", "x"],
+                                  ["propose", "1x", "--out", "x"],
+                                  ["recommendations", "set-status", "\u0663", "accepted"]])
+def test_a_recommendation_id_that_is_not_ascii_digits(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a recommendation id (a number)" in err and "Traceback" not in err

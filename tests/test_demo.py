@@ -111,9 +111,9 @@ def test_demo_tells_the_whole_story_and_cleans_up() -> None:
                     r".*validated by sandbox", rest)
     assert rec, rest
     rec_id = rec.group(1)
-    proposal = re.search(rf"wrote (pgarchitect_{rec_id}_create_index_public_behavior_logs\.md), "
-                         rf"(pgarchitect_{rec_id}_create_index_public_behavior_logs\.sql) into "
-                         r"(\S+)", rest)
+    stem = rf"pgarchitect_{rec_id}_create_index_public_behavior_logs"
+    proposal = re.search(rf"wrote ({stem}\.md), ({stem}\.sql)(?:, {stem}\.svg)? into (\S+)",
+                         rest)
     assert proposal, rest
     assert (Path(proposal.group(3)) / proposal.group(2)).read_text().rstrip().endswith(";")
     assert f"recommendation {rec_id} is now applied" in rest

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict
 
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, load_settings
 from pgarchitect.cron import CronError, check_cron, next_run
 from pgarchitect.db import MARKER, is_own, mark
 from pgarchitect.demo.embedded import PgServer
-from pgarchitect.dsn import Dsn, mask_dsn
+from pgarchitect.dsn import Dsn, mask_dsn, parse_dsn
+from pgarchitect.errors import ConfigError
 from pgarchitect.log import event
 from tests.conftest import drop_database, new_database
 
@@ -31,9 +35,28 @@ from tests.conftest import drop_database, new_database
      "postgresql://u@h/db?password=****&sslmode=require"),
     ("error connecting to postgresql://a:b@c/d: refused",
      "error connecting to postgresql://a:****@c/d: refused"),
+    # libpq's unquoted value runs to white space, a backslash escaping the next character.
+    ("host=h password=Secret\\ Q dbname=d", "host=h password=**** dbname=d"),
+    ("host=h password='Secret\\' Q' dbname=d", "host=h password=**** dbname=d"),
+    ("host=h password = 'unterminated and more", "host=h password = ****"),
+    ("sslpassword=k3y PGPASSWORD=pw", "sslpassword=**** PGPASSWORD=****"),
+    # The query form ends at the next parameter or white space: the rest of the line stays.
+    ("postgresql://h/db?sslmode=require&password=p%40ss and then more text",
+     "postgresql://h/db?sslmode=require&password=**** and then more text"),
+    ("cannot use 'postgresql://u:pw@h1:5432,h2:5433/db' (quoted)",
+     "cannot use 'postgresql://u:****@h1:5432,h2:5433/db' (quoted)"),
+    # Other settings' URLs: any scheme's userinfo.
+    ("alertmanager_url: http://am:s3cret@am.internal:9093/",
+     "alertmanager_url: http://am:****@am.internal:9093/"),
+    ("public_url: https://pga.example/?password=x1&y=2",
+     "public_url: https://pga.example/?password=****&y=2"),
+    ("{'password': 'abc', \"password\": \"d\\\"e\"}", "{'password': ****, \"password\": ****}"),
+    ("no secret: postgresql://u@h:5432/db, host=h port=1",
+     "no secret: postgresql://u@h:5432/db, host=h port=1"),
 ])
 def test_mask_dsn(dsn: str, masked: str) -> None:
     assert mask_dsn(dsn) == masked
+    assert mask_dsn(masked) == masked
 
 
 PASSWORD_CHARS = st.characters(
@@ -45,6 +68,74 @@ PASSWORD_CHARS = st.characters(
 def test_password_never_survives_masking(password: str) -> None:
     text = mask_dsn(f"postgresql://user:{password}@host/db")
     assert password not in text.replace("postgresql://user:", "").replace("@host/db", "")
+
+
+def _kv_escaped(password: str) -> str:
+    return "".join("\\" + c if c.isspace() or c in "\\'" else c for c in password)
+
+
+def _kv_quoted(password: str) -> str:
+    return "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# (how a DSN writes the password, the DSN, what masking leaves), for each DSN form.
+FORMS: list[tuple[Callable[[str], str], str, str]] = [
+    (lambda p: quote(p, safe=""), "postgresql://mon:{}@db1:5432/app",
+     "postgresql://mon:****@db1:5432/app"),
+    (lambda p: quote(p, safe=""), "postgres://mon:{}@h1:5432,h2:5433/app?sslmode=require",
+     "postgres://mon:****@h1:5432,h2:5433/app?sslmode=require"),
+    (lambda p: quote(p, safe=""), "postgresql://mon@db1/app?password={}&sslmode=require",
+     "postgresql://mon@db1/app?password=****&sslmode=require"),
+    (_kv_escaped, "host=db1 password={} dbname=app", "host=db1 password=**** dbname=app"),
+    (_kv_quoted, "host=db1 password={} dbname=app", "host=db1 password=**** dbname=app"),
+    (_kv_quoted, "host=db1 password = {}", "host=db1 password = ****"),
+]
+
+
+@given(st.sampled_from(FORMS), st.text(min_size=1, max_size=30).filter(
+    lambda p: not p.startswith("****") and "\x00" not in p))
+def test_no_password_survives_masking_in_any_dsn_form(
+    form: tuple[Callable[[str], str], str, str], password: str
+) -> None:
+    write, template, masked = form
+    dsn = template.format(write(password))
+    if not template.startswith("postgres"):  # libpq reads the password back as it was
+        assert conninfo_to_dict(dsn)["password"] == password
+    line = f"cannot connect to {dsn}: connection refused"
+    assert mask_dsn(line) == f"cannot connect to {masked}: connection refused"
+    assert mask_dsn(repr(Dsn(dsn))) == repr(Dsn(dsn)) == f"Dsn({masked!r})"
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+               min_size=2, max_size=20))
+def test_a_dsn_that_fails_to_parse_never_shows_its_password(password: str) -> None:
+    # Not percent-encoded: libpq refuses many of these and its message may quote the token.
+    for dsn in (f"postgresql://mon:{password}%zz@db1/app", f"host=db1 password='{password}%"):
+        try:
+            parse_dsn(dsn, "store.dsn")
+        except ConfigError as exc:
+            message = str(exc)
+            assert "\n" not in message
+            assert password + "%zz" not in message and f"'{password}%" not in message
+
+
+def test_argparse_errors_mask_the_dsn_they_echo(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["migrate", "postgresql://u:hunter2@h/db", "host=h password=Sec\\ ret"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: postgresql://u:****@h/db host=h password=****" in err
+    assert "hunter2" not in err and "ret" not in err.split("arguments:")[1]
+
+
+def test_a_bad_percent_encoding_is_one_line_without_the_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGARCHITECT_STORE_DSN", "postgresql://u:Pct%zzSecretA@h/db")
+    assert main(["migrate", "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err == ('pgarchitect: config: store.dsn: invalid DSN: invalid percent-encoded token: '
+                   '"****"\n')
 
 
 def test_dsn_object_hides_password() -> None:

@@ -15,18 +15,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
 
 from analyzer.analysis.delta import WindowStat
-from analyzer.snapshots.model import StatementKey
+from analyzer.snapshots.model import StatementKey, TextKey
 from pgarchitect.config import RegressionSettings
 
 TIMER_RESOLUTION_MS = 0.001
 
 # (dbid, fingerprint, toplevel)
-GroupKey = tuple[int, str, bool]
+class GroupKey(NamedTuple):
+    """A statement group: the statements of one database with one fingerprint, top-level
+    or nested."""
+
+    dbid: int
+    fingerprint: str
+    toplevel: bool
 
 
 @dataclass(frozen=True)
@@ -71,11 +78,11 @@ class Regression:
 
     @property
     def dbid(self) -> int:
-        return self.key[0]
+        return self.key.dbid
 
     @property
     def fingerprint(self) -> str:
-        return self.key[1]
+        return self.key.fingerprint
 
     @property
     def queryid(self) -> int:
@@ -89,7 +96,7 @@ class Regression:
 
 def fingerprint_for(fingerprints: Mapping[tuple[int, int], str], dbid: int, queryid: int) -> str:
     """The group fingerprint of a statement; one of its own when its text is unknown."""
-    return fingerprints.get((dbid, queryid)) or f"queryid:{queryid}"
+    return fingerprints.get(TextKey(dbid, queryid)) or f"queryid:{queryid}"
 
 
 def group(
@@ -100,7 +107,7 @@ def group(
     merged: dict[GroupKey, WindowStat] = {}
     calls: dict[GroupKey, dict[int, int]] = {}
     for (dbid, _userid, queryid, toplevel), stat in window.items():
-        gk = (dbid, fingerprint_for(fingerprints, dbid, queryid), toplevel)
+        gk = GroupKey(dbid, fingerprint_for(fingerprints, dbid, queryid), toplevel)
         prior = merged.get(gk)
         merged[gk] = stat if prior is None else prior.merge(stat)
         per = calls.setdefault(gk, {})

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from analyzer.api import status as lifecycle
+from analyzer.vocabulary import AuditStatus
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -58,7 +59,7 @@ async def get_audit(conn: Conn, audit_id: int) -> dict[str, Any] | None:
         row = await cur.fetchone()
     if row is None:
         return None
-    if row["status"] == "succeeded" and row["report"] is not None:
+    if row["status"] == AuditStatus.SUCCEEDED and row["report"] is not None:
         return dict(row["report"])
     return audit_summary(row)
 

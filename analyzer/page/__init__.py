@@ -17,7 +17,7 @@ import psycopg
 
 from analyzer.page import data, html
 from analyzer.page.data import NoReport
-from analyzer.snapshots import repository
+from analyzer.store.connection import Conn, connect_store
 from pgarchitect.db import first_line
 from pgarchitect.dsn import Dsn
 from pgarchitect.errors import UserError
@@ -31,14 +31,14 @@ def render_page(page: data.PageData) -> str:
     return html.render(page)
 
 
-def audit_page(store: repository.Conn, audit_id: int) -> str:
+def audit_page(store: Conn, audit_id: int) -> str:
     """The page of one audit (NoReport when it has none)."""
     return html.render(data.load(store, audit_id))
 
 
 def page_from_store(store_dsn: Dsn, audit_id: int, connect_timeout: float = 5.0) -> str:
     """`audit_page` on a session of its own (read only, closed after)."""
-    with contextlib.closing(repository.connect_store(store_dsn, connect_timeout)) as store:
+    with contextlib.closing(connect_store(store_dsn, connect_timeout)) as store:
         store.autocommit = False
         store.read_only = True  # one read-only transaction: a consistent picture, no writes
         try:

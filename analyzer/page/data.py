@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from analyzer.analysis.delta import EMPTY, Moments, combine, pair_delta, was_reset
-from analyzer.pipeline import window_stats
-from analyzer.snapshots import repository
+from analyzer.audit import window_stats
 from analyzer.snapshots.model import SnapshotMeta, StatementKey
+from analyzer.store import snapshots
+from analyzer.store.connection import Conn
 from pgarchitect.errors import UserError
 
 TOP_STATEMENTS = 10
@@ -67,7 +68,7 @@ class PageData:
     addressed_ms: float  # the time of the statements the proposals are for
 
 
-def stored_report(store: repository.Conn, audit_id: int) -> dict[str, Any]:
+def stored_report(store: Conn, audit_id: int) -> dict[str, Any]:
     """The report of a succeeded audit; NoReport otherwise."""
     row = store.execute("/* pgarchitect */ SELECT status, report FROM pgarchitect.audit_run"
                         " WHERE id = %s", (audit_id,)).fetchone()
@@ -82,7 +83,7 @@ def _time(text: object) -> datetime | None:
     return datetime.fromisoformat(text) if isinstance(text, str) and text else None
 
 
-def window_metas(store: repository.Conn, report: Mapping[str, Any]
+def window_metas(store: Conn, report: Mapping[str, Any]
                  ) -> tuple[tuple[SnapshotMeta, ...], tuple[SnapshotMeta, ...]]:
     """(every snapshot of the audit's windows, those of its current window)."""
     windows = report.get("windows") or {}
@@ -92,7 +93,7 @@ def window_metas(store: repository.Conn, report: Mapping[str, Any]
         current.get("from"))
     if start is None or end is None or cur_start is None:
         return (), ()
-    metas = [m for m in repository.list_snapshots(store, str(report["target"]))
+    metas = [m for m in snapshots.list_snapshots(store, str(report["target"]))
              if start <= m.taken_at <= end]
     return tuple(metas), tuple(m for m in metas if m.taken_at >= cur_start)
 
@@ -120,7 +121,7 @@ def thin(steps: Sequence[tuple[SnapshotMeta, Moments]], max_points: int = MAX_PO
     return tuple(out)
 
 
-def regression_series(store: repository.Conn, metas: Sequence[SnapshotMeta],
+def regression_series(store: Conn, metas: Sequence[SnapshotMeta],
                       regressions: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Series, ...]]:
     """Per cluster, each regression's mean per call over the calls between consecutive
     snapshots, one point at each snapshot after the first (none where it had no calls; runs
@@ -128,7 +129,7 @@ def regression_series(store: repository.Conn, metas: Sequence[SnapshotMeta],
     wanted = {int(q) for r in regressions for q in r.get("queryids") or ()}
     if len(metas) < 2 or not wanted:
         return {}
-    rows = repository.load_series(store, metas, wanted)
+    rows = snapshots.load_series(store, metas, wanted)
     deltas = [pair_delta(rows[i], rows[i + 1], was_reset(metas[i], metas[i + 1]))
               for i in range(len(metas) - 1)]
     out: dict[int, list[Series]] = {}
@@ -148,13 +149,13 @@ def regression_series(store: repository.Conn, metas: Sequence[SnapshotMeta],
     return {k: tuple(v) for k, v in out.items()}
 
 
-def top_statements(store: repository.Conn, report: Mapping[str, Any],
+def top_statements(store: Conn, report: Mapping[str, Any],
                    current: Sequence[SnapshotMeta]
                    ) -> tuple[tuple[TopStatement, ...], float, float]:
     """The current window's statement groups (same database, fingerprint and top-level flag)
     by total time: the top ones, the total, and the part the proposals are for."""
     window = {k: s.moments for k, s in window_stats(store, current).items()}
-    texts = repository.load_texts(store, str(report["target"]), {(k[0], k[2]) for k in window})
+    texts = snapshots.load_texts(store, str(report["target"]), {(k[0], k[2]) for k in window})
     groups: dict[tuple[int, str, bool], dict[int, Moments]] = {}
     for key, m in window.items():
         text = texts.get((key[0], key[2]))
@@ -180,7 +181,7 @@ def top_statements(store: repository.Conn, report: Mapping[str, Any],
     return tuple(rows[:TOP_STATEMENTS]), total, addressed
 
 
-def load(store: repository.Conn, audit_id: int) -> PageData:
+def load(store: Conn, audit_id: int) -> PageData:
     """Everything the page of one audit shows."""
     report = stored_report(store, audit_id)
     metas, current = window_metas(store, report)

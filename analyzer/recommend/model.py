@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyzer.analysis.regression import GroupStat
+from analyzer.vocabulary import EvidenceKind, RecommendationKind, ValidatedBy
 
-KINDS = ("create_index", "drop_index", "analyze", "vacuum", "n_plus_one", "work_mem", "rewrite")
-VALIDATED_BY = ("hypopg", "sandbox", "transaction", "none")
+KINDS = tuple(RecommendationKind)
+VALIDATED_BY = tuple(ValidatedBy)
 # The evidence that carried a recommendation, strongest first: the statements' measured
 # before/after around a change (a dropped index), a what-if planned with representative
 # parameter values, a what-if with a generic plan, the catalog's counters alone.
-EVIDENCE_KINDS = ("measured_history", "custom_plan", "generic_plan", "catalog")
+EVIDENCE_KINDS = tuple(EvidenceKind)
 
 # Why a considered candidate was not proposed (the report's `not_proposed[].reason`).
 REASONS = (

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-# (dbid, userid, queryid, toplevel): pg_stat_statements' own key. With track = all the same
-# queryid can appear top-level and nested, and per user.
-StatementKey = tuple[int, int, int, bool]
+
+class StatementKey(NamedTuple):
+    """pg_stat_statements' own key. With track = all the same queryid can appear top-level
+    and nested, and per user."""
+
+    dbid: int
+    userid: int
+    queryid: int
+    toplevel: bool
+
+
+class TextKey(NamedTuple):
+    """A statement text's key (per target): texts do not depend on the user."""
+
+    dbid: int
+    queryid: int
 
 STAT_COLUMNS = (
     "dbid", "datname", "userid", "username", "queryid", "toplevel", "calls",
@@ -48,7 +62,7 @@ class StatementCounters:
 
     @property
     def key(self) -> StatementKey:
-        return (self.dbid, self.userid, self.queryid, self.toplevel)
+        return StatementKey(self.dbid, self.userid, self.queryid, self.toplevel)
 
     @property
     def mean_exec_time(self) -> float:

@@ -7,11 +7,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from analyzer.snapshots import catalog_history, partitions, repository
 from analyzer.snapshots.catalog import Catalog, read_catalog
 from analyzer.snapshots.model import SnapshotMeta, StatementText
 from analyzer.snapshots.own import is_own, statement_fingerprint
 from analyzer.snapshots.source import StatementSource
+from analyzer.store import catalogs, partitions, snapshots
+from analyzer.store.connection import Conn
+from analyzer.store.writer import StatementWriter
 from pgarchitect.log import event
 
 log = logging.getLogger("pgarchitect.analyzer.snapshot")
@@ -37,16 +39,16 @@ class SnapshotResult:
 
 
 def take_snapshot(
-    source: StatementSource, store: repository.Conn, target: str, retention_seconds: float,
-    writer: repository.StatementWriter | None = None,
+    source: StatementSource, store: Conn, target: str, retention_seconds: float,
+    writer: StatementWriter | None = None,
 ) -> SnapshotResult:
     """Read `source` and store one snapshot of `target`; partitions beyond retention go.
 
     Pass the same `writer` to successive snapshots to keep each target's last state in memory.
     """
     started = time.perf_counter()
-    writer = writer if writer is not None else repository.StatementWriter()
-    read_at = repository.store_clock(store)
+    writer = writer if writer is not None else StatementWriter()
+    read_at = snapshots.store_clock(store)
     reading = source.read()
     catalog = read_catalog(source.conn)
     known = writer.known_texts(store, target)
@@ -67,8 +69,8 @@ def take_snapshot(
     snap = written.snapshot
     pruned = partitions.drop_expired(store, retention_seconds)
     with store.transaction():
-        catalog_stored = catalog_history.store_if_changed(store, target, snap, catalog)
-        catalog_history.prune(store, target, retention_seconds)
+        catalog_stored = catalogs.store_if_changed(store, target, snap, catalog)
+        catalogs.prune(store, target, retention_seconds)
     result = SnapshotResult(
         snapshot=snap, server_version=reading.server_version,
         server_version_num=reading.server_version_num, statements=len(kept),

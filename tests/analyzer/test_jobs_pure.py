@@ -1,27 +1,55 @@
-"""The service's pure parts: cron in a time zone, the lifecycle table, notification retries."""
+"""The service's pure parts: its scheduled audits in a time zone (across DST changes), the
+lifecycle table, notification retries."""
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from analyzer import notify
 from analyzer.api.status import allowed
-from analyzer.jobs import next_run
+from analyzer.jobs import next_scheduled_audit
+from pgarchitect.config import AnalyzerSettings
+from pgarchitect.demo.processes import free_port
 
 
-def test_next_run_is_in_the_configured_time_zone() -> None:
+def chain(schedule: str, timezone: str, after: datetime, n: int) -> list[str]:
+    """The service's scheduled audits, each deferred from the one before as the audit job
+    does it: `scheduled_for` is the previous run's UTC time in ISO form."""
+    settings = AnalyzerSettings(schedule=schedule, timezone=timezone)
+    out = []
+    for _ in range(n):
+        at = next_scheduled_audit(settings, after)
+        assert at.tzinfo is UTC
+        out.append(at.astimezone(ZoneInfo(timezone)).isoformat())
+        after = datetime.fromisoformat(at.isoformat())
+    return out
+
+
+def test_scheduled_audits_are_in_the_configured_time_zone() -> None:
     after = datetime(2026, 3, 21, 12, 0, tzinfo=UTC)  # a Saturday; Paris is UTC+1
-    assert next_run("0 2 * * 0", "Europe/Paris", after) == datetime(2026, 3, 22, 1, 0,
-                                                                     tzinfo=UTC)
-    # 2026-03-29 02:00 does not exist in Paris (clocks jump to 03:00): it runs at 03:00.
-    assert next_run("0 2 * * 0", "Europe/Paris", datetime(2026, 3, 28, tzinfo=UTC)) == \
-        datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
-    # The week after, Paris is on summer time (UTC+2).
-    assert next_run("0 2 * * 0", "Europe/Paris", datetime(2026, 3, 30, tzinfo=UTC)) == \
-        datetime(2026, 4, 5, 0, 0, tzinfo=UTC)
-    assert next_run("0 2 * * 0", "UTC", datetime(2026, 4, 5, 2, 0, tzinfo=UTC)) == \
+    assert next_scheduled_audit(AnalyzerSettings(schedule="0 2 * * 0", timezone="Europe/Paris"),
+                                after) == datetime(2026, 3, 22, 1, 0, tzinfo=UTC)
+    assert next_scheduled_audit(AnalyzerSettings(schedule="0 2 * * 0", timezone="UTC"),
+                                datetime(2026, 4, 5, 2, 0, tzinfo=UTC)) == \
         datetime(2026, 4, 12, 2, 0, tzinfo=UTC)  # strictly after
+
+
+def test_the_skipped_hour_runs_when_the_clock_jumps() -> None:
+    # 2026-03-29 in Paris: 02:00 CET jumps to 03:00 CEST; a daily 02:30 runs at 03:00.
+    assert chain("30 2 * * *", "Europe/Paris", datetime(2026, 3, 28, 12, 0, tzinfo=UTC), 3) == [
+        "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"]
+
+
+def test_the_repeated_hour_runs_once() -> None:
+    # 2026-10-25 in Paris: 03:00 CEST goes back to 02:00 CET; a daily 02:30 runs once, the
+    # first time, and the chain does not run it again an hour later.
+    assert chain("30 2 * * *", "Europe/Paris", datetime(2026, 10, 24, 12, 0, tzinfo=UTC), 3) == [
+        "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00", "2026-10-27T02:30:00+01:00"]
+    # An every-half-hour schedule runs in both hours: they are two different hours.
+    assert chain("*/30 * * * *", "Europe/Paris", datetime(2026, 10, 24, 23, 45, tzinfo=UTC),
+                 4) == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:30:00+02:00",
+                        "2026-10-25T02:00:00+01:00", "2026-10-25T02:30:00+01:00"]
 
 
 def test_lifecycle_transitions() -> None:
@@ -32,9 +60,7 @@ def test_lifecycle_transitions() -> None:
 
 
 def test_unreachable_alertmanager_is_retried_and_reported() -> None:
-    with socket.socket() as s:  # a port that refuses connections
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free, so it refuses connections
     alert = notify.alert("PgarchitectAuditRunFailed", "app", "warning", "audit_failed",
                          "audit of app failed", "http://x/admin/database/audits/1")
     delivered, failed = notify.push(f"http://127.0.0.1:{port}", [alert])

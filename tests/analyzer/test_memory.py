@@ -14,10 +14,11 @@ import psycopg
 import pytest
 from pgvector import Vector
 
-from analyzer import lifecycle, memory
+from analyzer import memory
 from analyzer.memory import HashingEmbedder, normalise_index_definition, remember
 from analyzer.recommendation import Recommendation
-from analyzer.snapshots import repository
+from analyzer.store import audits, recommendations
+from analyzer.store.connection import Conn, connect_store, register_vector
 from pgarchitect.config import AnalyzerSettings, MemorySettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
@@ -121,13 +122,13 @@ def store_db(pg18: PgServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def conn(store_db: str) -> Iterator[repository.Conn]:
-    with memory.connect_store(Dsn(store_db)) as c:
+def conn(store_db: str) -> Iterator[Conn]:
+    with connect_store(Dsn(store_db)) as c:
         yield c
 
 
-def audit(conn: repository.Conn, target: str) -> int:
-    return repository.start_audit(conn, target)[0]
+def audit(conn: Conn, target: str) -> int:
+    return audits.start_audit(conn, target)[0]
 
 
 def test_codecs_need_the_extension(pg18: PgServer) -> None:
@@ -135,18 +136,18 @@ def test_codecs_need_the_extension(pg18: PgServer) -> None:
     try:
         with psycopg.connect(dsn) as c, \
                 pytest.raises(UserError, match=r"no pgvector extension.*pgarchitect migrate"):
-            memory.register_vector(c)
+            register_vector(c)
     finally:
         drop_database(pg18, dsn)
 
 
-def test_vectors_come_back_decoded(conn: repository.Conn) -> None:
+def test_vectors_come_back_decoded(conn: Conn) -> None:
     row = conn.execute("SELECT '[1,2,3]'::vector").fetchone()
     assert row is not None and isinstance(row[0], Vector)
     assert row[0].to_numpy().tolist() == [1.0, 2.0, 3.0]
 
 
-def test_recall_returns_the_true_nearest_in_order(conn: repository.Conn) -> None:
+def test_recall_returns_the_true_nearest_in_order(conn: Conn) -> None:
     target = "recall"
     tables = [f"public.t{i}" for i in range(6)]
     cols = ["a", "b", "c", "d"]
@@ -167,14 +168,14 @@ def test_recall_returns_the_true_nearest_in_order(conn: repository.Conn) -> None
     v = memory.embed_one(EMBEDDER, probe)
     sims = matrix @ v / np.linalg.norm(matrix, axis=1)
     truth = [ids[i] for i in np.argsort(-sims, kind="stable")[:5]]
-    found = memory.recall(conn, target, v, 5)
+    found = recommendations.recall(conn, target, v, 5)
     assert [f.id for f in found] == truth
     assert [f.similarity for f in found] == pytest.approx(sorted(sims, reverse=True)[:5],
                                                           abs=1e-5)
     assert all(f.status == "proposed" for f in found)
 
 
-def test_recall_uses_the_hnsw_index(conn: repository.Conn) -> None:
+def test_recall_uses_the_hnsw_index(conn: Conn) -> None:
     """The recall query as written (ORDER BY the cosine distance, LIMIT) is answered by the
     HNSW index. With a few hundred rows a sequential scan and a sort are cheaper, and the
     planner rightly takes them (the index is for a store that remembers a fleet); from about
@@ -188,12 +189,12 @@ def test_recall_uses_the_hnsw_index(conn: repository.Conn) -> None:
             " confidence, embedding) VALUES ('create_index', %s, 'public.t', 'x', 0.9, %s)",
             [(target, rng.random(384).astype(np.float32)) for _ in range(2000)])
     conn.execute("ANALYZE pgarchitect.optimization_log")
-    plan = conn.execute(("EXPLAIN " + memory.RECALL).encode(),
+    plan = conn.execute(("EXPLAIN " + recommendations.RECALL).encode(),
                         {"v": rng.random(384).astype(np.float32), "target": target,
                          "exclude": 0, "limit": 5}).fetchall()
     lines = [str(r[0])[:100] for r in plan]
     assert any("Index Scan using optimization_log_embedding_idx" in ln for ln in lines), lines
-    found = memory.recall(conn, target, rng.random(384), 5)
+    found = recommendations.recall(conn, target, rng.random(384), 5)
     assert len(found) == 5
     assert [f.similarity for f in found] == sorted((f.similarity for f in found), reverse=True)
     # A target with three recommendations far from the probe, in a store full of another
@@ -203,18 +204,18 @@ def test_recall_uses_the_hnsw_index(conn: repository.Conn) -> None:
             conn.execute("INSERT INTO pgarchitect.optimization_log (kind, target, rationale,"
                          " confidence, embedding) VALUES ('vacuum', 'tiny', 'x', 0.9, %s)",
                          (-rng.random(384).astype(np.float32),))
-    assert len(memory.recall(conn, "tiny", rng.random(384), 5)) == 3
+    assert len(recommendations.recall(conn, "tiny", rng.random(384), 5)) == 3
 
 
-def test_a_repeat_of_a_pending_one_is_merged(conn: repository.Conn) -> None:
+def test_a_repeat_of_a_pending_one_is_merged(conn: Conn) -> None:
     target = "merge"
     first = index_rec("public.orders", "customer_id", queryids=("11",))
     with conn.transaction():
         a = remember(conn, target, first, embedder=EMBEDDER, settings=SETTINGS,
                      audit_id=audit(conn, target))
     assert a.action == "proposed" and a.id is not None
-    lifecycle.set_status(conn, a.id, "accepted", "cli", "looks right")
-    before = lifecycle.get(conn, a.id)
+    recommendations.set_status(conn, a.id, "accepted", "cli", "looks right")
+    before = recommendations.get(conn, a.id)
     again = replace(first, queryids=("12",), confidence=0.97, ddl=first.ddl.replace("_idx", "_i"),
                     evidence={"statements": [{"queryid": "12", "calls": 900}]})
     audit2 = audit(conn, target)
@@ -225,7 +226,7 @@ def test_a_repeat_of_a_pending_one_is_merged(conn: repository.Conn) -> None:
     rows = conn.execute("SELECT count(*) FROM pgarchitect.optimization_log WHERE target = %s",
                         (target,)).fetchone()
     assert rows == (1,)
-    after = lifecycle.get(conn, a.id)
+    after = recommendations.get(conn, a.id)
     assert after.times_seen == 2 and after.last_seen_at > before.last_seen_at
     assert after.recommendation.queryids == ("11", "12")
     assert after.recommendation.confidence == 0.97
@@ -235,14 +236,14 @@ def test_a_repeat_of_a_pending_one_is_merged(conn: repository.Conn) -> None:
     assert b.to_json()["merged"] is True and b.to_json()["id"] == str(a.id)
 
 
-def test_a_repeat_of_a_rejected_one_is_lowered_and_says_why(conn: repository.Conn) -> None:
+def test_a_repeat_of_a_rejected_one_is_lowered_and_says_why(conn: Conn) -> None:
     target = "reject"
     rec = index_rec("public.orders", "status")
     with conn.transaction():
         a = remember(conn, target, rec, embedder=EMBEDDER, settings=SETTINGS,
                      audit_id=audit(conn, target))
     assert a.id is not None
-    lifecycle.set_status(conn, a.id, "rejected", "cli", "status has four values")
+    recommendations.set_status(conn, a.id, "rejected", "cli", "status has four values")
     with conn.transaction():
         b = remember(conn, target, rec, embedder=EMBEDDER, settings=SETTINGS,
                      audit_id=audit(conn, target))
@@ -265,14 +266,14 @@ def test_a_repeat_of_a_rejected_one_is_lowered_and_says_why(conn: repository.Con
 
 
 def test_a_near_repeat_of_a_rejected_one_is_lowered_by_its_similarity(
-        conn: repository.Conn) -> None:
+        conn: Conn) -> None:
     target = "near"
     rec = index_rec("public.orders", "status", "amount",
                     statements=("SELECT * FROM orders WHERE status = $1 AND amount > $2",))
     with conn.transaction():
         a = remember(conn, target, rec, embedder=EMBEDDER, settings=SETTINGS)
     assert a.id is not None
-    lifecycle.set_status(conn, a.id, "rejected", "api", None)
+    recommendations.set_status(conn, a.id, "rejected", "api", None)
     near = index_rec("public.orders", "status", "amount", "id",
                      statements=("SELECT * FROM orders WHERE status = $1 AND amount > $2",))
     sim = float(memory.embed_one(EMBEDDER, rec) @ memory.embed_one(EMBEDDER, near))
@@ -288,18 +289,18 @@ def test_a_near_repeat_of_a_rejected_one_is_lowered_by_its_similarity(
     assert [(s.id, s.status) for s in c.similar_past][:1] == [(a.id, "rejected")]
 
 
-def test_one_that_proved_ineffective_is_not_proposed_again(conn: repository.Conn) -> None:
+def test_one_that_proved_ineffective_is_not_proposed_again(conn: Conn) -> None:
     target = "ineffective"
     rec = index_rec("public.events", "kind")
     with conn.transaction():
         a = remember(conn, target, rec, embedder=EMBEDDER, settings=SETTINGS)
     assert a.id is not None
-    lifecycle.set_status(conn, a.id, "applied", "cli", "deployed")
+    recommendations.set_status(conn, a.id, "applied", "cli", "deployed")
     with conn.transaction():
         b = remember(conn, target, rec, embedder=EMBEDDER, settings=SETTINGS)
     assert (b.action, b.reason) == ("not_proposed", "already_applied")
-    lifecycle.set_status(conn, a.id, "ineffective", "analyzer", "no gain")
-    lifecycle.set_status(conn, a.id, "reverted", "analyzer", "index dropped")
+    recommendations.set_status(conn, a.id, "ineffective", "analyzer", "no gain")
+    recommendations.set_status(conn, a.id, "reverted", "analyzer", "index dropped")
     for _ in range(2):  # still not, in every later audit, though it is now `reverted`
         with conn.transaction():
             c = remember(conn, target, rec, embedder=EMBEDDER, settings=SETTINGS,
@@ -311,7 +312,7 @@ def test_one_that_proved_ineffective_is_not_proposed_again(conn: repository.Conn
     assert count == (1,)
 
 
-def test_every_proposal_lists_its_nearest_past(conn: repository.Conn) -> None:
+def test_every_proposal_lists_its_nearest_past(conn: Conn) -> None:
     target = "similar"
     ids = []
     for cols in (("customer_id",), ("customer_id", "status"), ("created_at",)):
@@ -322,7 +323,7 @@ def test_every_proposal_lists_its_nearest_past(conn: repository.Conn) -> None:
     assert out.similar_past and {s.id for s in out.similar_past} == set(ids[:2])
     first = out.similar_past[0]
     assert 0 < first.similarity <= 1 and first.status == "proposed"
-    stored = lifecycle.get(conn, int(ids[2] or 0))
+    stored = recommendations.get(conn, int(ids[2] or 0))
     assert stored.recommendation.evidence["similar_past"] == \
         [s.to_json() for s in out.similar_past]
     history = stored.history

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from analyzer.page import svg
-from analyzer.snapshots import repository
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
@@ -45,7 +45,7 @@ class Audited:
 
 def _snapshot(app: str, store: str) -> int:
     with connect_target(Dsn(app), "target", SETTINGS) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn:
+            connect_store(Dsn(store)) as sconn:
         return take_snapshot(StatementSource(tconn), sconn, "app", SETTINGS.retention).snapshot.id
 
 

@@ -12,9 +12,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from analyzer import lifecycle, memory
+from analyzer import lifecycle
 from analyzer.memory import HashingEmbedder, remember
 from analyzer.recommendation import Recommendation
+from analyzer.store import recommendations
+from analyzer.store.connection import connect_store
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.demo.embedded import PgServer
@@ -77,7 +79,7 @@ def hostile_rec(target_dsn: str) -> Recommendation:
 
 
 def stored(store: str, target_name: str, rec: Recommendation) -> int:
-    with memory.connect_store(Dsn(store)) as conn, conn.transaction():
+    with connect_store(Dsn(store)) as conn, conn.transaction():
         out = remember(conn, target_name, rec, embedder=HashingEmbedder(), settings=SETTINGS)
     assert out.id is not None
     return out.id
@@ -133,10 +135,10 @@ def test_list_and_set_status(store: str, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2 and "must be a number" in err
     code, _, err = cli(capsys, "recommendations", "--store", store, "--status", "bogus")
     assert code == 2 and "unknown status 'bogus'" in err
-    with memory.connect_store(Dsn(store)) as conn:
-        assert len(lifecycle.get(conn, rec_id).history) == 2
-        assert len(lifecycle.get(conn, other).history) == 2
-        counts = lifecycle.status_counts(conn)
+    with connect_store(Dsn(store)) as conn:
+        assert len(recommendations.get(conn, rec_id).history) == 2
+        assert len(recommendations.get(conn, other).history) == 2
+        counts = recommendations.status_counts(conn)
     assert counts[("listing", "create_index", "accepted")] == 1
     assert counts[("listing", "create_index", "rejected")] == 1
 
@@ -192,7 +194,7 @@ def test_propose_writes_a_migration_psql_applies_with_hostile_names_intact(
     # The catalog shows it (under PostgreSQL's own quoting) as the recommended index.
     from analyzer.verify import observe_catalog
 
-    with memory.connect_store(Dsn(store)) as conn:
+    with connect_store(Dsn(store)) as conn:
         assert [c.to_status for c in observe_catalog(conn, "hostile", defs)] == ["applied"]
 
     md = desc.read_text()
@@ -220,8 +222,8 @@ def test_propose_refuses_what_is_not_pending(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rec_id = stored(store, "refuse", plain_rec("orders", "status"))
-    with memory.connect_store(Dsn(store)) as conn:
-        lifecycle.set_status(conn, rec_id, "rejected", "cli", None)
+    with connect_store(Dsn(store)) as conn:
+        recommendations.set_status(conn, rec_id, "rejected", "cli", None)
     code, out, err = cli(capsys, "propose", str(rec_id), "--store", store, "--out",
                          str(tmp_path))
     assert code == 2 and out == "" and not list(tmp_path.iterdir())

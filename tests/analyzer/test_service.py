@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from analyzer import jobs, notify
-from analyzer.pipeline import AuditResult
+from analyzer.audit import AuditResult
 from pgarchitect.cli import main
 from pgarchitect.config import load_settings
 from pgarchitect.demo.embedded import PgServer, embedded_postgres

@@ -3,6 +3,7 @@ snapshots rebuilt exactly, racing snapshots, and a store migrated from the old l
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import random
 import shutil
@@ -14,11 +15,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from analyzer.pipeline import run_audit, window_stats
-from analyzer.snapshots import partitions, repository
+from analyzer.audit import run_audit, window_stats
 from analyzer.snapshots.model import STAT_COLUMNS, TargetReading
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import SnapshotResult, take_snapshot
+from analyzer.store import partitions, snapshots
+from analyzer.store.connection import Conn, connect_store
+from analyzer.store.locks import TARGET_WRITE_LOCK
+from analyzer.store.writer import StatementWriter, Written
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
@@ -47,20 +51,20 @@ def random_steps(rng: random.Random, count: int) -> list[Step]:
     return out
 
 
-def write_series(store: repository.Conn, target: str, readings: list[series.Reading],
-                 writer: repository.StatementWriter, cold_every: int = 0) -> list[
-                     repository.Written]:
+def write_series(store: Conn, target: str, readings: list[series.Reading],
+                 writer: StatementWriter, cold_every: int = 0) -> list[
+                     Written]:
     out = []
     for i, r in enumerate(readings):
         if cold_every and i % cold_every == cold_every - 1:
             # Another process (or a restart): the writer rebuilds the state from the store.
-            writer = repository.StatementWriter(writer.partition_interval,
+            writer = StatementWriter(writer.partition_interval,
                                                 writer.checkpoint_interval)
         out.append(writer.write(store, target, reading_of(r), r.read_at, (), r.statements))
     return out
 
 
-def partition_tables(store: repository.Conn) -> set[str]:
+def partition_tables(store: Conn) -> set[str]:
     rows = store.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent IN ('pgarchitect.snapshot'::regclass,"
@@ -74,8 +78,8 @@ def test_changed_only_snapshots_rebuild_exactly_through_the_store(store: str) ->
     readings = series.simulate(random_steps(rng, 40), base=base)
     expected = series.store_changed_only(readings, checkpoint_interval=1800.0,
                                          partition_interval=3600.0)
-    with repository.connect_store(Dsn(store)) as conn:
-        writer = repository.StatementWriter(partition_interval=3600.0, checkpoint_interval=1800.0)
+    with connect_store(Dsn(store)) as conn:
+        writer = StatementWriter(partition_interval=3600.0, checkpoint_interval=1800.0)
         written = write_series(conn, "sim", readings, writer, cold_every=7)
         # The store holds what the pure planner says, and no more.
         assert [(w.checkpoint, w.stored) for w in written] == [
@@ -83,13 +87,13 @@ def test_changed_only_snapshots_rebuild_exactly_through_the_store(store: str) ->
         assert sum(w.stored for w in written) < sum(len(r.statements) for r in readings)
         assert {w.checkpoint for w in written} == {None, "first", "reset", "evicted",
                                                    "interval", "partition", "vanished"}
-        metas = repository.list_snapshots(conn, "sim")
+        metas = snapshots.list_snapshots(conn, "sim")
         assert [m.id for m in metas] == [w.snapshot.id for w in written]
         for m, r in zip(metas, readings, strict=True):
-            assert repository.load_counters(conn, m.id) == r.state
-        assert repository.load_series(conn, metas) == [r.state for r in readings]
+            assert snapshots.load_counters(conn, m.id) == r.state
+        assert snapshots.load_series(conn, metas) == [r.state for r in readings]
         some = {1000, 1003}
-        assert repository.load_series(conn, metas[5:20], some) == [
+        assert snapshots.load_series(conn, metas[5:20], some) == [
             {k: v for k, v in r.state.items() if k[2] in some} for r in readings[5:20]]
         full = {m.id: r.state for m, r in zip(metas, readings, strict=True)}
         for w in (metas, metas[3:17], metas[10:11], metas[20:]):
@@ -104,8 +108,8 @@ def test_partitions_created_ahead_and_dropped_whole_by_retention(store: str) -> 
     base, _ = partitions.slot(now - timedelta(hours=10), hour)
     readings = series.simulate([Step(False, (Action(0, "run"), Action(1, "run")))] * 20,
                                base=base, step=timedelta(minutes=30))
-    with repository.connect_store(Dsn(store)) as conn:
-        writer = repository.StatementWriter(partition_interval=hour, checkpoint_interval=86400.0)
+    with connect_store(Dsn(store)) as conn:
+        writer = StatementWriter(partition_interval=hour, checkpoint_interval=86400.0)
         written = write_series(conn, "t1", readings, writer)
         hourly = [p for p in partitions.existing(conn) if p.upper - p.lower == timedelta(hours=1)]
         # Ahead of need: the hour of the newest snapshot and the two after it.
@@ -126,11 +130,11 @@ def test_partitions_created_ahead_and_dropped_whole_by_retention(store: str) -> 
         assert row is not None and row[0] >= partitions.slot(cutoff, hour)[0] - timedelta(
             hours=1)
         # What is left still rebuilds exactly: each partition starts at a checkpoint.
-        metas = repository.list_snapshots(conn, "t1")
+        metas = snapshots.list_snapshots(conn, "t1")
         assert metas and len(metas) < len(readings)
         by_time = {r.read_at: r for r in readings}
         for m in metas:
-            assert repository.load_counters(conn, m.id) == by_time[m.taken_at].state
+            assert snapshots.load_counters(conn, m.id) == by_time[m.taken_at].state
         assert partitions.drop_expired(conn, retention=4 * hour) == 0
         # A changed interval: new partitions follow the existing ones without overlap.
         until = partitions.ensure(conn, now, 86400.0, ahead=1)
@@ -143,9 +147,9 @@ def test_a_lock_held_by_a_reader_defers_the_drop(store: str) -> None:
     now = datetime.now(UTC)
     readings = series.simulate([Step(False, (Action(0, "run"),))] * 3,
                                base=now - timedelta(hours=6), step=timedelta(minutes=30))
-    with repository.connect_store(Dsn(store)) as conn, psycopg.connect(store) as reader:
+    with connect_store(Dsn(store)) as conn, psycopg.connect(store) as reader:
         write_series(conn, "t1", readings,
-                     repository.StatementWriter(partition_interval=3600.0))
+                     StatementWriter(partition_interval=3600.0))
         reader.execute("SELECT count(*) FROM pgarchitect.statement_stat")  # holds the lock
         assert partitions.drop_expired(conn, retention=3600.0, lock_timeout=0.05) == 0
         reader.rollback()
@@ -165,7 +169,7 @@ def test_two_snapshots_racing_for_one_target_stay_consistent(pg18: PgServer, sto
         def snap() -> None:
             try:
                 with connect_target(Dsn(app), "target", SETTINGS) as tconn, \
-                        repository.connect_store(Dsn(store)) as sconn:
+                        connect_store(Dsn(store)) as sconn:
                     results.append(take_snapshot(StatementSource(tconn), sconn, "race",
                                                  SETTINGS.retention))
             except BaseException as exc:
@@ -174,7 +178,7 @@ def test_two_snapshots_racing_for_one_target_stay_consistent(pg18: PgServer, sto
         snap()  # the first snapshot, so that the racers write changed rows
         with psycopg.connect(store, autocommit=True) as holder:
             holder.execute("SELECT pg_advisory_lock(%s::int4, hashtext('race'))",
-                           (repository._TARGET_LOCK,))
+                           (TARGET_WRITE_LOCK,))
             threads = [threading.Thread(target=snap) for _ in range(2)]
             for t in threads:
                 t.start()
@@ -186,15 +190,15 @@ def test_two_snapshots_racing_for_one_target_stay_consistent(pg18: PgServer, sto
 
             eventually(both_waiting, "both snapshots waiting for the target's lock")
             holder.execute("SELECT pg_advisory_unlock(%s::int4, hashtext('race'))",
-                           (repository._TARGET_LOCK,))
+                           (TARGET_WRITE_LOCK,))
             for t in threads:
                 t.join()
         assert errors == []
         first, racers = results[0], results[1:]
         stored = [r for r in racers if not r.skipped]
         assert stored, "at least one racer stores its snapshot"
-        with repository.connect_store(Dsn(store)) as conn:
-            metas = repository.list_snapshots(conn, "race")
+        with connect_store(Dsn(store)) as conn:
+            metas = snapshots.list_snapshots(conn, "race")
             assert [m.id for m in metas] == [first.snapshot.id, *sorted(
                 r.snapshot.id for r in stored)]
             assert [m.taken_at for m in metas] == sorted(m.taken_at for m in metas)
@@ -204,7 +208,7 @@ def test_two_snapshots_racing_for_one_target_stay_consistent(pg18: PgServer, sto
             counts = conn.execute("SELECT id, statement_count FROM pgarchitect.snapshot"
                                   " WHERE target = 'race'").fetchall()
             for sid, count in counts:
-                assert len(repository.load_counters(conn, int(sid))) == count
+                assert len(snapshots.load_counters(conn, int(sid))) == count
     finally:
         drop_database(pg18, app)
 
@@ -247,12 +251,12 @@ def test_a_store_at_0002_migrates_keeping_snapshots_and_audits(
         assert [m.name for m in _applied(old)] == ["0001_store", "0002_analyzer"]
         migrate(Dsn(old))
         assert "0004_partitions" in [m.name for m in _applied(old)]
-        with repository.connect_store(Dsn(old)) as conn:
-            metas = repository.list_snapshots(conn, "app")
+        with connect_store(Dsn(old)) as conn:
+            metas = snapshots.list_snapshots(conn, "app")
             assert len(metas) == len(readings)
             for m, r in zip(metas, readings, strict=True):
                 assert m.taken_at == r.read_at
-                assert repository.load_counters(conn, m.id) == r.state
+                assert snapshots.load_counters(conn, m.id) == r.state
             assert partition_tables(conn)
         # The migrated store takes snapshots and runs audits against a real target.
         with psycopg.connect(app, autocommit=True) as c:
@@ -260,7 +264,7 @@ def test_a_store_at_0002_migrates_keeping_snapshots_and_audits(
             c.execute("SELECT count(*) FROM t")
         target = Target("app2", Dsn(app))
         with connect_target(Dsn(app), "target", SETTINGS) as tconn, \
-                repository.connect_store(Dsn(old)) as sconn:
+                connect_store(Dsn(old)) as sconn:
             first = take_snapshot(StatementSource(tconn), sconn, "app2", SETTINGS.retention)
             row = sconn.execute("SELECT max(id) FROM pgarchitect.snapshot"
                                 " WHERE target = 'app'").fetchone()
@@ -294,11 +298,11 @@ def test_a_zero_partition_interval_is_refused(bad: str) -> None:
 def test_insert_snapshot_alone_creates_its_partition(store: str) -> None:
     r = series.simulate([Step(False, (Action(0, "run"), Action(1, "run")))])[-1]
     when = datetime.now(UTC) - timedelta(days=3)
-    with repository.connect_store(Dsn(store)) as conn:
+    with connect_store(Dsn(store)) as conn:
         with conn.transaction():
-            snap = repository.insert_snapshot(conn, "direct", reading_of(r), (), r.statements,
+            snap = snapshots.insert_snapshot(conn, "direct", reading_of(r), (), r.statements,
                                               taken_at=when)
-        assert repository.load_counters(conn, snap.id) == r.state
+        assert snapshots.load_counters(conn, snap.id) == r.state
         assert [p.lower for p in partitions.existing(conn)] == [partitions.slot(when, 86400)[0]]
 
 
@@ -309,11 +313,11 @@ def test_a_changed_interval_still_starts_each_real_partition_at_a_checkpoint(sto
         base -= 5 * hour  # keep the run inside one UTC day
     readings = series.simulate([Step(False, (Action(0, "run"),))] * 7, base=base,
                                step=hour / 2)
-    with repository.connect_store(Dsn(store)) as conn:
-        hourly = repository.StatementWriter(partition_interval=3600.0)
+    with connect_store(Dsn(store)) as conn:
+        hourly = StatementWriter(partition_interval=3600.0)
         first = hourly.write(conn, "t", reading_of(readings[0]), readings[0].read_at, (),
                              readings[0].statements)
-        daily = repository.StatementWriter(partition_interval=86400.0)
+        daily = StatementWriter(partition_interval=86400.0)
         rest = [daily.write(conn, "t", reading_of(r), r.read_at, (), r.statements)
                 for r in readings[1:]]
         # Hourly partitions up to base + 3 h, then one running to midnight (and one filling
@@ -324,3 +328,8 @@ def test_a_changed_interval_still_starts_each_real_partition_at_a_checkpoint(sto
         assert bounds[3][0] == 3 * hour
         assert [first.checkpoint, *(w.checkpoint for w in rest)] == [
             "first", None, "partition", None, "partition", None, "partition", None]
+
+
+def test_counters_are_read_back_by_column_name() -> None:
+    # The row maker's parameters are the columns it is given, in order (one definition).
+    assert tuple(inspect.signature(snapshots._counters).parameters) == STAT_COLUMNS

@@ -14,13 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from analyzer import lifecycle, memory
 from analyzer.memory import HashingEmbedder, remember
 from analyzer.recommendation import Recommendation
-from analyzer.snapshots import repository
 from analyzer.snapshots.model import SnapshotMeta
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
+from analyzer.store import recommendations
+from analyzer.store.connection import connect_store
 from analyzer.verify import measure, observe_catalog, verify
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, RegressionSettings, VerificationSettings
@@ -52,7 +52,7 @@ def valid_indexes(dsn: str) -> dict[str, str]:
 
 def snapshot(app: str, store: str) -> SnapshotMeta:
     with connect_target(Dsn(app), "target", SETTINGS) as tconn, \
-            repository.connect_store(Dsn(store)) as sconn:
+            connect_store(Dsn(store)) as sconn:
         return take_snapshot(StatementSource(tconn), sconn, "app", SETTINGS.retention).snapshot
 
 
@@ -107,7 +107,7 @@ def test_applied_verified_ineffective_reverted(
     helps = index_rec("orders", "customer_id", "pga_orders_customer_id_idx", orders_q, orders_s)
     # An index on events.kind does nothing for a lookup by session_id.
     useless = index_rec("events", "kind", "pga_events_kind_idx", events_q, events_s)
-    with memory.connect_store(Dsn(store)) as conn, conn.transaction():
+    with connect_store(Dsn(store)) as conn, conn.transaction():
         ids = [remember(conn, "app", r, embedder=EMBEDDER, settings=SETTINGS).id
                for r in (helps, useless)]
     good, bad = (int(i or 0) for i in ids)
@@ -123,11 +123,11 @@ def test_applied_verified_ineffective_reverted(
 
     # The next snapshot's catalog shows both indexes valid: applied, at that moment.
     s2 = snapshot(app, store)
-    with memory.connect_store(Dsn(store)) as conn:
+    with connect_store(Dsn(store)) as conn:
         changes = observe_catalog(conn, "app", valid_indexes(app), at=s2.taken_at)
         assert sorted((c.recommendation_id, c.to_status) for c in changes) == \
             [(good, "applied"), (bad, "applied")]
-        applied = lifecycle.get(conn, good)
+        applied = recommendations.get(conn, good)
         assert applied.applied_at == s2.taken_at
         assert applied.history[-1].changed_by == "analyzer"
         assert "pga_orders_customer_id_idx found valid" in str(applied.history[-1].note)
@@ -140,7 +140,7 @@ def test_applied_verified_ineffective_reverted(
 
     traffic(app, ORDERS + EVENTS, seed=2)
     snapshot(app, store)
-    with memory.connect_store(Dsn(store)) as conn:
+    with connect_store(Dsn(store)) as conn:
         with conn.transaction():
             result = verify(conn, "app", SETTINGS, embedder=EMBEDDER)
         by_id = {v.id: v for v in result.verifications}
@@ -155,14 +155,14 @@ def test_applied_verified_ineffective_reverted(
         assert w.status == "ineffective", w.note
         assert w.calls_after == 40 and w.ratio is not None and w.ratio > 0.5
 
-        stored = lifecycle.get(conn, good)
+        stored = recommendations.get(conn, good)
         assert stored.status == "verified" and stored.measured_change == v.to_json()
         assert [h.to_status for h in stored.history] == ["proposed", "applied", "verified"]
-        assert lifecycle.get(conn, bad).status == "ineffective"
+        assert recommendations.get(conn, bad).status == "ineffective"
         # The revert of the ineffective one is proposed with the measured evidence.
         (revert,) = result.reverts
         assert revert.action == "proposed" and revert.id is not None
-        rv = lifecycle.get(conn, revert.id)
+        rv = recommendations.get(conn, revert.id)
         assert rv.recommendation.kind == "drop_index" and rv.reverts_id == bad
         assert rv.recommendation.ddl == \
             'DROP INDEX CONCURRENTLY IF EXISTS "public"."pga_events_kind_idx"'
@@ -184,7 +184,7 @@ def test_applied_verified_ineffective_reverted(
     (revert_file,) = (tmp_path / "revert").glob("*.sql")
     psql(pg_server, app, "-f", str(revert_file))
     s4 = snapshot(app, store)
-    with memory.connect_store(Dsn(store)) as conn:
+    with connect_store(Dsn(store)) as conn:
         changes = observe_catalog(conn, "app", valid_indexes(app), at=s4.taken_at)
         assert sorted((c.recommendation_id, c.to_status) for c in changes) == \
             sorted([(good, "reverted"), (bad, "reverted"), (revert.id, "applied")])

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from analyzer.pipeline import run_audit, run_quick_check
+from analyzer.audit import run_audit, run_quick_check
 from analyzer.report import render
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.dsn import Dsn

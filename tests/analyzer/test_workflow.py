@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from analyzer.pipeline import run_audit
+from analyzer.audit import run_audit
 from pgarchitect.cli import main
 from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
@@ -204,7 +204,7 @@ def test_shop_audit_proposes_sensible_things(shop15: str, store: str) -> None:
 
 
 def test_human_report_prints_recommendations_not_proposed_and_verifications() -> None:
-    from analyzer.pipeline import AuditResult
+    from analyzer.audit import AuditResult
     from analyzer.report import render
 
     now = datetime.now(UTC)

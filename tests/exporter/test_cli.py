@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from tests.waiting import eventually
 
 def test_unreachable_target_at_start_is_one_line() -> None:
     dsn = "postgresql://monitor:hunter2@127.0.0.1:1/app"
-    proc = subprocess.run([sys.executable, "-m", "pgarchitect", "exporter", "--dsn", dsn],
+    # In the environment: a password given as a flag adds a warning line (docs/security.md).
+    proc = subprocess.run([sys.executable, "-m", "pgarchitect", "exporter"],
+                          env={**os.environ, "PGARCHITECT_DSN": dsn},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     line = proc.stderr.strip()

@@ -17,7 +17,7 @@ from tests.exporter.conftest import running_exporter, settings_for
 
 async def assert_statements_down(dsn: str, reason: str, caplog: pytest.LogCaptureFixture) -> None:
     """Two scrapes: statements up 0 with `reason` counted twice, logged once, others up."""
-    caplog.set_level(logging.INFO, logger="exporter")
+    caplog.set_level(logging.INFO, logger="pgarchitect.exporter")
     async with running_exporter(settings_for({"t": dsn})) as exp:
         await exp.samples()
         got = await exp.samples()
@@ -48,7 +48,7 @@ async def test_extension_not_installed(pg_server: PgServer,
 async def test_extension_dropped_under_a_running_exporter(
         target_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     """The read that starts with the last round's probe fails; the fresh probe says why."""
-    caplog.set_level(logging.INFO, logger="exporter")
+    caplog.set_level(logging.INFO, logger="pgarchitect.exporter")
     settings = settings_for({"t": target_dsn})
     async with running_exporter(settings) as exp:
         assert (await exp.samples()).get("pg_stat_statements_calls_total")

@@ -34,7 +34,7 @@ async def test_outage_and_recovery(version: int, data_dir: Path,
             assert (await exp.get("/readyz"))[0] == 200
         # Stopped under a running exporter holding pooled connections.
         caplog.clear()
-        caplog.set_level(logging.INFO, logger="exporter")
+        caplog.set_level(logging.INFO, logger="pgarchitect.exporter")
         started = time.monotonic()
         got = await exp.samples()
         elapsed = time.monotonic() - started
@@ -47,7 +47,8 @@ async def test_outage_and_recovery(version: int, data_dir: Path,
         # A refused connection is reported at once, not after connect_timeout.
         print(f"answer while down: {elapsed * 1000:.0f} ms")
         # One line says the target is down; no collector logs its own failure.
-        lines = [r.getMessage() for r in caplog.records if r.name.startswith("exporter.scrape")]
+        lines = [r.getMessage() for r in caplog.records
+                 if r.name.startswith("pgarchitect.exporter.scrape")]
         assert len(lines) == 1 and "target.down" in lines[0] and "reason=connect" in lines[0], \
             lines
         with embedded_postgres(version, directory=tmp_path, settings={"port": port}):

@@ -2,7 +2,9 @@
 
 Every program runs on a free loopback port in a temporary directory, writes its log
 there, and is stopped by the context manager that started it, also when the test fails.
-Missing binaries fail the test (never skip): `make test` installs them.
+Missing binaries fail the test (never skip): `make test` installs them. The process runner,
+the ports, the readiness check and the monitoring programs' configuration are the demo's
+(`pgarchitect.demo.processes`): one harness for both.
 
 Reusable pieces:
 - `prometheus(tmp, scrape_jobs, rule_files=..., alertmanager=...)` -> `Prometheus`
@@ -21,25 +23,33 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
 
+from pgarchitect.demo.processes import (
+    REPO,
+    RULES_DIR,
+    alertmanager_child,
+    free_port,
+    http_ok,
+    prometheus_child,
+    prometheus_config,
+    rules_without_for,
+)
+from pgarchitect.demo.processes import Child as Process
 from tests.waiting import eventually
 
-REPO = Path(__file__).resolve().parents[2]
-RULES_DIR = REPO / "prometheus" / "rules"
+__all__ = ["REPO", "RULES_DIR", "Process", "free_port", "http_ok", "rules_without_for"]
+
 DASHBOARD_DIR = REPO / "grafana" / "provisioning" / "dashboards"
 
 T = TypeVar("T")
@@ -61,13 +71,6 @@ def require_binary(name: str, *alternatives: str) -> str:
             pytrace=False,
         )
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(
@@ -97,65 +100,8 @@ def http_json(url: str, *, data: bytes | None = None, timeout: float = 5.0) -> A
         return json.loads(resp.read())
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(200 <= resp.status < 300)
-    except (OSError, urllib.error.URLError):
-        return False
-
-
 # --------------------------------------------------------------------------------------
 # processes
-
-
-@dataclass
-class Process:
-    """A child process whose output goes to a log file; `stop()` is idempotent."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    cwd: Path | None = None
-    env: Mapping[str, str] | None = None
-    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
-
-    def start(self) -> Process:
-        log = self.log_path.open("wb")
-        try:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.cwd,
-                env=dict(self.env) if self.env is not None else None,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        return self
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return f"--- last lines of {self.name} log {self.log_path} ---\n" + "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        p = self.popen
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -238,37 +184,12 @@ def prometheus(
     port = free_port()
     workdir = tmp / f"prometheus-{port}"
     workdir.mkdir(parents=True)
-    config: dict[str, Any] = {
-        "global": {
-            "scrape_interval": interval,
-            "scrape_timeout": interval,
-            "evaluation_interval": interval,
-            "external_labels": dict(external_labels or {"cluster": "test"}),
-        },
-        "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": list(targets)}]}
-            for job, targets in scrape_jobs.items()
-        ],
-    }
-    if alertmanager_url:
-        host = urllib.parse.urlparse(alertmanager_url).netloc
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [host]}]}]}
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    url = f"http://127.0.0.1:{port}"
-    proc = Process(
-        "prometheus",
-        [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--rules.alert.resend-delay=1s",
-            "--log.level=warn",
-        ],
-        workdir / "prometheus.log",
-    )
+    alerting = urllib.parse.urlparse(alertmanager_url).netloc if alertmanager_url else None
+    config = prometheus_config(scrape_jobs, rule_files=rule_files, alertmanager=alerting,
+                               interval=interval,
+                               external_labels=external_labels or {"cluster": "test"})
+    proc = prometheus_child(workdir, port, config, binary)
+    url, config_path = proc.url, workdir / "prometheus.yml"
     with running(proc, lambda: http_ok(f"{url}/-/ready")):
         yield Prometheus(url, proc, config_path)
 
@@ -291,23 +212,8 @@ class Alertmanager:
 def alertmanager(tmp: Path, config: Mapping[str, Any]) -> Iterator[Alertmanager]:
     binary = require_binary("alertmanager", "prometheus-alertmanager")  # Debian's name
     port = free_port()
-    workdir = tmp / f"alertmanager-{port}"
-    workdir.mkdir(parents=True)
-    config_path = workdir / "alertmanager.yml"
-    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    url = f"http://127.0.0.1:{port}"
-    proc = Process(
-        "alertmanager",
-        [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ],
-        workdir / "alertmanager.log",
-    )
+    proc = alertmanager_child(tmp / f"alertmanager-{port}", port, config, binary)
+    url = proc.url
     with running(proc, lambda: http_ok(f"{url}/-/ready")):
         yield Alertmanager(url, proc)
 
@@ -537,17 +443,3 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(m.group(0))
     return names
-
-
-def rules_without_for(tmp: Path) -> list[Path]:
-    """Copies of the repository's rule files with every `for:` removed (see module doc)."""
-    out = []
-    for path in sorted(RULES_DIR.glob("*.yml")):
-        doc = yaml.safe_load(path.read_text())
-        for group in doc["groups"]:
-            for rule in group["rules"]:
-                rule.pop("for", None)
-        copy = tmp / path.name
-        copy.write_text(yaml.safe_dump(doc, sort_keys=False))
-        out.append(copy)
-    return out

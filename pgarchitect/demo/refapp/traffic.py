@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.logtail import LogTailer
 from pgarchitect.config import OrmPathRule, OrmPathSettings
-from pgarchitect.demo.embedded import free_port
+from pgarchitect.demo.processes import free_port
 from pgarchitect.demo.refapp.app import RefAppOptions, make_app
 from pgarchitect.demo.refapp.service import APPLICATION_NAMES, OPERATIONS
 

@@ -46,8 +46,11 @@ def prune(conn: Conn, target: str, retention_seconds: float) -> int:
     return int(cur.rowcount)
 
 
-def history(conn: Conn, target: str, since: datetime | None) -> tuple[
-        tuple[datetime, Catalog], ...]:
+# The stored catalogs of a span, oldest first: (when it was taken, the catalog).
+CatalogHistory = tuple[tuple[datetime, Catalog], ...]
+
+
+def history(conn: Conn, target: str, since: datetime | None) -> CatalogHistory:
     """The stored catalogs from `since` on, with the last one before it, oldest first."""
     rows = conn.execute(
         "/* pgarchitect */ SELECT taken_at, catalog FROM pgarchitect.catalog_snapshot"
@@ -55,4 +58,4 @@ def history(conn: Conn, target: str, since: datetime | None) -> tuple[
         "   SELECT coalesce(max(taken_at), '-infinity') FROM pgarchitect.catalog_snapshot"
         "   WHERE target = %(t)s AND taken_at < %(since)s::timestamptz))"
         " ORDER BY taken_at, id", {"t": target, "since": since}).fetchall()
-    return tuple((r[0], Catalog.from_json(r[1])) for r in rows)
+    return tuple((taken_at, Catalog.from_json(catalog)) for taken_at, catalog in rows)

@@ -1,0 +1,9 @@
+"""The store's SQL, one module per thing it stores.
+
+- `connection`: a session on a migrated store (`connect_store`, the schema version, pgvector);
+- `snapshots`: snapshot headers, statement texts and counters; `writer` writes snapshots as
+  changed rows plus checkpoints; `partitions` (time partitions, retention) and `catalogs`
+  (catalog snapshots, kept when the structure changed) belong to the same store;
+- `audits`: audit runs and their results (regressions, clusters, plan shapes, the report);
+- `recommendations`: recommendations (optimization_log), their status history and recall.
+"""

@@ -1,0 +1,263 @@
+"""The snapshot store: headers, statement texts and counters (changed rows plus checkpoints,
+rebuilt on reading).
+
+Every statement starts with the ``/* pgarchitect */`` marker. Functions take an open store
+session and leave transaction control to the caller unless they say otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from psycopg.rows import args_row
+
+from analyzer.snapshots.changes import roll_forward
+from analyzer.snapshots.model import (
+    STAT_COLUMNS,
+    SnapshotMeta,
+    StatementCounters,
+    StatementKey,
+    StatementText,
+    TargetReading,
+    TextKey,
+)
+from analyzer.store import partitions
+from analyzer.store.connection import Conn, by_pairs, rows_as
+
+
+class KnownText(NamedTuple):
+    """What the store knows of a text without reading it."""
+
+    fingerprint: str
+    own: bool
+
+
+def known_texts(conn: Conn, target: str) -> dict[tuple[int, int], tuple[str, bool]]:
+    """(dbid, queryid) -> (fingerprint, own) for every text the store has for `target`."""
+    return dict(rows_as(
+        conn, _known, "/* pgarchitect */ SELECT dbid, queryid, coalesce(fingerprint, ''), own"
+        " FROM pgarchitect.statement_text WHERE target = %s", (target,)))
+
+
+def _known(dbid: int, queryid: int, fingerprint: str, own: bool) -> tuple[TextKey, KnownText]:
+    return TextKey(int(dbid), int(queryid)), KnownText(fingerprint, bool(own))
+
+
+# Binary COPY types of statement_stat's columns: (snapshot_id, taken_at, *STAT_COLUMNS).
+_COPY_TYPES = (
+    "int8", "timestamptz", "oid", "text", "oid", "text", "int8", "bool", "int8",
+    "float8", "float8", "float8", "float8", "float8", "float8", "int8", "int8", "int8", "int8",
+    "int8", "int8", "int8", "float8", "float8", "float8", "timestamptz",
+)
+
+
+_COPY = ("/* pgarchitect */ COPY pgarchitect.statement_stat ("
+         + ", ".join(("snapshot_id", "taken_at", *STAT_COLUMNS)) + ") FROM STDIN (FORMAT BINARY)")
+
+
+def store_clock(conn: Conn) -> datetime:
+    """The store's current time (snapshots are stamped on the store's clock)."""
+    row = conn.execute("/* pgarchitect */ SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    value: datetime = row[0]
+    return value
+
+
+def insert_texts(conn: Conn, target: str, texts: Sequence[StatementText]) -> None:
+    """Record new statement texts (a racing writer's copy of the same text is kept)."""
+    if not texts:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "/* pgarchitect */ INSERT INTO pgarchitect.statement_text"
+            " (target, dbid, queryid, fingerprint, query, own) VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (target, dbid, queryid) DO NOTHING",
+            [(target, t.dbid, t.queryid, t.fingerprint, t.query, t.own) for t in texts],
+        )
+
+
+def copy_counters(conn: Conn, snapshot_id: int, taken_at: datetime,
+                  statements: Iterable[StatementCounters]) -> None:
+    """COPY counters into statement_stat (binary: no float formatting or parsing)."""
+    with conn.cursor() as cur, cur.copy(_COPY.encode()) as copy:
+        copy.set_types(list(_COPY_TYPES))
+        for s in statements:
+            copy.write_row((snapshot_id, taken_at, *s.as_row()))
+
+
+def insert_snapshot(
+    conn: Conn,
+    target: str,
+    reading: TargetReading,
+    texts: Sequence[StatementText],
+    statements: Sequence[StatementCounters],
+    taken_at: datetime | None = None,
+    is_checkpoint: bool = True,
+    statement_count: int | None = None,
+    partition_interval: float | None = 86400.0,
+) -> SnapshotMeta:
+    """Write one snapshot (header, new texts, the given counters); call inside a transaction.
+
+    A checkpoint holds every statement; otherwise `statements` are the changed ones and
+    `statement_count` how many the view held. The time partition is created if missing
+    (pass None when the caller made sure of it). StatementWriter.write is the usual way in.
+    """
+    when = taken_at if taken_at is not None else store_clock(conn)
+    if partition_interval is not None:
+        partitions.ensure(conn, when, partition_interval, ahead=0)
+    row = conn.execute(
+        "/* pgarchitect */ INSERT INTO pgarchitect.snapshot (target, taken_at, server_version,"
+        " stats_reset, dealloc, statement_count, stored_count, is_checkpoint)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, taken_at",
+        (target, when, reading.server_version, reading.stats_reset, reading.dealloc,
+         len(statements) if statement_count is None else statement_count, len(statements),
+         is_checkpoint),
+    ).fetchone()
+    assert row is not None
+    snap = SnapshotMeta(int(row[0]), row[1], reading.stats_reset, reading.dealloc)
+    insert_texts(conn, target, texts)
+    copy_counters(conn, snap.id, snap.taken_at, statements)
+    return snap
+
+
+def list_snapshots(conn: Conn, target: str) -> list[SnapshotMeta]:
+    """The target's snapshot headers, oldest first, from its oldest checkpoint on (a snapshot
+    before it could not be rebuilt)."""
+    return rows_as(
+        conn, SnapshotMeta,
+        "/* pgarchitect */ SELECT id, taken_at, stats_reset, dealloc FROM pgarchitect.snapshot"
+        " WHERE target = %(t)s AND taken_at >= coalesce((SELECT min(taken_at)"
+        "   FROM pgarchitect.snapshot WHERE target = %(t)s AND is_checkpoint), 'infinity')"
+        " ORDER BY taken_at, id", {"t": target})
+
+
+_COLUMNS = ", ".join(STAT_COLUMNS)
+
+
+def _counters(
+    dbid: int, datname: str | None, userid: int, username: str | None, queryid: int,
+    toplevel: bool, calls: int, total_exec_time: float, min_exec_time: float | None,
+    max_exec_time: float | None, mean_exec_time: float | None, stddev_exec_time: float | None,
+    total_plan_time: float | None, rows: int | None, shared_blks_hit: int | None,
+    shared_blks_read: int | None, shared_blks_dirtied: int | None,
+    shared_blks_written: int | None, temp_blks_read: int | None,
+    temp_blks_written: int | None, blk_read_time: float | None, blk_write_time: float | None,
+    wal_bytes: float | None, stats_since: datetime | None,
+) -> StatementCounters:
+    """A row of STAT_COLUMNS (its parameters, in that order) back into counters, exactly as
+    it was written (the mean is derived, not read)."""
+    return StatementCounters(
+        dbid=int(dbid), datname=datname, userid=int(userid), username=username,
+        queryid=int(queryid), toplevel=bool(toplevel), calls=int(calls),
+        total_exec_time=float(total_exec_time), min_exec_time=min_exec_time,
+        max_exec_time=max_exec_time, stddev_exec_time=float(stddev_exec_time or 0.0),
+        total_plan_time=total_plan_time, rows=int(rows or 0),
+        shared_blks_hit=int(shared_blks_hit or 0), shared_blks_read=int(shared_blks_read or 0),
+        shared_blks_dirtied=int(shared_blks_dirtied or 0),
+        shared_blks_written=int(shared_blks_written or 0),
+        temp_blks_read=int(temp_blks_read or 0), temp_blks_written=int(temp_blks_written or 0),
+        blk_read_time=float(blk_read_time or 0.0), blk_write_time=float(blk_write_time or 0.0),
+        wal_bytes=float(wal_bytes or 0.0), stats_since=stats_since,
+    )
+
+
+class _SeriesRow(NamedTuple):
+    snapshot_id: int
+    counters: StatementCounters
+
+
+def _series_row(snapshot_id: int, *columns: Any) -> _SeriesRow:
+    return _SeriesRow(int(snapshot_id), _counters(*columns))
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: int
+    taken_at: datetime
+    is_checkpoint: bool
+
+
+def _chain(conn: Conn, snapshot_id: int, last_id: int | None = None) -> list[_Stored]:
+    """The target's snapshots from the checkpoint at or before `snapshot_id` up to `last_id`
+    (default: `snapshot_id` itself), oldest first."""
+    return rows_as(
+        conn, _Stored,
+        "/* pgarchitect */ WITH s AS (SELECT target, taken_at, id FROM pgarchitect.snapshot"
+        "   WHERE id = %(first)s),"
+        " e AS (SELECT taken_at, id FROM pgarchitect.snapshot WHERE id = %(last)s),"
+        " cp AS (SELECT c.taken_at, c.id FROM pgarchitect.snapshot c, s"
+        "   WHERE c.target = s.target AND c.is_checkpoint"
+        "     AND (c.taken_at, c.id) <= (s.taken_at, s.id)"
+        "   ORDER BY c.taken_at DESC, c.id DESC LIMIT 1)"
+        " SELECT x.id, x.taken_at, x.is_checkpoint FROM pgarchitect.snapshot x, s, e, cp"
+        " WHERE x.target = s.target AND x.taken_at BETWEEN cp.taken_at AND e.taken_at"
+        "   AND (x.taken_at, x.id) BETWEEN (cp.taken_at, cp.id) AND (e.taken_at, e.id)"
+        " ORDER BY x.taken_at, x.id",
+        {"first": snapshot_id, "last": snapshot_id if last_id is None else last_id})
+
+
+def load_counters(
+    conn: Conn, snapshot_id: int, queryids: Iterable[int] | None = None
+) -> dict[StatementKey, StatementCounters]:
+    """The full counters at one snapshot (optionally only some queryids), keyed by statement.
+
+    A changed-only snapshot is completed from its checkpoint: each statement's counters are
+    those of its latest row from the checkpoint up to this snapshot.
+    """
+    chain = _chain(conn, snapshot_id)
+    if not chain:
+        return {}
+    sql = (f"/* pgarchitect */ SELECT DISTINCT ON (dbid, userid, queryid, toplevel) {_COLUMNS}"
+           " FROM pgarchitect.statement_stat"
+           " WHERE snapshot_id = ANY(%s) AND taken_at BETWEEN %s AND %s")
+    params: list[Any] = [[c.id for c in chain], chain[0].taken_at, chain[-1].taken_at]
+    if queryids is not None:
+        sql += " AND queryid = ANY(%s)"
+        params.append(sorted(set(queryids)))
+    sql += " ORDER BY dbid, userid, queryid, toplevel, taken_at DESC, snapshot_id DESC"
+    with conn.cursor(row_factory=args_row(_counters)) as cur:
+        return {c.key: c for c in cur.execute(sql.encode(), params)}
+
+
+def load_series(
+    conn: Conn, metas: Sequence[SnapshotMeta], queryids: Iterable[int] | None = None
+) -> list[dict[StatementKey, StatementCounters]]:
+    """The full counters at each of `metas` (one target's, oldest first), in one read."""
+    if not metas:
+        return []
+    chain = _chain(conn, metas[0].id, metas[-1].id)
+    if not chain:
+        return [{} for _ in metas]
+    sql = (f"/* pgarchitect */ SELECT snapshot_id, {_COLUMNS} FROM pgarchitect.statement_stat"
+           " WHERE snapshot_id = ANY(%s) AND taken_at BETWEEN %s AND %s")
+    params: list[Any] = [[c.id for c in chain], chain[0].taken_at, chain[-1].taken_at]
+    if queryids is not None:
+        sql += " AND queryid = ANY(%s)"
+        params.append(sorted(set(queryids)))
+    rows: dict[int, list[StatementCounters]] = {c.id: [] for c in chain}
+    with conn.cursor(row_factory=args_row(_series_row)) as cur:
+        for r in cur.execute(sql.encode(), params):
+            rows[r.snapshot_id].append(r.counters)
+    states = roll_forward((c.is_checkpoint, rows[c.id]) for c in chain)
+    by_id = {c.id: state for c, state in zip(chain, states, strict=True)}
+    return [by_id.get(m.id, {}) for m in metas]
+
+
+def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]
+               ) -> dict[tuple[int, int], StatementText]:
+    """Texts and fingerprints for (dbid, queryid) pairs."""
+    rows = by_pairs(
+        conn,
+        "/* pgarchitect */ SELECT t.dbid, t.queryid, t.query, coalesce(t.fingerprint, ''), t.own"
+        " FROM pgarchitect.statement_text t"
+        " JOIN unnest(%s::oid[], %s::bigint[]) AS k(dbid, queryid)"
+        "   ON k.dbid = t.dbid AND k.queryid = t.queryid"
+        " WHERE t.target = %s",
+        keys, target,
+    )
+    texts = (StatementText(int(dbid), int(queryid), str(query), str(fingerprint), bool(own))
+             for dbid, queryid, query, fingerprint, own in rows)
+    return {TextKey(t.dbid, t.queryid): t for t in texts}
