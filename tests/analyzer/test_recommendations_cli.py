@@ -132,7 +132,7 @@ def test_list_and_set_status(store: str, capsys: pytest.CaptureFixture[str]) -> 
         assert why in err and "Traceback" not in err
     code, _, err = cli(capsys, "recommendations", "set-status", "x1", "accepted",
                        "--store", store)
-    assert code == 2 and "must be a number" in err
+    assert code == 2 and "(a number)" in err
     code, _, err = cli(capsys, "recommendations", "--store", store, "--status", "bogus")
     assert code == 2 and "unknown status 'bogus'" in err
     with connect_store(Dsn(store)) as conn:
