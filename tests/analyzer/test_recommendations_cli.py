@@ -51,7 +51,10 @@ def target(pg18: PgServer) -> Iterator[str]:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's usage errors (exit 2)
+        code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
 
