@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from analyzer.analysis.causes import Cause
+from analyzer.audit.steps.recommend import dropped_indexes
+from analyzer.audit.values import Cluster
 from analyzer.recommend import evidence, parameters, selection
 from analyzer.recommend.model import MeasuredChange, StatementCost, StatementEvidence
 
@@ -114,3 +119,17 @@ def test_bind_parameters_from_the_servers_jsonlog() -> None:
     s = _st(q.replace("$1", "$1 "), qid=9)  # the same statement as the log's, by fingerprint
     got = parameters.samples(s, parameters.bindings(s.query), parameters.Sources(logged=logged))
     assert got.source == "server_log" and got.custom and got.values == values
+
+
+def test_an_index_named_by_several_clusters_comes_back_once() -> None:
+    at = datetime(2026, 12, 3, tzinfo=UTC)
+    definition = "CREATE INDEX o_c ON public.orders USING btree (customer_id)"
+    cause = Cause("index_dropped", "public.o_c", at, definition, "public.orders")
+    clusters = [Cluster(i, (), (str(q),), ("public.orders",), "", cause=cause)
+                for i, q in enumerate((11, 12, 11))]
+    other = Cause("index_dropped", "public.e_s", at, "CREATE INDEX e_s ON public.e (s)",
+                  "public.e")
+    clusters.append(Cluster(3, (), ("13",), ("public.e",), "", cause=other))
+    found = dropped_indexes(clusters)
+    assert [(d.name, d.queryids) for d in found] == [("public.o_c", (11, 12)),
+                                                     ("public.e_s", (13,))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -95,15 +96,26 @@ def statement_evidence(inputs: RecommendationInput, dbid: int | None
 def dropped_indexes(clusters: Sequence[Cluster], regressions: Sequence[Regression] = ()
                     ) -> tuple[DroppedIndex, ...]:
     """The indexes whose drop a cluster was attributed to, to be proposed back, with the
-    cluster's measured change (the evidence that carries them)."""
-    return tuple(
-        DroppedIndex(c.cause.object, c.cause.table or (c.tables[0] if c.tables else ""),
-                     c.cause.definition, tuple(int(q) for q in c.queryids),
-                     tuple(MeasuredChange(r.queryids, r.baseline.moments.mean,
-                                          r.current.moments.mean, r.current.calls, r.p_value)
-                           for i, r in enumerate(regressions) if i in c.members))
-        for c in clusters
-        if c.cause is not None and c.cause.kind == CauseKind.INDEX_DROPPED and c.cause.definition)
+    clusters' measured changes (the evidence that carries them): one per index, however many
+    clusters name it (its statements and regressions joined), so it is proposed once."""
+    found: dict[str, DroppedIndex] = {}
+    for c in clusters:
+        if c.cause is None or c.cause.kind != CauseKind.INDEX_DROPPED or not c.cause.definition:
+            continue
+        measured = tuple(MeasuredChange(r.queryids, r.baseline.moments.mean,
+                                        r.current.moments.mean, r.current.calls, r.p_value)
+                         for i, r in enumerate(regressions) if i in c.members)
+        queryids = tuple(int(q) for q in c.queryids)
+        old = found.get(c.cause.object)
+        if old is None:
+            found[c.cause.object] = DroppedIndex(
+                c.cause.object, c.cause.table or (c.tables[0] if c.tables else ""),
+                c.cause.definition, queryids, measured)
+        else:
+            found[c.cause.object] = replace(
+                old, queryids=tuple(dict.fromkeys(old.queryids + queryids)),
+                measured=old.measured + measured)
+    return tuple(found.values())
 
 
 def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInput
