@@ -1,10 +1,13 @@
-"""`pgarchitect demo` end to end: the story in order, exit 0, no server left (also on Ctrl-C and
-after --keep-running); log lines in the demo's log file, not on the console."""
+"""`pgarchitect demo` end to end: the story in order, exit 0, no server left (also on Ctrl-C,
+after --keep-running and when the demo is killed with SIGKILL); log lines in the demo's log
+file, not on the console."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from pgarchitect.demo.steps import STEPS
+from tests.waiting import eventually
+
 DEMO = [sys.executable, "-m", "pgarchitect", "demo"]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", re.M)
+N = len(STEPS)
+SERVICES_UP = "] start the exporter, the reference app, the analyzer service"
 
 
 def _pids_with(text: str) -> list[int]:
@@ -84,8 +92,11 @@ def test_demo_tells_the_whole_story_and_cleans_up() -> None:
     proc = subprocess.run([*DEMO, "--seconds", "4"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     out = proc.stdout
-    steps = re.findall(r"^\[\s*(\d+)/11\s+[\d.]+s\] ", out, re.M)
-    assert steps == [str(n) for n in range(1, 12)], out
+    steps = re.findall(rf"^\[\s*(\d+)/{N}\s+[\d.]+s\] ", out, re.M)
+    assert steps == [str(n) for n in range(1, N + 1)], out
+    # The freshly loaded tables are analysed first: the audits propose what the story is about.
+    assert "load 20,000 users and 300,000 behavior logs, analyse them" in out
+    assert "ANALYZE" not in out
     healthy, _, rest = out.partition("plant a regression: dropped index "
                                      "behavior_logs_user_id_created_at_idx")
     assert rest, out
@@ -122,10 +133,16 @@ def test_demo_tells_the_whole_story_and_cleans_up() -> None:
                          rest)
     assert verified, rest
     assert float(verified.group(2)) < float(verified.group(1))
+    # The page of the last audit, written into the demo's directory (which outlives the demo).
+    page = re.search(r"the audit as a page \(audit (\d+)\b.*: wrote (\S+\.html) ", rest)
+    assert page, rest
+    html = Path(page.group(2)).read_text()
+    assert f"audit {page.group(1)}" in html.lower() and "<svg" in html
+    assert "behavior_logs_user_id_created_at_idx" in html  # the cause, marked on a chart
     assert not LOG_LINE.search(out) and not LOG_LINE.search(proc.stderr), "log lines on console"
     demo_dir, data_dir = _directories(out)
     log = (Path(demo_dir) / "demo.log").read_text()
-    assert "demo.step_finished step=11" in log
+    assert f"demo.step_finished step={N}" in log
     assert "Traceback" not in log + proc.stderr
     assert (Path(demo_dir) / "analyzer.log").stat().st_size > 0
     _assert_nothing_left(demo_dir, data_dir)
@@ -133,7 +150,7 @@ def test_demo_tells_the_whole_story_and_cleans_up() -> None:
 
 def test_ctrl_c_while_the_stack_runs_leaves_nothing(popen: list[subprocess.Popen[str]]) -> None:
     proc = _start(popen, "--seconds", "60")
-    out = _read_until(proc, "[ 2/11")  # server, analyzer, Prometheus, Alertmanager all up
+    out = _read_until(proc, SERVICES_UP)  # server, analyzer, Prometheus, Alertmanager all up
     demo_dir, data_dir = _directories(out)
     assert _pids_with(data_dir), "the demo server should be running now"
     assert len(_pids_with(demo_dir)) >= 3, "analyzer, Prometheus and Alertmanager should run"
@@ -160,9 +177,64 @@ def test_keep_running_serves_every_url_until_ctrl_c(popen: list[subprocess.Popen
     with urllib.request.urlopen(request, timeout=10) as resp:
         audits = json.loads(resp.read())
     assert [a["status"] for a in audits] == ["succeeded", "succeeded"]
+    # The page's signed link opens without the token (a person's browser has none).
+    link = re.search(r"served by the analyzer at (http://\S+signature=\w+)", out)
+    assert link, out
+    page = urllib.request.Request(link.group(1), headers={"Accept": "text/html"})
+    with urllib.request.urlopen(page, timeout=10) as resp:
+        assert "<svg" in resp.read().decode()
     assert proc.poll() is None and _pids_with(data_dir), "it waits for Ctrl-C"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     _assert_nothing_left(demo_dir, data_dir)
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every process below `root`, as pid -> its start time (to tell a reused pid apart)."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(proc.name))
+        started[int(proc.name)] = fields[19]
+    out, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out[pid] = started[pid]
+        todo += children.get(pid, [])
+    return out
+
+
+def _running(pid: int, started: str) -> bool:
+    """The process is there and not a zombie (a zombie has ended; its parent has not reaped it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == started and fields[0] != "Z"
+
+
+def test_sigkill_leaves_no_process_behind(popen: list[subprocess.Popen[str]]) -> None:
+    proc = _start(popen, "--seconds", "60")
+    out = _read_until(proc, SERVICES_UP)
+    demo_dir, data_dir = _directories(out)
+    try:
+        left = _descendants(proc.pid)
+        names = {Path(f"/proc/{pid}/exe").resolve().name for pid in left
+                 if _running(pid, left[pid])}
+        assert {"postgres", "prometheus"} <= names and len(left) >= 6, names
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        eventually(lambda: not [pid for pid, t in left.items() if _running(pid, t)],
+                   "every process the demo started to end after it was killed", within=60)
+        assert _pids_with(data_dir) == [] and _pids_with(demo_dir) == []
+    finally:
+        shutil.rmtree(demo_dir, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -56,14 +56,17 @@ class Windows:
 
 
 def parse_ref(text: str) -> SnapshotRef:
-    """A snapshot id (digits) or an ISO-8601 time."""
+    """A snapshot id (ASCII digits) or an ISO-8601 time; a time without an offset is UTC."""
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
-        return datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text)
     except ValueError:
         raise UserError(f"expected a snapshot id or an ISO-8601 time, got {text!r}") from None
+    # Snapshot times are stored with their offset; a bare time is read as UTC so that the
+    # two compare (and mean the same on every machine, whatever its time zone).
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _at_or_before(metas: Sequence[SnapshotMeta], when: datetime) -> SnapshotMeta:

@@ -266,8 +266,26 @@ async def verify(run: Run, story: Story) -> Told:
            else f"no verification of recommendation {rec['id']} in the report"),))
 
 
+async def audit_page(run: Run, story: Story) -> Told:
+    from analyzer.page import write_audit_page
+    from analyzer.page.link import MAX_TTL, signed_url
+
+    if story.report is None:
+        return Told("the audit as a page", story, ("no audit to show",))
+    audit_id = int(story.report["audit_id"])
+    path = await asyncio.to_thread(write_audit_page, Dsn(story.db.store_dsn), audit_id,
+                                   run.directory / f"audit-{audit_id}.html")
+    results = [f"wrote {path} (open it in a browser: self-contained, no network)"]
+    if run.options.keep_running:
+        # Signed with the run's token; it lasts as long as a link may (the stack keeps running).
+        results.append("served by the analyzer at " + signed_url(
+            story.live.children.analyzer.url, run.token, audit_id, ttl=MAX_TTL))
+    return Told(f"the audit as a page (audit {audit_id}: timelines, causes, before/after)",
+                story, tuple(results))
+
+
 async def where_to_look(run: Run, story: Story) -> Told:
-    results = [f"logs and proposal in {run.directory}"]
+    results = [f"logs, proposal and audit page in {run.directory}"]
     if not run.options.keep_running:
         results.append("--keep-running leaves the stack up and prints every URL")
     return Told("where to look", story, tuple(results))
@@ -276,7 +294,7 @@ async def where_to_look(run: Run, story: Story) -> Told:
 STEPS: tuple[Step, ...] = (
     start_postgres, load_data, start_services, healthy_traffic, plant_regression,
     traffic_after_drop, audit, propose, apply_migration, traffic_after_fix, verify,
-    where_to_look,
+    audit_page, where_to_look,
 )
 
 

@@ -90,5 +90,5 @@ def run_demo(options: DemoOptions) -> int:
         print(f"pgarchitect: demo failed: {exc} (logs in {log_path})", file=sys.stderr)
         return 1
     _say(f"Done in {time.monotonic() - started:.0f}s; every server is stopped. "
-         f"Logs and the proposal are in {directory}")
+         f"Logs, the proposal and the audit page are in {directory}")
     return 0
