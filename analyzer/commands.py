@@ -158,7 +158,8 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     with connect_store(settings.require_store(), settings.analyzer.connect_timeout) as store:
         stored = recommendations.get(store, rec_id)
     git = Path(args.git) if getattr(args, "git", None) else None
-    result = propose(stored, Path(args.out), settings.analyzer, git)
+    result = propose(stored, Path(args.out), settings.analyzer, git,
+                     force=bool(getattr(args, "force", False)))
     for path in (result.migration, result.description, result.chart):
         if path is not None:
             print(f"wrote {path}")

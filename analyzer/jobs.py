@@ -38,7 +38,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from analyzer import memory, notify
 from analyzer.audit import (
     AuditBusy,
-    AuditFailed,
     AuditResult,
     Recommender,
     engine_recommender,
@@ -46,6 +45,7 @@ from analyzer.audit import (
     run_audit,
     snapshot_and_observe,
 )
+from analyzer.job_health import JobHealth, reason_of
 from analyzer.snapshots.source import connect_target
 from analyzer.store import audits, locks
 from analyzer.store.connection import connect_store
@@ -53,9 +53,6 @@ from analyzer.store.writer import StatementWriter
 from analyzer.vocabulary import RequestedBy
 from pgarchitect.config import AnalyzerSettings, Settings, Target
 from pgarchitect.cron import next_run
-from pgarchitect.db import first_line
-from pgarchitect.dsn import mask_dsn
-from pgarchitect.errors import UserError
 from pgarchitect.log import event
 
 log = logging.getLogger("pgarchitect.analyzer.jobs")
@@ -160,12 +157,6 @@ def snapshot_and_check(settings: Settings, target: Target,
     return "succeeded", time.perf_counter() - started
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, psycopg.Error):
-        return first_line(exc) or type(exc).__name__
-    return mask_dsn(str(exc)) or type(exc).__name__
-
-
 @dataclass
 class Service:
     """What the jobs need from the running service: settings, metrics, hooks."""
@@ -174,6 +165,7 @@ class Service:
     metrics: JobMetrics
     public_url: str
     busy_threads: int = 0
+    health: JobHealth = field(default_factory=JobHealth)  # failing jobs, for /readyz
     # The recommendation step of the full audit: the recommend engine, as `pgarchitect audit`.
     recommender: Recommender = engine_recommender
     embedder: memory.Embedder | None = None  # loaded once from analyzer.embedder (first audit)
@@ -242,11 +234,11 @@ def make_app(service: Service) -> procrastinate.App:
         try:
             outcome, seconds = await service.in_thread(snapshot_and_check, settings, found,
                                                      service.writer(found.name))
-        except (psycopg.Error, UserError, OSError) as exc:
+        except Exception as exc:  # any cause: counted, logged once per cause, seen by /readyz
             metrics.snapshot_runs.labels(target, "failed").inc()
             metrics.jobs.labels(SNAPSHOT_TASK, "failed").inc()
-            log.error(event("snapshot.failed", target=target, error=_reason(exc)))
-            raise
+            raise service.health.failed(SNAPSHOT_TASK, target, exc) from exc
+        service.health.succeeded(SNAPSHOT_TASK, target)
         metrics.jobs.labels(SNAPSHOT_TASK, outcome).inc()
         if outcome == "succeeded":
             metrics.snapshot_duration.observe(seconds)
@@ -273,19 +265,20 @@ def make_app(service: Service) -> procrastinate.App:
             busy = True
             log.info(event("audit.busy", target=target, retry_in="1s"))
             raise
-        except (AuditFailed, UserError, psycopg.Error, OSError) as exc:
+        except Exception as exc:  # any cause: counted, logged once per cause, seen by /readyz
             metrics.audit_runs.labels("failed").inc()
             metrics.audit_duration.observe(time.perf_counter() - started)
             metrics.jobs.labels(AUDIT_TASK, "failed").inc()
             await service.in_thread(notify.audit_failed, service, target, audit_id,
-                                    _reason(exc))
-            raise
+                                    reason_of(exc))
+            raise service.health.failed(AUDIT_TASK, target, exc) from exc
         finally:
             # The next scheduled audit is queued once this one is over (not while it may still
             # be retried: a retried job and its successor would share the queueing lock).
             if scheduled_for is not None and not busy:
                 await defer_scheduled_audit(app, service, target,
                                             datetime.fromisoformat(scheduled_for))
+        service.health.succeeded(AUDIT_TASK, target)
         metrics.audit_runs.labels("success").inc()
         metrics.audit_duration.observe(result.duration_seconds)
         metrics.jobs.labels(AUDIT_TASK, "succeeded").inc()

@@ -14,7 +14,6 @@ pushed). pgarchitect applies nothing itself.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,10 +25,17 @@ import pglast
 
 from analyzer.lifecycle import PENDING, StoredRecommendation
 from analyzer.page.charts import recommendation_chart
+from analyzer.proposal_files import (
+    GIT_TIMEOUT,
+    current_branch,
+    git,
+    identity_env,
+    refuse_existing,
+    restore,
+    write_new,
+)
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.errors import UserError
-
-GIT_TIMEOUT = 60.0
 
 
 class ProposeRefused(UserError):
@@ -248,35 +254,14 @@ def description_text(stored: StoredRecommendation, settings: AnalyzerSettings) -
     return "\n".join(out)
 
 
-def _git(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
-    try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT, env=None if env is None else dict(env),
-                              check=False)
-    except FileNotFoundError:
-        raise UserError("git is not installed") from None
-    if done.returncode != 0:
-        why = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        raise UserError(f"git {args[0]} in {repo} failed: {why[-1] if why else done.returncode}")
-    return done.stdout.strip()
-
-
-def _identity_env(repo: Path) -> dict[str, str]:
-    """The environment for the commit: the repository's identity, or pgarchitect's."""
-    env = dict(os.environ)
-    for key, var in (("user.name", "GIT_AUTHOR_NAME"), ("user.email", "GIT_AUTHOR_EMAIL")):
-        probe = subprocess.run(["git", "-C", str(repo), "config", key], capture_output=True,
-                               text=True, timeout=GIT_TIMEOUT, check=False)
-        if probe.returncode != 0 or not probe.stdout.strip():
-            value = "pgarchitect" if key == "user.name" else "pgarchitect@localhost"
-            env.setdefault(var, value)
-            env.setdefault(var.replace("AUTHOR", "COMMITTER"), value)
-    return env
-
-
 def propose(stored: StoredRecommendation, out: Path, settings: AnalyzerSettings,
-            git_repo: Path | None = None) -> Proposal:
-    """Write the migration and the description (and commit them on a branch of `git_repo`)."""
+            git_repo: Path | None = None, force: bool = False) -> Proposal:
+    """Write the migration and the description (and commit them on a branch of `git_repo`).
+
+    Files are created, never written through a symbolic link, and never over an existing file
+    unless `force`. With `git_repo`, any failure (a hook refusing the commit) puts the
+    repository back on the branch it was on, with our files neither staged nor left behind.
+    """
     if stored.status not in PENDING:
         raise ProposeRefused(
             f"recommendation {stored.id} is {stored.status}: only a proposed or accepted "
@@ -287,8 +272,9 @@ def propose(stored: StoredRecommendation, out: Path, settings: AnalyzerSettings,
     stem = f"pgarchitect_{stored.id}_{r.kind}_{_slug(r.table)}"
     branch = None
     top: Path | None = None
+    start: tuple[str, bool] | None = None
     if git_repo is not None:
-        top = Path(_git(git_repo, "rev-parse", "--show-toplevel")).resolve()
+        top = Path(git(git_repo, "rev-parse", "--show-toplevel")).resolve()
         out = (top / out) if not out.is_absolute() else out
         if not out.resolve().is_relative_to(top):
             raise UserError(f"--out {out} is not inside the repository {top}")
@@ -298,28 +284,38 @@ def propose(stored: StoredRecommendation, out: Path, settings: AnalyzerSettings,
                                 timeout=GIT_TIMEOUT, check=False)
         if exists.returncode == 0:
             raise UserError(f"branch {branch} already exists in {top}")
-        _git(top, "switch", "--create", branch)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create --out {out}: {exc.strerror}") from None
     mpath = out / f"{stem}.sql" if migration is not None else None
     dpath = out / f"{stem}.md"
     chart = recommendation_chart(stored.to_json())  # the before / after, linked from the text
     cpath = out / f"{stem}.svg" if chart is not None else None
-    if cpath is not None and chart is not None:
+    if cpath is not None:
         description += f"\n![Before and after: planner cost per statement]({cpath.name})\n"
-        cpath.write_text(chart, encoding="utf-8")
-    if mpath is not None and migration is not None:
-        mpath.write_text(migration, encoding="utf-8")
-    dpath.write_text(description, encoding="utf-8")
+    outputs = [(mpath, migration), (dpath, description), (cpath, chart)]
+    refuse_existing([p for p, _ in outputs if p is not None], force)
+    written: list[Path] = []
     commit = None
-    if top is not None:
-        files = [str(p.resolve()) for p in (mpath, dpath, cpath) if p is not None]
-        _git(top, "add", "--", *files)
-        title = description.splitlines()[0].lstrip("# ")
-        _git(top, "commit", "--quiet", "-m", title, "-m",
-             f"Recommendation {stored.id}; the description is in {dpath.name}.", "--", *files,
-             env=_identity_env(top))
-        commit = _git(top, "rev-parse", "HEAD")
+    try:
+        if top is not None and branch is not None:
+            start = current_branch(top)
+            git(top, "switch", "--create", branch)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create --out {out}: {exc.strerror}") from None
+        for path, text in outputs:
+            if path is not None and text is not None:
+                write_new(path, text, force)
+                written.append(path)
+        if top is not None:
+            files = [str(p.resolve()) for p in written]
+            git(top, "add", "--", *files)
+            title = description.splitlines()[0].lstrip("# ")
+            git(top, "commit", "--quiet", "-m", title, "-m",
+                f"Recommendation {stored.id}; the description is in {dpath.name}.", "--",
+                *files, env=identity_env(top))
+            commit = git(top, "rev-parse", "HEAD")
+    except BaseException:
+        if top is not None and start is not None and branch is not None and commit is None:
+            restore(top, start, branch, written)
+        raise
     return Proposal(mpath, dpath, branch, commit, cpath)

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 import procrastinate
@@ -24,11 +25,12 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
 from analyzer import jobs
+from analyzer.api.hardening import GuardedRunner
 from analyzer.api.routes import ApiState, StoreView, make_web_app
+from analyzer.job_health import JobFailed, reason_of
 from analyzer.store import audits
 from analyzer.store.connection import connect_store
 from pgarchitect.config import Settings, parse_listen
-from pgarchitect.db import first_line
 from pgarchitect.errors import ConfigError, UserError
 from pgarchitect.log import event
 
@@ -44,9 +46,7 @@ def _reason(exc: BaseException) -> str:
     """One line for an expected failure; the job engine's wraps the driver's error."""
     if isinstance(exc, procrastinate.exceptions.ConnectorException) and exc.__cause__:
         exc = exc.__cause__
-    if isinstance(exc, psycopg.Error):
-        return first_line(exc) or type(exc).__name__
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return reason_of(exc)
 
 
 class _ExpectedFailures(logging.Filter):
@@ -56,6 +56,8 @@ class _ExpectedFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, JobFailed):  # counted and logged once per cause already
+            return False
         if isinstance(exc, EXPECTED):
             first = record.getMessage().strip().splitlines()[0]
             record.msg = f"{first} ({_reason(exc)})"
@@ -108,16 +110,18 @@ def run(settings: Settings) -> int:
 
 
 class _Worker:
-    """The procrastinate worker, started again after it dies (a store outage)."""
+    """The procrastinate worker, started again after it dies (a store outage) -- but not once
+    the service is stopping."""
 
     def __init__(self, app: procrastinate.App, service: jobs.Service) -> None:
         self.app = app
         self.service = service
         self.running = False
+        self.stopping = False
 
     async def run(self) -> None:
         a = self.service.settings.analyzer
-        while True:
+        while not self.stopping:
             try:
                 self.running = True
                 await self.app.run_worker_async(
@@ -126,7 +130,8 @@ class _Worker:
                     install_signal_handlers=False,
                     update_heartbeat_interval=max(0.5, a.worker_stalled_timeout / 4),
                     stalled_worker_timeout=a.worker_stalled_timeout,
-                    shutdown_graceful_timeout=a.shutdown_timeout,
+                    # half the shutdown budget for running jobs, the rest to unregister
+                    shutdown_graceful_timeout=max(0.5, a.shutdown_timeout / 2),
                     fetch_job_polling_interval=min(5.0, max(0.2, a.snapshot_interval / 4)),
                     delete_jobs="successful",
                 )
@@ -134,11 +139,31 @@ class _Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.stopping:
+                    return
                 log.error(event("worker.stopped", error=_reason(exc),
                                 restart_in=f"{RESTART_DELAY}s"))
             finally:
                 self.running = False
             await asyncio.sleep(RESTART_DELAY)
+
+
+def _exit_now(code: int, why: str, **fields: object) -> None:
+    """Leave at once: running job threads cannot be stopped, nor a store that does not answer
+    be waited for. The store sees the sessions end; another replica retries the job."""
+    log.warning(event(why, **fields))
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _watchdog(seconds: float, code: int) -> threading.Timer:
+    """A timer that ends the process `seconds` after the stop signal, whatever the loop does."""
+    timer = threading.Timer(seconds, _exit_now, (code, "service.shutdown_timeout"),
+                            {"seconds": seconds, "abandoned": "running jobs, store sessions"})
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 async def _maintain(app: procrastinate.App, service: jobs.Service,
@@ -186,9 +211,17 @@ async def _serve(settings: Settings, token: str | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[int] = []
+    worker = _Worker(app, service)
 
     def on_signal(signum: int) -> None:
+        code = 130 if signum == signal.SIGINT else 143
+        if received:  # a second signal: no more waiting
+            _exit_now(code, "service.stopped_at_once", signal=signal.Signals(signum).name)
         received.append(signum)
+        worker.stopping = True
+        # Bounded whatever the store does: the whole stop (jobs, unregistering, closing the
+        # pools) gets analyzer.shutdown_timeout, then the process leaves.
+        _watchdog(a.shutdown_timeout, code)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,7 +232,6 @@ async def _serve(settings: Settings, token: str | None) -> int:
     handlers = list(logging.getLogger().handlers)
     for h in handlers:  # on the handlers: a logger's filter does not see its children's records
         h.addFilter(quiet)
-    worker = _Worker(app, service)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -208,7 +240,7 @@ async def _serve(settings: Settings, token: str | None) -> int:
             state = ApiState(service, app, pool, registry,
                              StoreView(tuple(t.name for t in settings.targets)), token,
                              lambda: worker.running)
-            runner = web.AppRunner(make_web_app(state), access_log=None)
+            runner = GuardedRunner(make_web_app(state), access_log=None)
             await runner.setup()
             try:
                 await web.TCPSite(runner, host, port).start()
@@ -237,9 +269,7 @@ async def _serve(settings: Settings, token: str | None) -> int:
     if service.busy_threads:
         # A job outlived the graceful timeout: its thread cannot be stopped, so leave now;
         # the store sees the session end and the job is retried by another replica.
-        log.warning(event("service.abandoned_jobs", count=service.busy_threads))
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(143)
+        _exit_now(130 if received and received[0] == signal.SIGINT else 143,
+                  "service.abandoned_jobs", count=service.busy_threads)
     log.info(event("service.stopped"))
     return 130 if received and received[0] == signal.SIGINT else 143

@@ -33,6 +33,7 @@ from analyzer.analysis.delta import (
 )
 from analyzer.analysis.regression import TIMER_RESOLUTION_MS, welch_p_values
 from analyzer.memory import Embedder, MemoryOutcome, normalise_index_definition, propose_revert
+from analyzer.names import split_qualified
 from analyzer.recommendation import Recommendation
 from analyzer.snapshots.model import SnapshotMeta
 from analyzer.store import recommendations, snapshots
@@ -220,7 +221,7 @@ def _revert_of(rec: lifecycle.StoredRecommendation, v: Verification) -> Recommen
     found = r.evidence.get("applied_index")
     if isinstance(found, str) and found:
         # The index found on the target may have another name than the one proposed.
-        schema, _, name = found.rpartition(".")
+        schema, name = split_qualified(found)
         qualified = f"{_quote(schema)}.{_quote(name)}" if schema else _quote(name)
         ddl = f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}"
     return Recommendation(

@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", required=True, help="output directory")
     p.add_argument("--git", metavar="REPO",
                    help="commit the files on a new branch of this git repository (no push)")
+    p.add_argument("--force", action="store_true",
+                   help="replace files of the same name in --out (never a symbolic link)")
 
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)

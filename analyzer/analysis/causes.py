@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from analyzer.names import split_qualified
 from analyzer.snapshots.catalog import Catalog, CatalogChange, diff
 
 # Change kinds on a table, most specific first; then the ones that concern every table.
@@ -60,7 +61,7 @@ class Cause:
 
     def phrase(self) -> str:
         """'when index `events_created_idx` was dropped' (follows 'since 14:05, ')."""
-        name = self.object.rpartition(".")[2] if self.kind.startswith("index_") else (
+        name = split_qualified(self.object)[1] if self.kind.startswith("index_") else (
             self.object)
         return {
             "index_dropped": f"when index `{name}` was dropped",

@@ -14,6 +14,8 @@ from typing import Any
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
+from analyzer.names import qualified, quote_ident, split_column
+
 _PREDICATE_SLOTS = {"whereClause", "quals", "sortClause", "havingClause"}
 _PARAM = re.compile(r"\$(\d+)")
 
@@ -30,7 +32,8 @@ class StatementShape:
 
 
 def _name(node: ast.RangeVar) -> str:
-    return f"{node.schemaname}.{node.relname}" if node.schemaname else str(node.relname)
+    """The table as written, printed (analyzer/names.py): `"a.b".c` and `a."b.c"` differ."""
+    return qualified(str(node.schemaname) if node.schemaname else None, str(node.relname))
 
 
 class _Walker:
@@ -48,7 +51,7 @@ class _Walker:
         if not isinstance(node, ast.Node):
             return
         if isinstance(node, ast.CommonTableExpr) and node.ctename:
-            self.ctes.add(str(node.ctename))
+            self.ctes.update((str(node.ctename), quote_ident(str(node.ctename))))
         if isinstance(node, ast.RangeVar):
             name = _name(node)
             self.tables.append(name)
@@ -106,7 +109,7 @@ def qualify(shape: StatementShape, resolved: Mapping[str, str]) -> StatementShap
 
     columns = []
     for col in shape.columns:
-        table, _, column = col.rpartition(".")
+        table, column = split_column(col)
         columns.append(f"{q(table)}.{column}")
     return StatementShape(shape.kind, tuple(dict.fromkeys(q(t) for t in shape.tables)),
                           tuple(dict.fromkeys(columns)), shape.explainable, shape.parameters)
@@ -160,7 +163,7 @@ def unindexed(
     """
     known = set(tables)
     sel = selective or {}
-    return sorted({c for c in columns if c.rpartition(".")[0] in known and c not in indexed
+    return sorted({c for c in columns if split_column(c)[0] in known and c not in indexed
                    and sel.get(c, True)})
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from analyzer import jobs
 from analyzer.api import page, queries
+from analyzer.api.hardening import MAX_BODY, BadBody, header_bytes, read_json
 from analyzer.api.openapi import AUDIT_STATUSES, MAX_LIMIT, RECOMMENDATION_STATUSES, document
 from analyzer.api.status import PERSON_STATUSES
 from pgarchitect.db import first_line
@@ -122,8 +123,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Every failure as JSON; store trouble as 503; never a traceback to the client."""
     try:
         return await handler(request)
-    except ApiError as exc:
+    except (ApiError, BadBody) as exc:
         return json_error(exc.status, exc.message)
+    except UnicodeError:  # bytes that are not UTF-8, a lone surrogate: nothing to look up
+        return json_error(400, "the request contains text that is not valid UTF-8")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -147,10 +150,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = request.app[STATE].token
     if (token is not None and request.path.startswith("/admin/")
             and request.path != "/admin/openapi.json"):
-        given = request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        if (scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode(), token.encode())) and not page.signed(request, token):
+        given = header_bytes(request.headers.get("Authorization", ""))
+        scheme, _, value = given.partition(b" ")
+        if (scheme.lower() != b"bearer" or not hmac.compare_digest(
+                value.strip(), token.encode())) and not page.signed(request, token):
             return json_error(401, "missing or wrong bearer token",
                               **{"WWW-Authenticate": 'Bearer realm="pgarchitect"'})
     return await handler(request)
@@ -187,15 +190,11 @@ def _id(request: web.Request, what: str) -> int:
 
 
 async def _body(request: web.Request, required: bool) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
+    body = await read_json(request)  # BadBody: 400 / 408 / 413 (analyzer/api/hardening.py)
+    if body is None:
         if required:
             raise ApiError(422, "a JSON object body is required")
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(422, "the body must be a JSON object")
     return body
@@ -330,7 +329,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """GET /readyz: the store answers and the job worker runs."""
+    """GET /readyz: the store answers and the job worker runs (503 otherwise).
+
+    Failing snapshot and audit jobs are listed under "failing", and the status is then
+    "degraded": the service still serves its API (a target being down is no reason to take a
+    replica out of a load balancer), but it says that jobs fail.
+    """
     state = request.app[STATE]
     try:
         async with state.pool.connection(timeout=STORE_TIMEOUT) as conn:
@@ -339,13 +343,16 @@ async def readyz(request: web.Request) -> web.Response:
         return json_error(503, f"the store is unavailable: {first_line(exc)}")
     if not state.worker_running():
         return json_error(503, "the job worker is not running")
-    return _json({"status": "ready"})
+    failing = state.service.health.failing()
+    listed = [{"task": f.task, "target": f.target, "reason": f.reason, "failures": f.count,
+               "since": datetime.fromtimestamp(f.since, UTC).isoformat()} for f in failing]
+    return _json({"status": "degraded" if listed else "ready", "failing": listed})
 
 
 def make_web_app(state: ApiState) -> web.Application:
     """The aiohttp application of the service."""
     app = web.Application(middlewares=[errors_middleware, auth_middleware],
-                          client_max_size=64 * 1024)
+                          client_max_size=MAX_BODY)
     app[STATE] = state
     state.registry.register(state.view)
     app.router.add_post("/admin/database/run-audit", run_audit)

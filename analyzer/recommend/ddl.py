@@ -12,28 +12,19 @@ import re
 from collections.abc import Iterable, Sequence
 
 from pglast import ast, parse_sql
-from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
 from pglast.parser import ParseError
 
+from analyzer.names import quote_ident as quote_ident
+from analyzer.names import requote
 from analyzer.recommend.model import IndexColumn
 
 NAMEDATALEN = 64  # PostgreSQL truncates names to NAMEDATALEN - 1 bytes
-_SAFE = re.compile(r"[a-z_][a-z0-9_]*")
-_QUOTED_KEYWORDS = RESERVED_KEYWORDS | TYPE_FUNC_NAME_KEYWORDS | COL_NAME_KEYWORDS
 _CREATE = re.compile(r"^CREATE (UNIQUE )?INDEX ")
 
 
-def quote_ident(name: str) -> str:
-    """`name` as an SQL identifier: bare when PostgreSQL would print it bare, else quoted."""
-    if _SAFE.fullmatch(name) and name not in _QUOTED_KEYWORDS:
-        return name
-    return '"' + name.replace('"', '""') + '"'
-
-
 def qualified(schema_table: str) -> str:
-    """`schema.table` (the catalog's unquoted form) as a quoted, qualified name."""
-    schema, _, table = schema_table.partition(".")
-    return f"{quote_ident(schema)}.{quote_ident(table)}" if table else quote_ident(schema)
+    """`schema.table` (printed, or bare) as a quoted, qualified name (analyzer/names.py)."""
+    return requote(schema_table)
 
 
 def expression(function: str, columns: Sequence[str]) -> str:

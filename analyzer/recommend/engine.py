@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from analyzer.analysis.features import parse_statement
+from analyzer.names import pair, split_qualified
 from analyzer.plans import resolve_tables
 from analyzer.recommend import ddl, evidence, maintenance, parameters, selection
 from analyzer.recommend.candidates import ColumnStats, generate
@@ -45,17 +46,17 @@ from pgarchitect.log import event
 log = logging.getLogger("pgarchitect.analyzer.recommend")
 
 COLUMN_STATS = """/* pgarchitect */
-SELECT n.nspname || '.' || c.relname, a.attname,
+SELECT k.name, a.attname,
        CASE WHEN s.n_distinct IS NULL THEN NULL
             WHEN s.n_distinct >= 0 THEN s.n_distinct
             ELSE -s.n_distinct * greatest(c.reltuples, 0) END
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(name, nsp, rel)
+JOIN pg_namespace n ON n.nspname = k.nsp
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = k.rel
+JOIN pg_attribute a ON a.attrelid = c.oid
 LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname
                     AND s.attname = a.attname AND NOT s.inherited
 WHERE a.attnum > 0 AND NOT a.attisdropped
-  AND n.nspname || '.' || c.relname = ANY(%s::text[])
 """
 register_own(COLUMN_STATS)
 
@@ -68,7 +69,10 @@ def column_stats(conn: psycopg.Connection[Any], tables: Sequence[str]
     if not tables:
         return {}, {}
     try:
-        rows = conn.execute(COLUMN_STATS, (sorted(set(tables)),)).fetchall()
+        names = sorted(set(tables))  # printed, qualified (analyzer/names.py)
+        pairs = [split_qualified(t) for t in names]
+        rows = conn.execute(COLUMN_STATS, (names, [p[0] for p in pairs],
+                                           [p[1] for p in pairs])).fetchall()
     except psycopg.Error as exc:
         log.warning(event("recommend.stats_failed", reason=first_line(exc)))
         return {}, {}
@@ -99,9 +103,9 @@ def _statement_json(s: StatementEvidence, cost: StatementCost | None,
 
 def _ddl_for(c: Candidate, catalog: Catalog) -> tuple[str, str, str, str]:
     """(CREATE … CONCURRENTLY, its plain form for validation, revert, index name)."""
-    schema, _, table = c.table.partition(".")
+    schema, table = pair(c.table)
     if c.definition is not None and c.name is not None:
-        name = c.name.partition(".")[2]
+        name = split_qualified(c.name)[1]
         create = ddl.concurrent(c.definition)
         return create, c.definition, ddl.drop_index(schema, name), name
     parts = [col.text.partition("(")[0].strip('"') if col.expression or col.column is None
@@ -128,7 +132,7 @@ def _rationale(c: Candidate, served: Sequence[StatementEvidence], j: evidence.Ju
     else:
         figures = saved
     if c.source == "dropped_index" and c.name is not None:
-        return (f"Index {c.name.partition('.')[2]} was dropped and the {what} on {c.table} "
+        return (f"Index {split_qualified(c.name)[1]} was dropped and the {what} on {c.table} "
                 f"it served regressed; recreating it {figures}.")
     roles = {col.role for col in c.columns}
     how = ("filter" if roles & {"equality", "in", "range"} else "join") + (

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from analyzer.names import pair
 from analyzer.recommend import ddl, evidence, proxy
 from analyzer.recommend.candidates import normalize
 from analyzer.recommend.model import (
@@ -111,7 +112,7 @@ def check(v: Validator, c: Candidate, ddls: Ddls, statements: Sequence[Statement
     if any(i.valid and i.columns and normalize(i.columns[0]) in {normalize(b) for b in bare}
            for i in catalog.indexes_on(c.table)):
         return v.check(index, c.table, statements, samples)  # the bare column is indexed
-    schema, _, table = c.table.partition(".")
+    schema, table = pair(c.table)
     stand_in = ddl.create_index(schema, ddls[3], table, proxy.proxy_columns(c.columns),
                                 concurrently=False)
     rewritten = []

@@ -36,6 +36,7 @@ import psycopg
 from pglast import ast, enums, fingerprint, parse_sql
 from pglast.parser import ParseError
 
+from analyzer.names import pair, qualified
 from analyzer.recommend.model import StatementEvidence
 from analyzer.snapshots.own import register_own
 from pgarchitect.db import first_line
@@ -49,7 +50,7 @@ _OPS = {"=": "equality", "<": "range", ">": "range", "<=": "range", ">=": "range
 
 HAS_QUALSTATS = ("/* pgarchitect */ SELECT 1 FROM pg_extension WHERE extname = 'pg_qualstats'")
 QUALSTATS = """/* pgarchitect */
-SELECT q.queryid, n.nspname || '.' || c.relname, a.attname,
+SELECT q.queryid, n.nspname, c.relname, a.attname,
        regexp_replace(q.opno::regoper::text, '^pg_catalog\\.', ''), q.constvalue
 FROM pg_qualstats() q
 JOIN pg_class c ON c.oid = q.lrelid
@@ -59,10 +60,10 @@ WHERE q.queryid = ANY(%s) AND q.constvalue IS NOT NULL
 ORDER BY q.occurences DESC
 """
 COLUMN_VALUES = """/* pgarchitect */
-SELECT schemaname || '.' || tablename, attname, most_common_vals::text::text[],
-       histogram_bounds::text::text[]
-FROM pg_stats
-WHERE NOT inherited AND schemaname || '.' || tablename = ANY(%s) AND attname = ANY(%s)
+SELECT k.name, s.attname, s.most_common_vals::text::text[], s.histogram_bounds::text::text[]
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(name, nsp, rel)
+JOIN pg_stats s ON s.schemaname = k.nsp AND s.tablename = k.rel
+WHERE NOT s.inherited AND s.attname = ANY(%s)
 """
 register_own(HAS_QUALSTATS, QUALSTATS, COLUMN_VALUES)
 
@@ -377,12 +378,12 @@ def read_sources(conn: psycopg.Connection[Any], statements: Sequence[StatementEv
     try:
         if conn.execute(HAS_QUALSTATS, prepare=False).fetchone() is not None:
             ids = sorted({q for s in statements for q in s.queryids})
-            for qid, table, column, op, const in conn.execute(
+            for qid, nsp, rel, column, op, const in conn.execute(
                     QUALSTATS, (ids,), prepare=False).fetchall():
                 value = _literal(str(const))
                 if value is not None:
-                    values = qualstats.setdefault((int(qid), str(table), str(column),
-                                                   str(op)), [])
+                    values = qualstats.setdefault((int(qid), qualified(str(nsp), str(rel)),
+                                                   str(column), str(op)), [])
                     if value not in values and len(values) < SAMPLES:
                         values.append(value)
     except psycopg.Error as exc:
@@ -392,7 +393,10 @@ def read_sources(conn: psycopg.Connection[Any], statements: Sequence[StatementEv
               if b.table is not None and b.column is not None}
     if wanted:
         try:
-            rows = conn.execute(COLUMN_VALUES, (sorted({t for t, _ in wanted}),
+            names = sorted({t for t, _ in wanted})  # printed, qualified (analyzer/names.py)
+            pairs = [pair(t) for t in names]
+            rows = conn.execute(COLUMN_VALUES, (names, [p[0] for p in pairs],
+                                                [p[1] for p in pairs],
                                                 sorted({c for _, c in wanted})),
                                 prepare=False).fetchall()
         except psycopg.Error as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
+from analyzer.names import qualified
 from analyzer.recommend.ddl import expression, quote_ident
 
 _RANGE_OPS = {"<", ">", "<=", ">="}
@@ -81,7 +82,7 @@ class _Collector:
 
     # -- tables and levels ------------------------------------------------------------
     def table_name(self, rv: ast.RangeVar) -> str:
-        name = f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname)
+        name = qualified(str(rv.schemaname) if rv.schemaname else None, str(rv.relname))
         return self.resolve.get(name, name)
 
     def from_item(self, node: object, level: _Level, quals: list[object]) -> None:

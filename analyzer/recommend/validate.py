@@ -13,10 +13,11 @@ Modes (`analyzer.validation.mode`, docs/analyzer.md):
 A real build runs under ``lock_timeout`` and ``statement_timeout``; a lock that cannot be had
 is given up at once and recorded, never waited for.
 
-Plans are custom where the statement's parameters have representative values
-(recommend/parameters.py), else generic (``EXPLAIN (GENERIC_PLAN)`` on 16+, PREPARE with
-``force_generic_plan`` before). Statement text is sent only through `explain_statement`:
-the extended protocol, one command, in a rolled-back transaction. Several indexes can be
+Plans go through analyzer/explain.py, the one way statement text is planned: custom plans
+(``custom_plan``) where the statement's parameters have representative values
+(recommend/parameters.py), else the generic plan (``generic_plan``); a text from the target
+is data, planned only as one explainable statement, over the extended protocol, in a
+read-only transaction (a savepoint inside a real build's transaction). Several indexes can be
 present at once (hypopg holds many): the workload selection judges sets.
 """
 
@@ -24,22 +25,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from pglast import parse_sql
-from pglast.parser import ParseError
 
 from analyzer.analysis.features import plan_shape
+from analyzer.explain import custom_plan, execute_one, explainable, generic_plan
+from analyzer.names import pair
 from analyzer.recommend.ddl import quote_ident
 from analyzer.recommend.model import StatementCost, StatementEvidence, Validation
 from analyzer.snapshots.own import register_own
 from pgarchitect.config import ValidationSettings
-from pgarchitect.db import MARKER, connect_sync, first_line, mark
+from pgarchitect.db import connect_sync, first_line, mark
 from pgarchitect.dsn import Dsn
 from pgarchitect.log import event
 
@@ -53,14 +53,10 @@ HYPO_RESET = "/* pgarchitect */ SELECT hypopg_reset()"
 READ_WRITE = "/* pgarchitect */ SET TRANSACTION READ WRITE"
 INDEX_SIZE = "/* pgarchitect */ SELECT pg_relation_size(to_regclass(%s))"
 TABLE_SIZE = "/* pgarchitect */ SELECT pg_table_size(to_regclass(%s))"
-UNTRACK = "/* pgarchitect */ SET LOCAL pg_stat_statements.track = 'none'"
-PREPARED = "pgarchitect_validate"
-SAVEPOINT = "pgarchitect_plan"
 register_own(HAS_HYPOPG, HYPO_CREATE, HYPO_SIZE, HYPO_DROP, HYPO_RESET, READ_WRITE,
-             INDEX_SIZE, TABLE_SIZE, UNTRACK)
+             INDEX_SIZE, TABLE_SIZE)
 
 METHODS = ("hypopg", "sandbox", "transaction")
-_PARAM = re.compile(r"\$(\d+)")
 
 
 def has_hypopg(conn: psycopg.Connection[Any]) -> bool:
@@ -107,7 +103,6 @@ class Validator:
         self._before: dict[str, float | None] = {}
         self._samples_before: dict[tuple[str, tuple[tuple[str | None, ...], ...]],
                                    tuple[float | None, ...]] = {}
-        self._untrack: str | None = None
         # (reason, detail) of the last plan that failed: a lock or a timeout is worth telling
         self.last_failure: tuple[str, str] | None = None
         self._own: psycopg.Connection[Any] | None = None
@@ -157,28 +152,20 @@ class Validator:
         """Whether candidates can be validated at all."""
         return self.method in METHODS and self.unavailable is None
 
-    def _may_untrack(self) -> str:
-        """`SET LOCAL pg_stat_statements.track = 'none'` where the role may (superusers)."""
-        if self._untrack is None:
-            self._untrack = ""
-            try:
-                with self.conn.transaction(force_rollback=True):
-                    self.conn.execute(UNTRACK, prepare=False)
-                self._untrack = UNTRACK
-            except psycopg.Error:
-                pass
-        return self._untrack
-
     def _explain(self, query: str, params: Sequence[str | None] | None = None
                  ) -> dict[str, Any] | None:
-        """The plan of one statement text (custom with `params`, else generic); None if it
-        has none. Inside a real build's transaction this runs in a savepoint."""
-        if MARKER in query or not explainable(query):
+        """The plan of one statement text through analyzer/explain.py (custom with
+        `params`, else generic); None if it has none. Inside a real build's transaction the
+        executor plans in a read-only savepoint."""
+        if explainable(query) is None:
             return None
         self.plans += 1
+        s = self.settings
         try:
-            plan = explain_statement(self.conn, query, params, self.settings,
-                                     self.server_version_num, self._may_untrack())
+            plan = (generic_plan(self.conn, query, s.statement_timeout, s.lock_timeout)
+                    if params is None else
+                    custom_plan(self.conn, query, list(params), s.statement_timeout,
+                                s.lock_timeout))
         except psycopg.Error as exc:
             log.debug(event("validate.plan_unavailable", reason=first_line(exc)))
             self.last_failure = _reason(exc), first_line(exc)
@@ -315,9 +302,9 @@ class Validator:
                          f"SET LOCAL statement_timeout = {_ms(s.statement_timeout)}"]
                 conn.execute("; ".join(mark(p) for p in setup), prepare=False)
                 for ddl, _ in indexes:
-                    conn.execute(mark(ddl).encode(), prepare=False)
+                    execute_one(conn, mark(ddl))  # one command only, whatever the DDL holds
                 if analyze:
-                    conn.execute(mark(f"ANALYZE {_regclass(table)}").encode(), prepare=False)
+                    execute_one(conn, mark(f"ANALYZE {_regclass(table)}"))
                 costs = self._after(statements, before, samples, [n for _, n in indexes])
                 for _, name in indexes:
                     row = conn.execute(INDEX_SIZE, (_regclass(table, name),),
@@ -331,70 +318,12 @@ class Validator:
         return Validation(method, True, costs=costs, index_bytes=index_bytes or None)
 
 
-def explainable(query: str) -> bool:
-    """Whether `query` parses as exactly one SELECT / INSERT / UPDATE / DELETE."""
-    try:
-        stmts = parse_sql(query)
-    except (ParseError, ValueError):
-        return False
-    return len(stmts) == 1 and type(stmts[0].stmt).__name__ in (
-        "SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt")
-
-
-def explain_statement(conn: psycopg.Connection[Any], query: str,
-                      params: Sequence[str | None] | None, settings: ValidationSettings,
-                      server_version_num: int, untrack: str = "") -> Any:
-    """EXPLAIN (FORMAT JSON, VERBOSE) of one statement text from a target; the JSON plan.
-
-    The one place statement text is sent to be planned (the safe executor replaces this
-    body). The text goes only through the extended query protocol (psycopg's binary
-    execute: Parse/Bind/Execute, which refuses more than one command), with `params` as
-    bound values: a custom plan for those values. Without `params` the plan is generic: the
-    text is PREPAREd (extended protocol again) and executed with NULLs under
-    `plan_cache_mode = force_generic_plan`, then deallocated.
-    Always inside a transaction (a savepoint within one) that is rolled back, with
-    `statement_timeout` and `lock_timeout`.
-    """
-    raw = psycopg.RawCursor(conn)
-    # A generic plan through the extended protocol: `EXPLAIN (GENERIC_PLAN)` would need its
-    # parameters bound, so the text is PREPAREd (one command) and executed with NULLs under
-    # force_generic_plan, on every version.
-    prepared = params is None
-    local = [f"SET LOCAL statement_timeout = {_ms(settings.statement_timeout)}",
-             f"SET LOCAL lock_timeout = {_ms(settings.lock_timeout)}"]
-    if untrack:
-        local.append(untrack)
-    if prepared:
-        local.append("SET LOCAL plan_cache_mode = force_generic_plan")
-    made = False
-    try:
-        with conn.transaction(force_rollback=True):
-            conn.execute("; ".join(mark(p) for p in local).encode(), prepare=False)
-            if not prepared:
-                raw.execute(f"{mark('EXPLAIN (FORMAT JSON, VERBOSE)')} {query}",
-                            list(params or ()), binary=True, prepare=False)
-                row = raw.fetchone()
-                return row[0] if row else None
-            raw.execute(f"{mark(f'PREPARE {PREPARED} AS')} {query}", [], binary=True,
-                        prepare=False)
-            made = True
-            n = max((int(p) for p in _PARAM.findall(query)), default=0)
-            args = f"({', '.join(['NULL'] * n)})" if n else ""
-            row = conn.execute(mark(f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {PREPARED}{args}"
-                                    ).encode(), prepare=False).fetchone()
-            return row[0] if row else None
-    finally:
-        if made:  # PREPARE is not transactional: it outlives the rollback
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(mark(f"DEALLOCATE {PREPARED}").encode(), prepare=False)
-
-
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
 def _regclass(table: str, index: str | None = None) -> str:
     """A quoted `schema.relation` for to_regclass (the index lives in the table's schema)."""
-    schema, _, name = table.partition(".")
+    schema, name = pair(table)
     rel = index if index is not None else name
     return f"{quote_ident(schema)}.{quote_ident(rel)}"

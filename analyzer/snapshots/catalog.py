@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from analyzer.names import qualified
 from analyzer.snapshots.own import register_own
 from pgarchitect.db import first_line
 from pgarchitect.log import event
@@ -57,13 +58,13 @@ class IndexInfo:
 
     @property
     def qualified_table(self) -> str:
-        """`schema.table`."""
-        return f"{self.schema}.{self.table}"
+        """`schema.table`, printed (analyzer/names.py: quoted where needed)."""
+        return qualified(self.schema, self.table)
 
     @property
     def qualified_name(self) -> str:
-        """`schema.index`."""
-        return f"{self.schema}.{self.name}"
+        """`schema.index`, printed."""
+        return qualified(self.schema, self.name)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class TableInfo:
 
     @property
     def qualified(self) -> str:
-        """`schema.table`."""
-        return f"{self.schema}.{self.name}"
+        """`schema.table`, printed (analyzer/names.py: quoted where needed)."""
+        return qualified(self.schema, self.name)
 
     @property
     def last_analyzed(self) -> datetime | None:
@@ -128,8 +129,9 @@ class Catalog:
         first and refreshed only when the structure changes or the caller asks for it.
         """
         return {
-            "indexes": sorted((i.qualified_name, i.definition, i.valid) for i in self.indexes),
-            "analyzed": sorted((t.qualified, _iso(t.last_analyzed)) for t in self.tables),
+            "indexes": sorted([i.schema, i.name, i.definition, i.valid] for i in self.indexes),
+            "analyzed": sorted([t.schema, t.name, _iso(t.last_analyzed) or ""]
+                               for t in self.tables),
             "settings": dict(sorted(self.settings.items())),
             "stats_reset": _iso(self.stats_reset),
         }

@@ -1,10 +1,12 @@
 """Recognising pgarchitect's own statements among a target's pg_stat_statements entries.
 
-Every statement the tool sends starts with the ``/* pgarchitect */`` marker. PostgreSQL up to
-17 keeps that leading comment in the normalized text; PostgreSQL 18 trims it (the text starts
-at the statement's first token). So a text counts as the tool's own when it carries the marker
-anywhere, or when its parse-tree fingerprint equals the fingerprint of a statement the tool is
-known to send (registered here by the modules that send them).
+An entry is the tool's own when it was run by the tool's session -- the role the analyzer
+connects as (``own_role``; pg_stat_statements keeps no application_name or backend) -- *and*
+its text looks like the tool's: it carries the ``/* pgarchitect */`` marker, or its parse-tree
+fingerprint equals that of a statement the tool is known to send (registered here by the
+modules that send them; PostgreSQL 18 trims a leading comment from the text it keeps). The
+marker alone proves nothing: anyone can write it, and an application's entries that carry it
+are analysed like any other (docs/security.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from typing import Any
 
+import psycopg
 from pglast.parser import ParseError, fingerprint, parse_sql_json
 
 from pgarchitect.db import MARKER
@@ -57,5 +61,26 @@ def register_own(*statements: str) -> None:
 
 
 def is_own(query: str, fp: str) -> bool:
-    """True for statements pgarchitect sent (marker in the text, or a known fingerprint)."""
+    """True for texts that look like the tool's (marker in the text, or a known fingerprint).
+
+    Only entries of the tool's own role with such a text are the tool's (`is_own_entry`).
+    """
     return MARKER in query or fp in _own_fingerprints
+
+
+OWN_ROLE = "/* pgarchitect */ SELECT oid FROM pg_roles WHERE rolname = current_user"
+register_own(OWN_ROLE)
+
+
+def own_role(conn: psycopg.Connection[Any]) -> int | None:
+    """The oid of the role the tool's session on a target runs as (None if it cannot tell)."""
+    try:
+        row = conn.execute(OWN_ROLE.encode()).fetchone()
+    except psycopg.Error:
+        return None
+    return None if row is None else int(row[0])
+
+
+def is_own_entry(userid: int, own_text: bool, role: int | None) -> bool:
+    """Whether an entry (its userid, whether its text looks like ours) is the tool's own."""
+    return own_text and userid == role

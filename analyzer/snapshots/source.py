@@ -78,6 +78,7 @@ def connect_target(dsn: Dsn, label: str, settings: AnalyzerSettings) -> psycopg.
     conn.autocommit = True
     for setup in (
         "/* pgarchitect */ SET default_transaction_read_only = on",
+        "/* pgarchitect */ SET standard_conforming_strings = on",  # as pglast reads texts
         f"/* pgarchitect */ SET statement_timeout = {int(settings.statement_timeout * 1000)}",
         f"/* pgarchitect */ SET lock_timeout = {int(settings.lock_timeout * 1000)}",
     ):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from analyzer.snapshots.catalog import Catalog, read_catalog
 from analyzer.snapshots.model import SnapshotMeta, StatementText
-from analyzer.snapshots.own import is_own, statement_fingerprint
+from analyzer.snapshots.own import is_own, is_own_entry, own_role, statement_fingerprint
 from analyzer.snapshots.source import StatementSource
 from analyzer.store import catalogs, partitions, snapshots
 from analyzer.store.connection import Conn
@@ -64,7 +64,9 @@ def take_snapshot(
         known[(dbid, queryid)] = (fp, own)
     # Statements whose text vanished before we asked (evicted meanwhile) are kept: their
     # counters are still real; they are simply analysed without a fingerprint.
-    kept = [s for s in reading.statements if not known.get((s.dbid, s.queryid), ("", False))[1]]
+    role = own_role(source.conn)
+    kept = [s for s in reading.statements if not is_own_entry(
+        s.userid, known.get((s.dbid, s.queryid), ("", False))[1], role)]
     written = writer.write(store, target, reading, read_at, new_texts, kept)
     snap = written.snapshot
     pruned = partitions.drop_expired(store, retention_seconds)

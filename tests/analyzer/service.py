@@ -16,7 +16,11 @@ from typing import Any
 import psycopg
 import yaml
 
+from pgarchitect.demo.embedded import PgServer, embedded_postgres
+from pgarchitect.dsn import Dsn
+from pgarchitect.migrate import migrate
 from tests.monitoring.stack import Process, Prometheus, free_port, http_ok, running
+from tests.waiting import eventually
 
 TOKEN = "test-token-1234"
 
@@ -90,6 +94,35 @@ def analyzer(tmp: Path, name: str, store: str, targets: Mapping[str, str],
     url = f"http://127.0.0.1:{port}"
     with running(proc, lambda: http_ok(url + "/readyz"), timeout=60):
         yield Analyzer(url, proc, settings.get("admin_token", TOKEN))
+
+
+@dataclass
+class StoreGone:
+    """A running service whose store has stopped; `restart_store` brings it back."""
+
+    service: Analyzer
+    store: str
+    data: Path
+    port: str
+
+    def restart_store(self) -> contextlib.AbstractContextManager[PgServer]:
+        """The store again, on its data and port."""
+        return embedded_postgres(18, directory=self.data, settings={"port": self.port})
+
+
+@contextlib.contextmanager
+def store_gone(tmp: Path, name: str, targets: Mapping[str, str],
+               **settings: Any) -> Iterator[StoreGone]:
+    """An analyzer whose store (an embedded server of its own) stopped under it: /readyz 503."""
+    data, port = tmp / "store", str(free_port())
+    with embedded_postgres(18, directory=data, settings={"port": port}) as server:
+        store = server.create_database("store")
+        migrate(Dsn(store))
+        service = contextlib.ExitStack()
+        s = service.enter_context(analyzer(tmp, name, store, targets, **settings))
+    with service:  # the store is stopped now
+        eventually(lambda: s.request("GET", "/readyz")[0] == 503, "/readyz to say not ready")
+        yield StoreGone(s, store, data, port)
 
 
 def rows(dsn: str, sql: str, *params: object) -> list[tuple[Any, ...]]:

@@ -40,7 +40,7 @@ def test_reads_indexes_tables_and_settings(db: str) -> None:
     expr = by_name["Items By Email"]
     assert expr.columns == ("lower(email)",)
     assert expr.include == ('"Customer"',)
-    assert expr.qualified_table == "public.Order Items"
+    assert expr.qualified_table == 'public."Order Items"'
     assert expr.definition.startswith('CREATE INDEX "Items By Email" ON public."Order Items"')
     assert not expr.unique and not expr.constraint and expr.valid
     partial = by_name["items_customer_created"]
@@ -48,7 +48,7 @@ def test_reads_indexes_tables_and_settings(db: str) -> None:
     assert partial.predicate == '"Customer" > 0'
     assert by_name["Order Items_pkey"].primary and by_name["Order Items_pkey"].constraint
     assert by_name["Order Items_select_key"].unique and by_name["Order Items_select_key"].constraint
-    table = cat.table("public.Order Items")
+    table = cat.table('public."Order Items"')
     assert table is not None and table.inserts == 100 and table.size_bytes > 0
     assert set(cat.settings) >= {"work_mem", "random_page_cost", "enable_seqscan"}
     assert Catalog.from_json(cat.to_json()) == cat
@@ -63,12 +63,12 @@ def test_diff_sees_drop_create_analyze_and_settings(db: str) -> None:
         conn.execute("SET random_page_cost = 1.1")
         after = read_catalog(conn)
     changes = {(c.kind, c.object) for c in diff(before, after)}
-    assert ("index_dropped", "public.Items By Email") in changes
+    assert ("index_dropped", 'public."Items By Email"') in changes
     assert ("index_created", "public.items_created") in changes
-    assert ("analyzed", "public.Order Items") in changes
+    assert ("analyzed", 'public."Order Items"') in changes
     assert ("setting_changed", "random_page_cost") in changes
     dropped = next(c for c in diff(before, after) if c.kind == "index_dropped")
     assert dropped.definition is not None and "lower(email)" in dropped.definition
-    assert dropped.table == "public.Order Items"
+    assert dropped.table == 'public."Order Items"'
     assert diff(after, after) == ()
     assert before.structure() != after.structure()

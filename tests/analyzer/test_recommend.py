@@ -32,8 +32,8 @@ PLANTED = {
     ("public.events", ("session_id", "created_at")),  # a filter + ORDER BY … LIMIT
     ("public.customers", ("lower(email)",)),  # an expression
     ("public.orders", ("status", "created_at")),  # a status + date range
-    ("My Shop.Order Items", ('"Customer Id"', '"select"')),
-    ("My Shop.Order Items", ('lower("E-Mail")',)),
+    ('"My Shop"."Order Items"', ('"Customer Id"', '"select"')),
+    ('"My Shop"."Order Items"', ('lower("E-Mail")',)),
 }
 NEGATIVES = {
     ("public.orders", ("status",), "low_selectivity"),
@@ -140,7 +140,7 @@ def _apply_and_revert(dsn: str, result: RecommendResult) -> None:
     """The hostile-identifier DDL is valid: it builds the index, and the revert drops it."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         for r in result.proposed:
-            if r.table != "My Shop.Order Items" or r.kind != "create_index":
+            if r.table != '"My Shop"."Order Items"' or r.kind != "create_index":
                 continue
             assert r.ddl is not None and r.revert_ddl is not None
             conn.execute(r.ddl.encode())

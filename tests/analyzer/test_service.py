@@ -3,8 +3,6 @@ a real Alertmanager with a webhook receiver."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +27,10 @@ from analyzer import jobs, notify
 from analyzer.audit import AuditResult
 from pgarchitect.cli import main
 from pgarchitect.config import load_settings
-from pgarchitect.demo.embedded import PgServer, embedded_postgres
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
 from pgarchitect.migrate import migrate
-from tests.analyzer.service import TOKEN, Analyzer, analyzer, firing, rows, sample
+from tests.analyzer.service import TOKEN, Analyzer, analyzer, firing, rows, sample, store_gone
 from tests.conftest import drop_database, new_database
 from tests.monitoring.stack import (
     Prometheus,
@@ -84,8 +82,10 @@ def stack(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_admin_api_refused_off_loopback_without_token(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["analyzer", "--listen", "0.0.0.0:9999", "--config", os.devnull])
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"  # a regular file (os.devnull is refused as a config)
+    empty.write_text("")
+    code = main(["analyzer", "--listen", "0.0.0.0:9999", "--config", str(empty)])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "analyzer.admin_token" in err[0] and "0.0.0.0:9999" in err[0]
@@ -277,24 +277,17 @@ def test_api_fuzzed_against_its_openapi_document(stack: Stack, mode: GenerationM
 
 def test_store_outage_keeps_the_process_and_recovers(pg18: PgServer, tmp_path: Path) -> None:
     """The store stops under a running service and comes back on the same port."""
-    data = tmp_path / "store"
-    port = str(free_port())
     target = new_database(pg18, "app", extensions=("pg_stat_statements",))
     try:
-        with embedded_postgres(18, directory=data, settings={"port": port}) as server:
-            store = server.create_database("store")
-            migrate(Dsn(store))
-            service = contextlib.ExitStack()
-            s = service.enter_context(analyzer(tmp_path, "outage", store, {"app": target}))
-        with service:
-            eventually(lambda: s.request("GET", "/readyz")[0] == 503, "/readyz to say not ready")
+        with store_gone(tmp_path, "outage", {"app": target}) as gone:
+            s, store = gone.service, gone.store
             status, body = s.request("GET", "/admin/database/audits")
             assert status == 503 and body["error"] == "the store is unavailable"
             assert s.request("POST", "/admin/database/run-audit", {})[0] == 503
             assert s.request("GET", "/healthz")[0] == 200
             assert sample(s.metrics(), "pgarchitect_store_up") == 0.0
             assert s.process.alive()
-            with embedded_postgres(18, directory=data, settings={"port": port}):
+            with gone.restart_store():
                 eventually(lambda: s.request("GET", "/readyz")[0] == 200, "recovery by itself")
                 before = rows(store, "SELECT count(*) FROM pgarchitect.snapshot")[0][0]
                 eventually(lambda: rows(store, "SELECT count(*) FROM pgarchitect.snapshot")[0][0]
