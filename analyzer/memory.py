@@ -1,11 +1,13 @@
 """Recommendation memory: embeddings, recall of similar past recommendations, and the rules
 that keep an advisor from proposing the same thing again and again.
 
-The default embedder hashes tokens (kind, table, columns, the statements' normalised shapes)
-with scikit-learn's FeatureHasher into 384 dimensions and L2-normalises them: offline, no
-model to download, and the same vector in every process on every machine (MurmurHash3 with a
-fixed seed). Any class with ``dimensions = 384`` and ``embed(recommendations) -> array`` can
-replace it (``analyzer.embedder``; docs/analyzer.md shows a sentence-embedding model).
+The default (``analyzer.embedder: auto``) is all-MiniLM-L6-v2 with the ``ask`` extra
+(analyzer/minilm.py, chosen in analyzer/embedspace.py); without it, `HashingEmbedder` hashes
+tokens (kind, table, columns, the statements' normalised shapes) with scikit-learn's
+FeatureHasher into 384 dimensions and L2-normalises them: offline, no model to download, and
+the same vector in every process on every machine (MurmurHash3 with a fixed seed). Any class
+with ``dimensions = 384`` and ``embed(recommendations) -> array`` can replace it
+(``analyzer.embedder``); a change of embedder re-embeds the stored vectors (embedspace).
 
 Rules (docs/analyzer.md, Memory), checked in this order against the same target's past:
 
@@ -34,7 +36,7 @@ from pglast.visitors import Visitor
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.preprocessing import normalize
 
-from analyzer import lifecycle
+from analyzer import embedspace, lifecycle
 from analyzer.lifecycle import PENDING
 from analyzer.recommendation import Recommendation
 from analyzer.store import recommendations
@@ -115,7 +117,10 @@ class HashingEmbedder:
 
 
 def load_embedder(path: str) -> Embedder:
-    """An instance of the class named by a dotted path (`analyzer.embedder`)."""
+    """An instance of the class named by a dotted path (`analyzer.embedder`); `auto`: MiniLM
+    with the `ask` extra, else the hashing embedder (analyzer/embedspace.py)."""
+    if path == "auto":
+        return embedspace.default_embedder()
     module_name, _, class_name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -228,6 +233,7 @@ def remember(conn: Conn, target: str, rec: Recommendation, *, embedder: Embedder
     Call inside the audit's store transaction; the connection must have pgvector's codecs
     (`register_vector`).
     """
+    embedspace.ensure_memory(conn, embedder)
     vector = embed_one(embedder, rec)
     same = recommendations.same_identity(conn, target, rec)
     pending = next((r for r in same if r.status in PENDING), None)
@@ -303,6 +309,7 @@ def propose_revert(conn: Conn, target: str, of: lifecycle.StoredRecommendation,
 
     A pending revert of the same index is merged into, like any repeat.
     """
+    embedspace.ensure_memory(conn, embedder)
     vector = embed_one(embedder, rec)
     same = recommendations.same_identity(conn, target, rec)
     pending = next((r for r in same if r.status in PENDING), None)

@@ -160,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace files of the same name in --out (never a symbolic link)")
 
+    p = sub.add_parser("ask", help="answer a question in SQL over the store (docs/ask.md)")
+    _common(p)
+    p.add_argument("question", help="the question, in words")
+    p.add_argument("--store", metavar="DSN", help="store database DSN")
+    p.add_argument("--target", dest="target_name", metavar="NAME",
+                   help="a configured target: its own data and schema too")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--learn", metavar="SQL", help="record QUESTION -> SQL as an example")
+    p.add_argument("--note", action="store_true", help="record QUESTION as an operator's note")
+
     p = sub.add_parser("demo", help="embedded end-to-end demo (see README)")
     _common(p)
     p.add_argument("--seconds", type=float, default=8.0,
@@ -267,6 +277,13 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    """Answer a natural-language question in SQL, guarded."""
+    from analyzer.ask.cli import cmd_ask as run
+
+    return run(args, settings)
+
+
 def cmd_analyzer(args: argparse.Namespace, settings: Settings) -> int:
     """Run the analyzer service."""
     from analyzer.service import run
@@ -284,6 +301,7 @@ def _handlers() -> dict[str, Handler]:
         "report": cmd_report,
         "recommendations": cmd_recommendations,
         "propose": cmd_propose,
+        "ask": cmd_ask,
         "demo": cmd_demo,
     }
     return handlers
@@ -293,7 +311,8 @@ def _handlers() -> dict[str, Handler]:
 # see docs/architecture.md, "Extras".
 _EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
            "audit": "analyzer", "report": "analyzer", "recommendations": "analyzer",
-           "propose": "analyzer", "demo": "demo"}
+           "propose": "analyzer", "ask": "analyzer",
+           "demo": "demo"}
 _OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 
 

@@ -139,6 +139,10 @@ def test_demo_tells_the_whole_story_and_cleans_up() -> None:
     html = Path(page.group(2)).read_text()
     assert f"audit {page.group(1)}" in html.lower() and "<svg" in html
     assert "behavior_logs_user_id_created_at_idx" in html  # the cause, marked on a chart
+    # Two questions about what it did, answered in SQL over the store (docs/ask.md).
+    _, _, asked = rest.partition("ask two questions about it")
+    assert asked.startswith(" (`pgarchitect ask`") and ": 2 of 2 answered" in asked, rest
+    assert "? why did things get slower" in asked and "index_dropped" in asked, asked
     assert not LOG_LINE.search(out) and not LOG_LINE.search(proc.stderr), "log lines on console"
     demo_dir, data_dir = _directories(out)
     log = (Path(demo_dir) / "demo.log").read_text()

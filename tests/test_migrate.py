@@ -24,6 +24,7 @@ EXPECTED_TABLES = {
     "catalog_snapshot",  # 0003_catalog
     "regression_check",  # 0005_job_engine
     "time_partition",  # 0004_partitions
+    "ask_knowledge", "ask_question", "embedding_space", "embedding_migration",  # 0007_ask
 }
 
 

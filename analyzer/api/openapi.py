@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from analyzer.api.status import PERSON_STATUSES
+from analyzer.ask.openapi import ask_paths
 
 AUDIT_STATUSES = ["queued", "running", "succeeded", "failed"]
 RECOMMENDATION_STATUSES = ["proposed", "accepted", "rejected", "applied", "verified",
@@ -139,6 +140,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             }},
         },
     }
+    doc["paths"].update(ask_paths(_json, _error, _COMMON))
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc

@@ -29,6 +29,7 @@ from analyzer.api import page, queries
 from analyzer.api.hardening import MAX_BODY, BadBody, header_bytes, read_json
 from analyzer.api.openapi import AUDIT_STATUSES, MAX_LIMIT, RECOMMENDATION_STATUSES, document
 from analyzer.api.status import PERSON_STATUSES
+from analyzer.ask import api as ask_api
 from pgarchitect.db import first_line
 from pgarchitect.log import event
 
@@ -361,6 +362,7 @@ def make_web_app(state: ApiState) -> web.Application:
     app.router.add_get("/admin/database/recommendations", list_recommendations)
     app.router.add_get("/admin/database/recommendations/{id}", get_recommendation)
     app.router.add_post("/admin/database/recommendations/{id}/status", set_status)
+    ask_api.add_routes(app)
     app.router.add_get("/admin/openapi.json", openapi)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

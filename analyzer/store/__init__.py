@@ -5,5 +5,8 @@
   changed rows plus checkpoints; `partitions` (time partitions, retention) and `catalogs`
   (catalog snapshots, kept when the structure changed) belong to the same store;
 - `audits`: audit runs and their results (regressions, clusters, plan shapes, the report);
-- `recommendations`: recommendations (optimization_log), their status history and recall.
+- `recommendations`: recommendations (optimization_log), their status history and recall;
+- `embeddings`: which embedder made each set of stored vectors, and the re-embeddings;
+- `ask`: the ask knowledge (examples, schema, docs with their vectors) and the questions asked;
+- `locks`: the advisory lock keys, each defined once.
 """

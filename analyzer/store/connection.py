@@ -25,7 +25,7 @@ Conn = psycopg.Connection[Any]
 T = TypeVar("T")
 
 # The store schema version this code needs (the newest file in migrations/ it relies on).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def schema_version(conn: Conn) -> int:

@@ -318,3 +318,11 @@ def update_merged(conn: Conn, rec_id: int, merged: Recommendation, vector: np.nd
          merged.estimated_cost_after, merged.estimated_improvement, merged.confidence,
          merged.validated_by, np.asarray(vector, dtype=np.float32), rec_id),
     )
+
+
+def set_embeddings(conn: Conn, vectors: Sequence[tuple[int, np.ndarray]]) -> None:
+    """Replace the embeddings of recommendations (id, vector): after the embedder changed."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "/* pgarchitect */ UPDATE pgarchitect.optimization_log SET embedding = %s"
+            " WHERE id = %s", [(np.asarray(v, dtype=np.float32), i) for i, v in vectors])

@@ -36,6 +36,7 @@ from pgarchitect.config.settings import (
     TIMEZONE,
     VALIDATION_MODES,
     AnalyzerSettings,
+    AskSettings,
     ExporterSettings,
     MemorySettings,
     OrmOperation,
@@ -52,7 +53,7 @@ from pgarchitect.config.settings import (
 __all__ = [
     "CRON", "DURATION", "ENV_PREFIX", "LISTEN", "LOG_LEVELS", "MAX_FILE_BYTES", "NAME",
     "POSITIVE", "POSITIVE_DURATION", "REGEX", "STORE_DSN_MISSING", "TIMEZONE",
-    "VALIDATION_MODES", "AnalyzerSettings", "ExporterSettings", "MemorySettings",
+    "VALIDATION_MODES", "AnalyzerSettings", "AskSettings", "ExporterSettings", "MemorySettings",
     "OrmOperation", "OrmPathRule", "OrmPathSettings", "RegressionSettings", "Settings",
     "StoreSettings", "Target", "ValidationSettings", "VerificationSettings", "describe",
     "env_overrides", "load_settings", "load_yaml", "parse_duration", "parse_listen",

@@ -144,6 +144,25 @@ class VerificationSettings:
     min_calls: int = field(default=200, metadata=POSITIVE)
 
 
+ASK_GENERATORS = ("retrieval", "openai")
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    """How `pgarchitect ask` answers (docs/ask.md)."""
+
+    generator: str = field(default="retrieval",
+                           metadata={"kind": "choice", "choices": ASK_GENERATORS})
+    min_similarity: float = 0.55
+    endpoint: str | None = None  # OpenAI-compatible base URL: {endpoint}/chat/completions
+    model: str | None = None
+    api_key_env: str | None = None  # the environment variable holding the key
+    max_rows: int = field(default=200, metadata=POSITIVE)
+    max_cost: float = field(default=1e6, metadata=POSITIVE)
+    statement_timeout: float = field(default=5.0, metadata=POSITIVE_DURATION)
+    request_timeout: float = field(default=60.0, metadata=POSITIVE_DURATION)
+
+
 @dataclass(frozen=True)
 class AnalyzerSettings:
     """Settings of `pgarchitect analyzer`, `snapshot` and `audit`."""
@@ -169,8 +188,9 @@ class AnalyzerSettings:
     plan_top_n: int = 20
     cluster_distance: float = field(default=0.9, metadata=POSITIVE)
     regression: RegressionSettings = RegressionSettings()
-    embedder: str = "analyzer.memory.HashingEmbedder"
+    embedder: str = "auto"  # MiniLM with the ask extra, else analyzer.memory.HashingEmbedder
     memory: MemorySettings = MemorySettings()
+    ask: AskSettings = AskSettings()
     verification: VerificationSettings = VerificationSettings()
 
     def next_audit(self, after: datetime) -> datetime:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import shutil
 import subprocess
 import sys
@@ -284,6 +285,17 @@ async def audit_page(run: Run, story: Story) -> Told:
                 story, tuple(results))
 
 
+async def ask_about_it(run: Run, story: Story) -> Told:
+    from analyzer.ask.cli import ask_and_print
+
+    buffer = io.StringIO()
+    answers = await asyncio.to_thread(ask_and_print, Dsn(story.db.store_dsn), out=buffer)
+    answered = sum(1 for a in answers if a["answered"])
+    return Told("ask two questions about it (`pgarchitect ask`, offline retrieval, read-only)",
+                story, (f"{answered} of {len(answers)} answered in SQL over the store",),
+                tuple(buffer.getvalue().rstrip().splitlines()))
+
+
 async def where_to_look(run: Run, story: Story) -> Told:
     results = [f"logs, proposal and audit page in {run.directory}"]
     if not run.options.keep_running:
@@ -294,7 +306,7 @@ async def where_to_look(run: Run, story: Story) -> Told:
 STEPS: tuple[Step, ...] = (
     start_postgres, load_data, start_services, healthy_traffic, plant_regression,
     traffic_after_drop, audit, propose, apply_migration, traffic_after_fix, verify,
-    audit_page, where_to_look,
+    audit_page, ask_about_it, where_to_look,
 )
 
 
