@@ -4,7 +4,8 @@ With 1,000 / 5,000 / 20,000 distinct statements in pg_stat_statements (PostgreSQ
 - bare: the exporter's own statements query (`SELECT <the collector's columns> FROM
   pg_stat_statements(false)`) over one asyncpg connection with the exporter's session
   settings (all rows fetched);
-- pgarchitect: `GET /metrics` of `pgarchitect exporter` (a subprocess, min_refresh_interval 0);
+- pgarchitect: `GET /metrics` of `pgarchitect exporter` (a subprocess, min_refresh_interval 0),
+  with the postgres_exporter compatibility set on (the default) and, in a second process, off;
 - postgres_exporter: `GET /metrics` of /usr/bin/prometheus-postgres-exporter with the same
   statistics as a queries.yaml query (it exports every statement; it has no top-N).
 The three cases interleaved run by run; medians, ratios per run; peak RSS (VmHWM) of both
@@ -141,14 +142,17 @@ class Timings:
 
     bare: list[float] = field(default_factory=list)
     ours: list[float] = field(default_factory=list)
+    plain: list[float] = field(default_factory=list)  # ours without the compatibility set
     theirs: list[float] = field(default_factory=list)
     collector: list[float] = field(default_factory=list)  # our statements collector, in-process
     lines: tuple[int, int] = (0, 0)
 
 
-async def measure(dsn: str, ours: HttpExporter, theirs: HttpExporter, runs: int) -> Timings:
+async def measure(dsn: str, ours: HttpExporter, plain: HttpExporter, theirs: HttpExporter,
+                  runs: int) -> Timings:
     """Interleave, run by run: the bare fetch over one connection with the exporter's session
-    settings (the very query the exporter sends), our GET /metrics, postgres_exporter's."""
+    settings (the very query the exporter sends), our GET /metrics with and without the
+    compatibility set, postgres_exporter's."""
     conn = await asyncpg.connect(dsn, server_settings=session_settings(ExporterSettings()))
     try:
         version = await conn.fetchval(
@@ -156,6 +160,7 @@ async def measure(dsn: str, ours: HttpExporter, theirs: HttpExporter, runs: int)
         query = select_statements(version, "public")
         await conn.fetch(query)
         ours.timed()
+        plain.timed()
         theirs.timed()
         out = Timings()
         for _ in range(runs):
@@ -167,6 +172,7 @@ async def measure(dsn: str, ours: HttpExporter, theirs: HttpExporter, runs: int)
             found = STATEMENTS_DURATION.search(body)
             if found:
                 out.collector.append(float(found.group(1)))
+            out.plain.append(plain.timed()[0])
             seconds, other = theirs.timed()
             out.theirs.append(seconds)
             out.lines = (body.count(b"\n"), other.count(b"\n"))
@@ -216,13 +222,19 @@ def main() -> None:
     try:
         with embedded_postgres(18, settings={"pg_stat_statements.max": "25000"}) as server:
             dsns = {name: server.create_database(name, extensions=("pg_stat_statements",))
-                    for name in ("bench", "pga", "bare", "pgexp", "pga2")}
+                    for name in ("bench", "pga", "pga0", "bare", "pgexp", "pga2")}
             (tmp / "queries.yaml").write_text(QUERIES_YAML)
             ours_port, theirs_port = free_port(), free_port()
             ours = HttpExporter(
                 [str(Path(sys.executable).parent / "pgarchitect"), "exporter", "--dsn",
                  f"bench={dsns['pga']}", "--listen", f"127.0.0.1:{ours_port}",
                  "--min-refresh-interval", "0"], ours_port)
+            plain_port = free_port()
+            (tmp / "plain.yml").write_text("exporter:\n  postgres_exporter_compat: false\n")
+            plain = HttpExporter(
+                [str(Path(sys.executable).parent / "pgarchitect"), "exporter", "--config",
+                 str(tmp / "plain.yml"), "--dsn", f"bench={dsns['pga0']}", "--listen",
+                 f"127.0.0.1:{plain_port}", "--min-refresh-interval", "0"], plain_port)
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")},
                    "DATA_SOURCE_NAME": dsns["pgexp"] + "?sslmode=disable"}
             theirs = HttpExporter(
@@ -236,11 +248,13 @@ def main() -> None:
                     filled = size
                     count = int(server.execute(
                         "SELECT count(*) FROM pg_stat_statements", "bench")[0][0])  # type: ignore[call-overload]
-                    t = asyncio.run(measure(dsns["bare"], ours, theirs, RUNS))
+                    t = asyncio.run(measure(dsns["bare"], ours, plain, theirs, RUNS))
                     bare, m_ours = statistics.median(t.bare), statistics.median(t.ours)
                     m_theirs = statistics.median(t.theirs)
                     # Ratios per run (same moment, same load), then their median.
                     ratio = statistics.median(o / b for o, b in zip(t.ours, t.bare, strict=True))
+                    plain_ratio = statistics.median(
+                        o / b for o, b in zip(t.plain, t.bare, strict=True))
                     speedup = statistics.median(
                         th / o for th, o in zip(t.theirs, t.ours, strict=True))
                     collector = statistics.median(t.collector) if t.collector else math.nan
@@ -248,8 +262,9 @@ def main() -> None:
                         f"| {size:,} ({count:,} in view) | {bare * 1000:.1f} | "
                         f"{m_ours * 1000:.1f} ({t.lines[0]:,} lines) | "
                         f"{collector * 1000:.1f} | "
+                        f"{statistics.median(t.plain) * 1000:.1f} | "
                         f"{m_theirs * 1000:.1f} ({t.lines[1]:,} lines) | "
-                        f"{ratio:.2f}x | {speedup:.1f}x | "
+                        f"{ratio:.2f}x | {plain_ratio:.2f}x | {speedup:.1f}x | "
                         f"{vm_hwm_mb(ours.proc.pid):.0f} / {vm_hwm_mb(theirs.proc.pid):.0f} |")
                     print(rows_md[-1], flush=True)
                     if ratio > 1.5:
@@ -264,6 +279,7 @@ def main() -> None:
                 temp_theirs = temp_blocks(server, "pgexp")
             finally:
                 ours.stop()
+                plain.stop()
                 theirs.stop()
             # 50 concurrent scrapes against the default refresh interval.
             interval, seconds = ExporterSettings().min_refresh_interval, 12.0
@@ -293,17 +309,20 @@ def main() -> None:
         "medians of the per-run ratios. *bare*: the exporter's own statements query (every "
         "row of `pg_stat_statements(false)`, the collector's columns, no texts) over one "
         "asyncpg connection with the same session settings; *pgarchitect*: `GET /metrics` of "
-        "`pgarchitect exporter` (defaults, min_refresh_interval 0, no gzip asked), and the "
+        "`pgarchitect exporter` (defaults, so the postgres_exporter compatibility set on; "
+        "min_refresh_interval 0, no gzip asked), *without compat*: the same with "
+        "`postgres_exporter_compat: false`, and the "
         "statements collector's own duration as it reports it "
         "(`pg_exporter_scrape_duration_seconds`: the fetch, the top-N selection, names, "
         "texts, info); *postgres_exporter*: Debian's v0.11.1 with the same statistics as a "
         "`queries.yaml` query (it exports every statement).",
         "",
         "| distinct statements | bare fetch ms | pgarchitect ms | of which statements "
-        "collector ms | postgres_exporter ms "
-        "| pgarchitect / bare (bar ≤ 1.5) | postgres_exporter / pgarchitect (bar ≥ 3) "
+        "collector ms | pgarchitect without compat ms | postgres_exporter ms "
+        "| pgarchitect / bare (bar ≤ 1.5) | without compat / bare "
+        "| postgres_exporter / pgarchitect (bar ≥ 3) "
         "| peak RSS MB pgarchitect / postgres_exporter (bar < 80) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows_md,
         "",
         *[f"{n}\n" for n in notes],

@@ -1,12 +1,11 @@
-"""Store benchmarks (docs/scaling.md): snapshot ingest of 5,000 and 20,000 statements against
-the bare fetch of the same view in the same run, store bytes per target-day at 5,000
-statements with 500 moving per 5-minute snapshot, and an audit over 30 days of such history.
-Figures go to docs/benchmarks.md (section `store`)."""
+"""Store benchmarks (docs/scaling.md): store bytes per target-day at 5,000 statements with 500
+moving per 5-minute snapshot, and an audit over 30 days of such history. Figures go to
+docs/benchmarks.md (section `store`); snapshot ingest against the bare fetch is
+bench/bench_snapshot.py."""
 
 from __future__ import annotations
 
 import random
-import statistics
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -15,12 +14,10 @@ import psycopg
 
 from analyzer.audit import run_audit
 from analyzer.snapshots.model import StatementCounters, TargetReading
-from analyzer.snapshots.source import StatementSource, connect_target
-from analyzer.snapshots.take import take_snapshot
-from analyzer.store import partitions, snapshots
+from analyzer.store import partitions
 from analyzer.store.connection import Conn, connect_store
 from analyzer.store.writer import StatementWriter
-from bench.report import BARE, median_seconds, write_section
+from bench.report import BARE, median_seconds, write_figures
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.demo.embedded import embedded_postgres
 from pgarchitect.dsn import Dsn
@@ -28,84 +25,6 @@ from pgarchitect.migrate import migrate
 
 Row = tuple[str, str, str]
 STATS_RESET = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _statements(app: str, tables: int, per_table: int, moving: float = 1.0,
-                seed: int = 0) -> None:
-    """Run tables x per_table distinct statements (or the `moving` share of them)."""
-    rng = random.Random(seed)
-    cols = 20
-    with psycopg.connect(app, autocommit=True) as conn:
-        for t in range(tables):
-            for k in range(per_table):
-                if moving < 1.0 and rng.random() >= moving:
-                    continue
-                a, b = divmod(k, cols)
-                conn.execute(f"SELECT c{a % cols} FROM t{t} WHERE c{b} = 1"
-                             f" AND c{(a // cols) % cols} > 0".encode())
-
-
-def bench_ingest(statements: int) -> list[Row]:
-    """Store writes of `statements` rows (checkpoint) and of 10 % moving, vs the bare fetch."""
-    settings = AnalyzerSettings()
-    tables, per_table = 100, statements // 100
-    with embedded_postgres(18, settings={"pg_stat_statements.max": str(statements + 5000)}) as pg:
-        app = pg.create_database("app", extensions=("pg_stat_statements",))
-        store = pg.create_database("store")
-        migrate(Dsn(store))
-        with psycopg.connect(app, autocommit=True) as conn:
-            for t in range(tables):
-                conn.execute(f"CREATE TABLE t{t} ({', '.join(f'c{i} int' for i in range(20))})"
-                             .encode())
-        _statements(app, tables, per_table)
-        with connect_target(Dsn(app), "target", settings) as tconn, \
-                connect_store(Dsn(store)) as sconn:
-            source = StatementSource(tconn)
-            reading = source.read()
-            n = len(reading.statements)
-            writer = StatementWriter()
-            names = iter(range(100))
-
-            def bare() -> float:
-                return median_seconds(lambda: tconn.execute(BARE).fetchall(), runs=3)
-
-            def checkpoint() -> None:
-                # Every row stored (a new target each time; texts left aside).
-                w = writer.write(sconn, f"ckpt{next(names)}", reading,
-                                 snapshots.store_clock(sconn), (), reading.statements)
-                assert w.stored == n
-
-            checkpoint()  # partitions created, caches warm
-            # Each figure is paired with a bare fetch measured just before it: the machine
-            # is shared, and its load drifts within a run.
-            ingest = [(bare(), median_seconds(checkpoint, runs=1)) for _ in range(5)]
-            reads = [(bare(), median_seconds(source.read, runs=1)) for _ in range(5)]
-            take_snapshot(source, sconn, "app", settings.retention, writer)
-            runs = []
-            for i in range(5):
-                _statements(app, tables, per_table, moving=0.1, seed=i + 1)
-                base = bare()
-                runs.append((base, take_snapshot(source, sconn, "app", settings.retention,
-                                                 writer)))
-    base = statistics.median(b for b, _ in ingest)
-    took = statistics.median(t for _, t in ingest)
-    ratio = statistics.median(t / b for b, t in ingest)
-    read_ratio = statistics.median(t / b for b, t in reads)
-    periodic = statistics.median(r.duration_seconds for _, r in runs)
-    periodic_ratio = statistics.median(r.duration_seconds / b for b, r in runs)
-    stored = statistics.median(r.stored for _, r in runs)
-    return [
-        (f"bare `pg_stat_statements(showtext => false)` fetch, {n:,} entries",
-         f"{base * 1000:.0f} ms", "baseline (median of the fetches paired with each figure)"),
-        (f"checkpoint ingest: COPY of {n:,} statement rows into the store",
-         f"{took * 1000:.0f} ms",
-         f"{ratio:.2f} x bare fetch (bar <= 1.5); {n / took:,.0f} rows/s (bar >= 50,000)"),
-        ("the analyzer's read of the view (typed rows)",
-         f"{statistics.median(t for _, t in reads) * 1000:.0f} ms",
-         f"{read_ratio:.2f} x bare fetch"),
-        (f"whole periodic snapshot, 10 % moving ({stored:,.0f} changed rows stored)",
-         f"{periodic * 1000:.0f} ms", f"{periodic_ratio:.2f} x bare fetch"),
-    ]
 
 
 def _synthetic(n: int, rng: random.Random) -> list[StatementCounters]:
@@ -138,7 +57,8 @@ def _day(conn: Conn, target: str, day: datetime, statements: int, moving: int,
         if i:
             for j in rng.sample(range(statements), moving):
                 current[j] = _move(current[j], rng)
-        writer.write(conn, target, reading, day + i * timedelta(minutes=5), (), current)
+        writer.write(conn, target, reading, day + i * timedelta(minutes=5), (),
+                     [s.as_row() for s in current])
     return current
 
 
@@ -188,7 +108,8 @@ def bench_size(statements: int = 5000, moving: int = 500, days: int = 30) -> lis
             reading = TargetReading("18.1", 180001, "1.12", STATS_RESET, 0, ())
             when = today - timedelta(seconds=60)
             t0 = time.perf_counter()
-            cold = StatementWriter().write(conn, "app", reading, when, (), state)
+            cold = StatementWriter().write(conn, "app", reading, when, (),
+                                           [s.as_row() for s in state])
             rebuild = time.perf_counter() - t0
             assert cold.checkpoint is None and cold.stored == moving
         with connect_store(Dsn(full_store)) as conn:
@@ -229,12 +150,7 @@ def bench_size(statements: int = 5000, moving: int = 500, days: int = 30) -> lis
 
 def main() -> None:
     """Run the store benchmarks and write the docs/benchmarks.md section."""
-    rows = bench_ingest(5000) + bench_ingest(20_000) + bench_size()
-    lines = ["## Store", "", "| what | figure | compared with |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    text = "\n".join(lines)
-    print(text)
-    write_section("store", text)
+    write_figures("store", "Store", bench_size())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +38,15 @@ def machine() -> str:
 
     return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+
+
+def write_figures(name: str, title: str, rows: Sequence[tuple[str, str, str]]) -> None:
+    """Print and write the section `name`: a table of (what, figure, compared with) rows."""
+    lines = [f"## {title}", "", "| what | figure | compared with |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    text = "\n".join(lines)
+    print(text)
+    write_section(name, text)
 
 
 def write_section(name: str, markdown: str) -> Path:

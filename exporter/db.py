@@ -8,7 +8,9 @@ from pgarchitect.config import ExporterSettings
 from pgarchitect.dsn import Dsn
 
 APPLICATION_NAME = "pgarchitect-exporter"
-POOL_SIZE = 2  # the statements collector on one connection, the health collectors on the other
+# Collectors run concurrently, one connection each: at most this many at once per target
+# (the statements read, the probe and two health collectors; the rest wait their turn).
+POOL_SIZE = 4
 
 
 def session_settings(settings: ExporterSettings) -> dict[str, str]:

@@ -37,6 +37,10 @@ SELF_SPECS: dict[str, Spec] = {
         "not_preloaded, query."),
     "pg_exporter_last_scrape_timestamp_seconds": Spec(
         "gauge", TARGET, "When the last database round of the target finished."),
+    "pg_exporter_cache_age_seconds": Spec(
+        "gauge", (*TARGET, "view"),
+        "Age of the data shown for a slowly changing view (settings, tables, indexes) when the "
+        "round finished; read again every exporter.slow_refresh_interval."),
     "pg_exporter_scrapes_total": Spec(
         "counter", TARGET, "Database rounds (concurrent and too frequent scrapes share one)."),
     "pg_exporter_last_scrape_error": compat(
@@ -122,6 +126,8 @@ def _self(out: Out, r: ScrapeResult) -> None:
             out.add("pg_exporter_collector_errors_total", (t, name, reason.value), count)
     if r.finished_at:
         out.add("pg_exporter_last_scrape_timestamp_seconds", (t,), r.finished_at)
+    for view, read_at in sorted(r.cached_at.items()):
+        out.add("pg_exporter_cache_age_seconds", (t, view), max(r.finished_at - read_at, 0.0))
     out.add("pg_exporter_scrapes_total", (t,), r.rounds_total)
     if out.compat:
         out.add("pg_exporter_last_scrape_error", (t,), 0 if r.up and not r.failures else 1)

@@ -25,6 +25,7 @@ class ServerInfo:
     read_all_stats: bool
     # (name, setting, unit, vartype) of the settings the compatibility set exports
     settings: tuple[tuple[str, str, str, str], ...] = ()
+    started_at: float = 0.0  # pg_postmaster_start_time(), Unix time: a restart changes it
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class ScrapeResult:
 
     `data` maps a collector's name to what its fetch returned (absent: it failed or is
     disabled); `disabled` names the collectors turned off in config, which export nothing,
-    not even their pg_exporter_collector_* series.
+    not even their pg_exporter_collector_* series. `cached_at`: when each slowly changing
+    view shown (settings, tables, indexes) was read from the server (Unix time).
     """
 
     target: str
@@ -53,4 +55,5 @@ class ScrapeResult:
     durations: dict[str, float] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
     errors_total: dict[tuple[str, str], int] = field(default_factory=dict)
+    cached_at: dict[str, float] = field(default_factory=dict)
     rounds_total: int = 0

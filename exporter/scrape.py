@@ -1,5 +1,9 @@
 """One scrape of one target: probe, run the collectors under a budget, classify failures.
 
+Every collector runs on a pool connection of its own, concurrently with the others (the
+target's pool bounds how many at once; a connection is never shared by two coroutines).
+Slowly changing views (settings, tables, indexes) are read again only every
+`slow_refresh_interval` and served from the cache meanwhile, with their age exported.
 Concurrent scrapes of a target share one database round (single flight), and a round's result
 is reused for `min_refresh_interval` seconds. A failing collector never fails the scrape.
 """
@@ -11,7 +15,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -26,7 +30,6 @@ from pgarchitect.log import event
 
 log = logging.getLogger("pgarchitect.exporter.scrape")
 
-Step = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
 class _Outcome(NamedTuple):
@@ -38,15 +41,32 @@ class _Outcome(NamedTuple):
     failure: Classified | None
 
 
+class _Cached(NamedTuple):
+    """A slowly changing view's last read: data, how long it took, when (monotonic, wall)."""
+
+    data: Any
+    seconds: float
+    at: float
+    wall: float
+
+
+async def _nothing() -> None:
+    return None
+
+
 class TargetScraper:
     """Scrapes one target; owns its pool and its collectors' memory across scrapes."""
 
-    def __init__(self, target: Target, settings: ExporterSettings) -> None:
+    def __init__(self, target: Target, settings: ExporterSettings,
+                 views: Sequence[Collector[Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.target = target
+        self._clock = clock  # monotonic seconds: refresh intervals and the cache's age
         self.settings = settings
-        views = collectors.enabled(settings.disabled_collectors)
-        self._own = [c for c in views if c.own_connection]
-        self._shared = [c for c in views if not c.own_connection]
+        if views is None:
+            views = collectors.enabled(settings.disabled_collectors)
+        self._views = tuple(views)
+        self._slow = {c.name: c.slow for c in views}
         self._names = (collectors.PROBE.name, *(c.name for c in views))
         self._disabled = frozenset(collectors.NAMES).difference(self._names)
         self._memory = {c.name: c.new_memory(settings) for c in views if c.new_memory}
@@ -62,6 +82,10 @@ class TargetScraper:
         # while the probe runs again alongside; dropped after any connection-level failure.
         self._server: ServerInfo | None = None
         self._reprobe = False
+        # Slowly changing views' last reads ("settings" and the `slow` collectors), kept
+        # while the server's start time stays the same and the target stays up.
+        self._cache: dict[str, _Cached] = {}
+        self._started_at = 0.0
 
     @property
     def name(self) -> str:
@@ -93,7 +117,7 @@ class TargetScraper:
         """The latest result: fresh enough, in flight (shared), or a new round that takes at
         most `budget` seconds (default: the configured scrape_timeout)."""
         if self._last is not None and (
-                time.monotonic() - self._last_at < self.settings.min_refresh_interval):
+                self._clock() - self._last_at < self.settings.min_refresh_interval):
             return self._last
         if self._inflight is None:
             seconds = self.settings.scrape_timeout if budget is None else budget
@@ -105,7 +129,7 @@ class TargetScraper:
     def _finished(self, fut: asyncio.Future[ScrapeResult]) -> None:
         self._inflight = None
         if not fut.cancelled() and fut.exception() is None:
-            self._last, self._last_at = fut.result(), time.monotonic()
+            self._last, self._last_at = fut.result(), self._clock()
 
     async def ping(self) -> bool:
         """True when the target answers a trivial query now."""
@@ -126,7 +150,8 @@ class TargetScraper:
     async def _round(self, budget: float) -> ScrapeResult:
         self.rounds += 1
         result = ScrapeResult(target=self.name, up=False, disabled=self._disabled)
-        work = asyncio.ensure_future(self._collect_all(result))
+        arrived: dict[str, _Outcome] = {}
+        work = asyncio.ensure_future(self._collect_all(result, arrived))
         await asyncio.wait({work}, timeout=budget)
         if work.done():
             work.result()
@@ -136,17 +161,24 @@ class TargetScraper:
             # dropped so its sockets close, and the next round connects and probes afresh.
             work.cancel()
             self._abandon(work)
+            answered = result.server is not None  # the probe of this round came back
             result = dataclasses.replace(result, data=dict(result.data),
                                          durations=dict(result.durations),
-                                         failures=dict(result.failures))
+                                         failures=dict(result.failures),
+                                         cached_at=dict(result.cached_at))
             self._server = None
+            if answered:  # the target is up; what arrived stands, the rest timed out
+                self._arrived(result, dict(arrived))
             self._fail_rest(result, Classified(Reason.TIMEOUT, True, "scrape timeout"), log_it=True)
         result.finished_at = time.time()
         result.errors_total = dict(self._errors)
         result.rounds_total = self.rounds
         return result
 
-    async def _collect_all(self, result: ScrapeResult) -> None:
+    async def _collect_all(self, result: ScrapeResult, arrived: dict[str, _Outcome]) -> None:
+        """The probe, then every collector on a connection of its own, concurrently (the
+        pool bounds how many at once); outcomes land in `arrived` as they finish, so a round
+        over budget still shows those."""
         self._reprobe = False
         cached = self._server
         try:
@@ -154,36 +186,101 @@ class TargetScraper:
             if cached is None:  # first round, or after a failure: probe before the collectors
                 started = time.perf_counter()
                 async with pool.acquire() as conn:
-                    result.server = await server.fetch(conn)
+                    await self._probe(conn, result)
                 self._ok(result, "server", started)
         except Exception as exc:  # a failed probe: the target is down for this round
             await self._down(result, classify(exc))
             return
-        # With the last round's probe the collectors on their own connection (the statements
-        # read) start at once; the probe runs alongside them, first on the shared connection.
+        # With the last round's probe the collectors start at once; the probe runs again
+        # alongside them.
         used = cached or result.server
         assert used is not None
-        outcomes, down = await asyncio.gather(
-            asyncio.gather(*(self._alone(pool, c, used) for c in self._own)),
-            self._health(pool, result, probe=cached is not None))
+        due = self._from_cache(result)
+
+        async def probe_again() -> Classified | None:
+            started = time.perf_counter()
+            try:
+                async with pool.acquire() as conn:
+                    await self._probe(conn, result)
+            except Exception as exc:  # the target is down: said once, below
+                return classify(exc)
+            self._ok(result, "server", started)
+            return None
+
+        async def run(collector: Collector[Any]) -> None:
+            arrived[collector.name] = await self._alone(pool, collector, used)
+
+        down, *_ = await asyncio.gather(
+            probe_again() if cached is not None else _nothing(), *(run(c) for c in due))
         if down is not None:
             await self._down(result, down)
             return
         info = result.server
         assert info is not None
-        for collector, outcome in zip(self._own, outcomes, strict=True):
+        for collector in due:
+            outcome = arrived[collector.name]
             if outcome.failure is not None and info != used:
                 # The server changed since the last probe (extension dropped or updated, role
                 # revoked...): read again with what it says now, so the error says why.
-                outcome = await self._alone(pool, collector, info)
+                outcome = arrived[collector.name] = await self._alone(pool, collector, info)
+        self._arrived(result, arrived)
+        if self._reprobe:
+            await pool.expire_connections()
+        self._server = None if self._reprobe else info
+
+    def _arrived(self, result: ScrapeResult, arrived: dict[str, _Outcome]) -> None:
+        """The target answered its probe: apply what the collectors brought; it is up."""
+        for outcome in arrived.values():
             self._apply(result, outcome)
         result.up = True
         self._log_target(True, None)
-        self._server = None if self._reprobe else info
+
+    async def _probe(self, conn: asyncpg.Connection, result: ScrapeResult) -> None:
+        """The probe; its settings from the cache while they are fresh. A server that
+        restarted since the cache was filled empties it (the settings are read again)."""
+        fresh = self._fresh("settings")
+        info = await server.fetch(conn, with_settings=fresh is None)
+        if info.started_at != self._started_at:
+            self._cache.clear()
+            self._started_at = info.started_at
+            if fresh is not None:
+                fresh = None
+                info = await server.fetch(conn, with_settings=True)
+        if fresh is None:
+            fresh = self._cache["settings"] = _Cached(info.settings, 0.0, self._clock(),
+                                                     time.time())
+        else:
+            info = dataclasses.replace(info, settings=fresh.data)
+        result.server = info
+        result.cached_at["settings"] = fresh.wall
+
+    def _fresh(self, view: str) -> _Cached | None:
+        """The cached read of a slowly changing view, while it is fresh."""
+        hit = self._cache.get(view)
+        if hit is None or self._clock() - hit.at >= self.settings.slow_refresh_interval:
+            return None
+        return hit
+
+    def _from_cache(self, result: ScrapeResult) -> list[Collector[Any]]:
+        """Serve the slowly changing views that are fresh from the cache; the rest is due."""
+        due = []
+        for collector in self._views:
+            hit = self._fresh(collector.name) if collector.slow else None
+            if hit is None:
+                due.append(collector)
+                continue
+            result.data[collector.name] = hit.data
+            result.cached_at[collector.name] = hit.wall
+            self._up(result, collector.name, hit.seconds)
+        return due
 
     async def _down(self, result: ScrapeResult, failure: Classified) -> None:
         """The probe failed: every collector is down with its reason, one log line says so."""
         self._server, result.server, result.data = None, None, {}
+        result.durations.clear()
+        result.failures.clear()
+        result.cached_at.clear()
+        self._cache.clear()
         self._record(result, "server", failure, log_it=False)
         self._fail_rest(result, failure, log_it=False)
         self._log_target(False, failure)
@@ -210,78 +307,15 @@ class TargetScraper:
         if outcome.failure is None:
             result.data[name] = outcome.data
             self._up(result, name, outcome.seconds)
+            if self._slow.get(name):
+                self._cache[name] = _Cached(outcome.data, outcome.seconds, self._clock(),
+                                            time.time())
+                result.cached_at[name] = self._cache[name].wall
             return
         result.durations[name] = outcome.seconds
         self._record(result, name, outcome.failure, log_it=True)
         if outcome.failure.fatal:
             self._reprobe = True
-
-    async def _health(self, pool: asyncpg.Pool, result: ScrapeResult,
-                      probe: bool) -> Classified | None:
-        """The collectors that share one connection, after the probe when `probe`; the
-        probe's failure (the target is down) is returned, not recorded."""
-
-        async def run_probe(conn: asyncpg.Connection) -> None:
-            result.server = await server.fetch(conn)
-
-        def step(collector: Collector[Any]) -> Step:
-            async def run(conn: asyncpg.Connection) -> None:
-                assert result.server is not None
-                result.data[collector.name] = await collector.fetch(
-                    conn, self._context(collector, result.server))
-            return run
-
-        named = [(c.name, step(c)) for c in self._shared]
-        return await self._on_connection(pool, result, named, run_probe if probe else None)
-
-    async def _on_connection(
-        self,
-        pool: asyncpg.Pool,
-        result: ScrapeResult,
-        steps: list[tuple[str, Step]],
-        gate: Step | None = None,
-    ) -> Classified | None:
-        """Run collectors one after another on one connection; a fatal error ends the rest.
-
-        `gate` (the probe) runs first: when it fails nothing is recorded, its failure is
-        returned and the steps do not run.
-        """
-        names = [name for name, _ in steps]
-        try:
-            async with pool.acquire() as conn:
-                if gate is not None:
-                    started = time.perf_counter()
-                    try:
-                        await gate(conn)
-                    except Exception as exc:  # the target is down: the caller says so
-                        return classify(exc)
-                    self._ok(result, "server", started)
-                for i, (name, step) in enumerate(steps):
-                    started = time.perf_counter()
-                    try:
-                        await step(conn)
-                    except Exception as exc:  # classified; never fails the scrape
-                        failure = classify(exc)
-                        result.durations[name] = time.perf_counter() - started
-                        self._record(result, name, failure, log_it=True)
-                        if failure.fatal:
-                            for rest in names[i + 1:]:
-                                self._record(result, rest, failure, log_it=False)
-                            self._reprobe = True
-                            await pool.expire_connections()
-                            return None
-                    else:
-                        self._ok(result, name, started)
-        except Exception as exc:  # acquiring the connection failed
-            failure = classify(exc)
-            if gate is not None:
-                return failure
-            for name in names:
-                if name not in result.durations:
-                    self._record(result, name, failure, log_it=True)
-            self._reprobe = True
-            await pool.expire_connections()
-        return None
 
     def _ok(self, result: ScrapeResult, name: str, started: float) -> None:
         self._up(result, name, time.perf_counter() - started)

@@ -193,11 +193,19 @@ class NameCache:
 
     def missing(self, dbids: Iterable[int], userids: Iterable[int],
                 now: float) -> tuple[list[int], list[int]]:
-        """The (database, role) oids to look up now."""
+        """The (database, role) oids to look up now.
+
+        Names are keyed by oid. An unknown oid may be a database (or role) dropped and
+        created again under the name a cached oid still carries: with it every cached oid of
+        its kind is asked again, so one name never labels two oids (the series would be
+        duplicates); the dropped one is then shown as its number.
+        """
         if now - self._since >= self.ttl:
             self.databases, self.roles, self._since = {}, {}, now
-        return (sorted(set(dbids).difference(self.databases)),
-                sorted(set(userids).difference(self.roles)))
+        dbs = set(dbids).difference(self.databases)
+        roles = set(userids).difference(self.roles)
+        return (sorted(dbs.union(self.databases) if dbs else dbs),
+                sorted(roles.union(self.roles) if roles else roles))
 
     def put(self, dbids: Iterable[int], userids: Iterable[int],
             found: Iterable[tuple[str, int, str]]) -> None:

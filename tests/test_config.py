@@ -207,7 +207,8 @@ def test_cli_process_prints_no_traceback(tmp_path: Path) -> None:
         "pgarchitect: config: exporter.nonsense: unknown key (expected one of: connect_timeout, "
         "disabled_collectors, listen, lock_timeout, max_application_names, "
         "min_refresh_interval, orm_paths, postgres_exporter_compat, "
-        "query_text_length, scrape_timeout, statement_timeout, statements_keep_scrapes, "
+        "query_text_length, scrape_timeout, slow_refresh_interval, statement_timeout, "
+        "statements_keep_scrapes, "
         "statements_max_series, statements_top_n, text_cache_size, top_indexes, top_tables, "
         "work_mem)"
     )

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
-from analyzer.snapshots.model import StatementCounters, TargetReading
+from analyzer.snapshots.model import TargetReading
 from analyzer.snapshots.own import register_own
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.db import connect_sync, first_line
@@ -35,18 +35,29 @@ INFO = "/* pgarchitect */ SELECT dealloc, stats_reset FROM {schema}.pg_stat_stat
 
 # Column expressions per pg_stat_statements version: 1.9 added toplevel, 1.11 (PostgreSQL 17)
 # renamed blk_read_time / blk_write_time and added stats_since.
-_TIMING_OLD = "s.blk_read_time, s.blk_write_time"
+_TIMING_OLD = ("coalesce(s.blk_read_time, 0) AS blk_read_time, "
+               "coalesce(s.blk_write_time, 0) AS blk_write_time")
 _TIMING_17 = (
-    "s.shared_blk_read_time + s.local_blk_read_time AS blk_read_time, "
-    "s.shared_blk_write_time + s.local_blk_write_time AS blk_write_time"
+    "coalesce(s.shared_blk_read_time + s.local_blk_read_time, 0) AS blk_read_time, "
+    "coalesce(s.shared_blk_write_time + s.local_blk_write_time, 0) AS blk_write_time"
 )
 
+# The columns in STAT_COLUMNS order, exactly as the store keeps them (analyzer/snapshots/
+# model.py: StatementCounters.as_row): the rows go from the driver to the comparison and to
+# COPY without an object per statement. The mean is total / calls (float8 division, as
+# Python's), not the view's running mean.
 STATEMENTS = """/* pgarchitect */
-SELECT s.dbid, d.datname, s.userid, r.rolname AS username, s.queryid,
+SELECT s.dbid, d.datname::text, s.userid, r.rolname::text AS username, s.queryid,
        {toplevel} AS toplevel, s.calls, s.total_exec_time, s.min_exec_time, s.max_exec_time,
-       s.stddev_exec_time, s.total_plan_time, s.rows, s.shared_blks_hit, s.shared_blks_read,
-       s.shared_blks_dirtied, s.shared_blks_written, s.temp_blks_read, s.temp_blks_written,
-       {timing}, s.wal_bytes::float8 AS wal_bytes, {stats_since} AS stats_since
+       s.total_exec_time / s.calls AS mean_exec_time,
+       coalesce(s.stddev_exec_time, 0) AS stddev_exec_time, s.total_plan_time,
+       coalesce(s.rows, 0) AS rows, coalesce(s.shared_blks_hit, 0) AS shared_blks_hit,
+       coalesce(s.shared_blks_read, 0) AS shared_blks_read,
+       coalesce(s.shared_blks_dirtied, 0) AS shared_blks_dirtied,
+       coalesce(s.shared_blks_written, 0) AS shared_blks_written,
+       coalesce(s.temp_blks_read, 0) AS temp_blks_read,
+       coalesce(s.temp_blks_written, 0) AS temp_blks_written,
+       {timing}, coalesce(s.wal_bytes::float8, 0) AS wal_bytes, {stats_since} AS stats_since
 FROM {schema}.pg_stat_statements(showtext => false) s
 LEFT JOIN pg_database d ON d.oid = s.dbid
 LEFT JOIN pg_roles r ON r.oid = s.userid
@@ -150,7 +161,7 @@ class StatementSource:
             extension_version=str(info["extversion"]),
             stats_reset=stats_reset,
             dealloc=None if dealloc is None else int(dealloc),
-            statements=tuple(_counters(r) for r in rows),
+            rows=tuple(rows),
         )
 
     def texts(self, queryids: Iterable[int]) -> dict[tuple[int, int], str]:
@@ -166,16 +177,3 @@ class StatementSource:
         rows = self.conn.execute(sql.encode(), (ids,)).fetchall()
         return {(int(r[0]), int(r[1])): str(r[2]) for r in rows if r[2] is not None}
 
-
-def _counters(r: tuple[Any, ...]) -> StatementCounters:
-    """One row of STATEMENTS (in its column order; the view's types are already Python's)."""
-    return StatementCounters(
-        dbid=r[0], datname=r[1], userid=r[2], username=r[3], queryid=r[4], toplevel=r[5],
-        calls=r[6], total_exec_time=r[7], min_exec_time=r[8], max_exec_time=r[9],
-        stddev_exec_time=r[10] or 0.0, total_plan_time=r[11], rows=r[12] or 0,
-        shared_blks_hit=r[13] or 0, shared_blks_read=r[14] or 0,
-        shared_blks_dirtied=r[15] or 0, shared_blks_written=r[16] or 0,
-        temp_blks_read=r[17] or 0, temp_blks_written=r[18] or 0,
-        blk_read_time=r[19] or 0.0, blk_write_time=r[20] or 0.0, wal_bytes=r[21] or 0.0,
-        stats_since=r[22],
-    )

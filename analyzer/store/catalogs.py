@@ -16,11 +16,20 @@ from analyzer.snapshots.model import SnapshotMeta
 Conn = psycopg.Connection[Any]
 
 
+# The target's newest stored catalog row.
+_NEWEST = (" FROM pgarchitect.catalog_snapshot WHERE target = %s"
+           " ORDER BY taken_at DESC, id DESC LIMIT 1")
+
+
 def _latest_structure(conn: Conn, target: str) -> Mapping[str, Any] | None:
-    row = conn.execute(
-        "/* pgarchitect */ SELECT structure FROM pgarchitect.catalog_snapshot"
-        " WHERE target = %s ORDER BY taken_at DESC, id DESC LIMIT 1", (target,)).fetchone()
+    row = conn.execute("/* pgarchitect */ SELECT structure" + _NEWEST, (target,)).fetchone()
     return None if row is None else dict(row[0])
+
+
+def latest_id(conn: Conn, target: str) -> int | None:
+    """The id of the target's newest stored catalog row (None: none yet)."""
+    row = conn.execute("/* pgarchitect */ SELECT id" + _NEWEST, (target,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def store_if_changed(conn: Conn, target: str, snap: SnapshotMeta, catalog: Catalog) -> bool:

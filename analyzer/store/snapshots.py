@@ -17,6 +17,7 @@ from psycopg.rows import args_row
 from analyzer.snapshots.changes import roll_forward
 from analyzer.snapshots.model import (
     STAT_COLUMNS,
+    Row,
     SnapshotMeta,
     StatementCounters,
     StatementKey,
@@ -80,12 +81,12 @@ def insert_texts(conn: Conn, target: str, texts: Sequence[StatementText]) -> Non
 
 
 def copy_counters(conn: Conn, snapshot_id: int, taken_at: datetime,
-                  statements: Iterable[StatementCounters]) -> None:
-    """COPY counters into statement_stat (binary: no float formatting or parsing)."""
+                  rows: Iterable[Row]) -> None:
+    """COPY rows (STAT_COLUMNS order) into statement_stat (binary: no float formatting)."""
     with conn.cursor() as cur, cur.copy(_COPY.encode()) as copy:
         copy.set_types(list(_COPY_TYPES))
-        for s in statements:
-            copy.write_row((snapshot_id, taken_at, *s.as_row()))
+        for row in rows:
+            copy.write_row((snapshot_id, taken_at, *row))
 
 
 def insert_snapshot(
@@ -93,7 +94,7 @@ def insert_snapshot(
     target: str,
     reading: TargetReading,
     texts: Sequence[StatementText],
-    statements: Sequence[StatementCounters],
+    statements: Sequence[Row],
     taken_at: datetime | None = None,
     is_checkpoint: bool = True,
     statement_count: int | None = None,
@@ -137,31 +138,7 @@ def list_snapshots(conn: Conn, target: str) -> list[SnapshotMeta]:
 _COLUMNS = ", ".join(STAT_COLUMNS)
 
 
-def _counters(
-    dbid: int, datname: str | None, userid: int, username: str | None, queryid: int,
-    toplevel: bool, calls: int, total_exec_time: float, min_exec_time: float | None,
-    max_exec_time: float | None, mean_exec_time: float | None, stddev_exec_time: float | None,
-    total_plan_time: float | None, rows: int | None, shared_blks_hit: int | None,
-    shared_blks_read: int | None, shared_blks_dirtied: int | None,
-    shared_blks_written: int | None, temp_blks_read: int | None,
-    temp_blks_written: int | None, blk_read_time: float | None, blk_write_time: float | None,
-    wal_bytes: float | None, stats_since: datetime | None,
-) -> StatementCounters:
-    """A row of STAT_COLUMNS (its parameters, in that order) back into counters, exactly as
-    it was written (the mean is derived, not read)."""
-    return StatementCounters(
-        dbid=int(dbid), datname=datname, userid=int(userid), username=username,
-        queryid=int(queryid), toplevel=bool(toplevel), calls=int(calls),
-        total_exec_time=float(total_exec_time), min_exec_time=min_exec_time,
-        max_exec_time=max_exec_time, stddev_exec_time=float(stddev_exec_time or 0.0),
-        total_plan_time=total_plan_time, rows=int(rows or 0),
-        shared_blks_hit=int(shared_blks_hit or 0), shared_blks_read=int(shared_blks_read or 0),
-        shared_blks_dirtied=int(shared_blks_dirtied or 0),
-        shared_blks_written=int(shared_blks_written or 0),
-        temp_blks_read=int(temp_blks_read or 0), temp_blks_written=int(temp_blks_written or 0),
-        blk_read_time=float(blk_read_time or 0.0), blk_write_time=float(blk_write_time or 0.0),
-        wal_bytes=float(wal_bytes or 0.0), stats_since=stats_since,
-    )
+_counters = StatementCounters.from_columns
 
 
 class _SeriesRow(NamedTuple):

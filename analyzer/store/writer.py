@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from psycopg.rows import args_row
 
+from analyzer.snapshots.catalog_probe import Seen
 from analyzer.snapshots.changes import Previous, after, plan
-from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementText, TargetReading
+from analyzer.snapshots.model import Row, SnapshotMeta, StatementText, TargetReading
 from analyzer.store import partitions
 from analyzer.store.connection import Conn
 from analyzer.store.locks import lock_target_writes
@@ -25,6 +27,7 @@ class Written:
     stored: int            # statement rows written
     checkpoint: str | None  # why every statement was stored, or None (changed rows only)
     skipped: bool = False  # a snapshot read later than this one was already stored
+    compare_seconds: float = 0.0  # of the comparison with the previous state
 
 
 @dataclass
@@ -42,6 +45,8 @@ class StatementWriter:
     _previous: dict[str, Previous] = field(default_factory=dict)
     _covered_until: datetime | None = None
     _texts: dict[str, dict[tuple[int, int], tuple[str, bool]]] = field(default_factory=dict)
+    # Each target's last full catalog read (analyzer/snapshots/catalog_probe.py).
+    catalogs: dict[str, Seen] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: AnalyzerSettings) -> StatementWriter:
@@ -60,9 +65,12 @@ class StatementWriter:
 
     def write(
         self, conn: Conn, target: str, reading: TargetReading, read_at: datetime,
-        texts: Sequence[StatementText], statements: Sequence[StatementCounters],
+        texts: Sequence[StatementText], statements: Sequence[Row],
+        within: Callable[[SnapshotMeta], object] | None = None,
     ) -> Written:
-        """Store one reading of `target` taken at `read_at`; call outside a transaction."""
+        """Store one reading of `target` taken at `read_at` (`statements`: its rows in
+        STAT_COLUMNS order); call outside a transaction. `within` runs in the same
+        transaction once the snapshot row exists (the catalog row goes in with it)."""
         ahead = read_at + timedelta(seconds=self.partition_interval)
         if self._covered_until is None or ahead >= self._covered_until:
             self._covered_until = partitions.ensure(conn, read_at, self.partition_interval,
@@ -84,17 +92,21 @@ class StatementWriter:
             # in force when it was created).
             partition_start = (partitions.lower_bound_at(conn, read_at)
                                or partitions.slot(read_at, self.partition_interval)[0])
+            started = time.perf_counter()
             stored = plan(previous, statements, reading.stats_reset, reading.dealloc,
                           read_at, self.checkpoint_interval, partition_start)
+            compared = time.perf_counter() - started
             snap = insert_snapshot(conn, target, reading, texts, stored.rows, taken_at=read_at,
                                    is_checkpoint=stored.checkpoint is not None,
                                    statement_count=len(statements), partition_interval=None)
+            if within is not None:
+                within(snap)
         self._previous[target] = after(previous, snap.id, snap.taken_at, reading.stats_reset,
                                        reading.dealloc, stored)
         cache = self._texts.get(target)
         if cache is not None:
             cache.update({(t.dbid, t.queryid): (t.fingerprint, t.own) for t in texts})
-        return Written(snap, len(stored.rows), stored.checkpoint)
+        return Written(snap, len(stored.rows), stored.checkpoint, compare_seconds=compared)
 
     def _previous_of(self, conn: Conn, target: str,
                      latest: SnapshotMeta | None) -> Previous | None:
@@ -110,5 +122,6 @@ class StatementWriter:
         ).fetchone()
         if row is None or row[0] is None:
             return None
+        state = {key: c.as_row() for key, c in load_counters(conn, latest.id).items()}
         return Previous(latest.id, latest.taken_at, latest.stats_reset, latest.dealloc, row[0],
-                        load_counters(conn, latest.id))
+                        state)

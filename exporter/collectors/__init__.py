@@ -1,8 +1,8 @@
 """The collector registry: one module per view, each listed once here.
 
-`server` (the probe) runs first and gates the rest; the others run in this order (those with
-`own_connection` alongside). Adding a view is one new module with a `COLLECTOR` and one line
-in `VIEWS` (docs/architecture.md).
+`server` (the probe) gates the rest (a failed probe is a down target); the others run
+concurrently, each on a connection of its own, started in this order. Adding a view is one
+new module with a `COLLECTOR` and one line in `VIEWS` (docs/architecture.md).
 """
 
 from __future__ import annotations

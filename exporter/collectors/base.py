@@ -86,13 +86,14 @@ class Context:
 class Collector(Generic[R]):
     """One view: its name (the `collector` label), families, fetch and emit.
 
-    `own_connection`: the collector runs on a connection of its own, alongside the others
-    (which share one connection, one after another, in registry order).
+    Every collector runs on a pool connection of its own, concurrently with the others.
+    `slow`: the view changes slowly (tables, indexes); it is read again every
+    `exporter.slow_refresh_interval` and served from the scrape's cache meanwhile.
     """
 
     name: str
     specs: Mapping[str, Spec]
     fetch: Callable[[asyncpg.Connection, Context], Awaitable[R]]
     emit: Callable[[Out, str, R], None]
-    own_connection: bool = False
+    slow: bool = False
     new_memory: Callable[[ExporterSettings], object] | None = None

@@ -55,4 +55,4 @@ def emit(out: Out, target: str, rows: list[IndexRow]) -> None:
                 (target, ix.datname, ix.schemaname, ix.relname, ix.indexrelname), ix.idx_scan)
 
 
-COLLECTOR = Collector("indexes", SPECS, fetch, emit)
+COLLECTOR = Collector("indexes", SPECS, fetch, emit, slow=True)

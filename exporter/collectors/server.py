@@ -33,6 +33,7 @@ SELECT current_setting('server_version_num')::int AS version_num,
        e.extversion AS pgss_version,
        n.nspname AS pgss_schema,
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS read_all_stats,
+       extract(epoch FROM pg_postmaster_start_time())::float8 AS started_at,
        ARRAY(SELECT ARRAY[name, setting, coalesce(unit, ''), vartype] FROM pg_settings
              WHERE name = ANY($1::text[]) ORDER BY name) AS settings
 FROM (SELECT 1) AS one
@@ -81,14 +82,15 @@ SPECS = {
 }
 
 
-async def fetch(conn: asyncpg.Connection) -> ServerInfo:
-    """Server version, role privileges and the pg_stat_statements installation."""
-    r = await conn.fetchrow(PROBE, list(SETTINGS))
+async def fetch(conn: asyncpg.Connection, with_settings: bool = True) -> ServerInfo:
+    """Server version, role privileges and the pg_stat_statements installation; the
+    exported settings too unless `with_settings` is false (the scrape caches them)."""
+    r = await conn.fetchrow(PROBE, list(SETTINGS) if with_settings else [])
     return ServerInfo(
         version_num=r["version_num"], version=r["version"], in_recovery=r["in_recovery"],
         max_connections=r["max_connections"], datname=r["datname"],
         pgss_version=r["pgss_version"], pgss_schema=r["pgss_schema"],
-        read_all_stats=r["read_all_stats"],
+        read_all_stats=r["read_all_stats"], started_at=r["started_at"],
         settings=tuple((n, s, u, t) for n, s, u, t in r["settings"]),
     )
 

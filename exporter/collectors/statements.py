@@ -403,6 +403,5 @@ def emit(out: Out, target: str, statements: Statements) -> None:
                     stats.stats_reset)
 
 
-# On a connection of its own: the largest read runs alongside the health collectors.
-COLLECTOR = Collector("statements", SPECS, fetch, emit, own_connection=True,
-                      new_memory=new_memory)
+# First in the registry: the largest read gets the first connection of the round.
+COLLECTOR = Collector("statements", SPECS, fetch, emit, new_memory=new_memory)

@@ -61,4 +61,4 @@ def emit(out: Out, target: str, rows: list[TableRow]) -> None:
         out.add("pg_stat_user_tables_n_dead_tup", labels, tb.n_dead_tup)
 
 
-COLLECTOR = Collector("tables", SPECS, fetch, emit)
+COLLECTOR = Collector("tables", SPECS, fetch, emit, slow=True)

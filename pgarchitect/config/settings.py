@@ -73,6 +73,9 @@ class ExporterSettings:
 
     listen: str = field(default="127.0.0.1:9188", metadata=LISTEN)
     min_refresh_interval: float = field(default=5.0, metadata=DURATION)
+    # Slowly changing views (settings, tables, indexes) are read again this often (0: every
+    # round); their age is pg_exporter_cache_age_seconds.
+    slow_refresh_interval: float = field(default=60.0, metadata=DURATION)
     statement_timeout: float = field(default=5.0, metadata=DURATION)
     lock_timeout: float = field(default=1.0, metadata=DURATION)
     connect_timeout: float = field(default=3.0, metadata=DURATION)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from analyzer.analysis.delta import WindowStat, merge_windows, pair_delta, segments, was_reset
 from analyzer.snapshots import changes
-from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.snapshots.model import Row, SnapshotMeta, StatementCounters, StatementKey
 from analyzer.store import partitions
 
 KEYS = 6
@@ -45,6 +45,11 @@ class Reading:
     @property
     def state(self) -> dict[StatementKey, StatementCounters]:
         return {s.key: s for s in self.statements}
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """The statements as the source reads them (STAT_COLUMNS order)."""
+        return tuple(s.as_row() for s in self.statements)
 
 
 @dataclass
@@ -121,9 +126,9 @@ def store_changed_only(readings: Sequence[Reading], checkpoint_interval: float,
     out = []
     for i, r in enumerate(readings):
         start, _ = partitions.slot(r.read_at, partition_interval)
-        stored = changes.plan(previous, r.statements, r.stats_reset, r.dealloc, r.read_at,
+        stored = changes.plan(previous, r.rows, r.stats_reset, r.dealloc, r.read_at,
                               checkpoint_interval, start)
-        out.append((stored.checkpoint, stored.rows))
+        out.append((stored.checkpoint, [StatementCounters.from_row(x) for x in stored.rows]))
         previous = changes.after(previous, i + 1, r.read_at, r.stats_reset, r.dealloc, stored)
     return out
 

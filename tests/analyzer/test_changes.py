@@ -3,6 +3,8 @@ database; tests/analyzer/test_store.py runs the same through a real store)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.snapshots import changes
+from analyzer.snapshots.model import StatementCounters, StatementKey
 from analyzer.store import partitions
 from tests.analyzer import series
 from tests.analyzer.series import Action, Step
@@ -102,3 +105,80 @@ def test_partition_slots_and_gaps() -> None:
                                                        (t + 4 * h, t + 5 * h)]
     assert partitions.gaps(covered, t + h, t + 2 * h) == []
     assert partitions.gaps([], t, t + h) == [(t, t + h)]
+
+
+def reference_plan(
+    previous_state: dict[StatementKey, StatementCounters] | None,
+    previous: changes.Previous | None,
+    statements: Sequence[StatementCounters],
+    stats_reset: datetime | None, dealloc: int | None, read_at: datetime,
+    checkpoint_interval: float, partition_start: datetime,
+) -> tuple[str | None, list[StatementCounters], dict[StatementKey, StatementCounters]]:
+    """The comparison as it was before it worked on rows: one Python loop over typed
+    counters, dataclass equality (the specification the row comparison must meet)."""
+    prior_state = previous_state if previous_state is not None else {}
+    state: dict[StatementKey, StatementCounters] = {}
+    moved: list[StatementCounters] = []
+    matched = 0
+    for s in statements:
+        key = s.key
+        state[key] = s
+        prior = prior_state.get(key)
+        if prior is None:
+            moved.append(s)
+            continue
+        matched += 1
+        if prior != s:
+            moved.append(s)
+    reason = changes.checkpoint_reason(previous, stats_reset, dealloc, read_at,
+                                       checkpoint_interval, partition_start,
+                                       vanished=matched < len(prior_state))
+    return reason, list(statements) if reason is not None else moved, state
+
+
+# A field of one statement changed without its calls moving (a rename, a new stats_since, a
+# counter that moved alone): the comparison must see each of them.
+_CHANGES = {
+    "datname": lambda s: (s.datname or "") + "x", "username": lambda s: (s.username or "") + "y",
+    "min_exec_time": lambda s: (s.min_exec_time or 0.0) / 2,
+    "max_exec_time": lambda s: (s.max_exec_time or 0.0) + 1.0,
+    "stddev_exec_time": lambda s: s.stddev_exec_time + 0.5,
+    "total_plan_time": lambda s: (s.total_plan_time or 0.0) + 0.25,
+    "shared_blks_dirtied": lambda s: s.shared_blks_dirtied + 1,
+    "temp_blks_read": lambda s: s.temp_blks_read + 1,
+    "blk_write_time": lambda s: s.blk_write_time + 0.125,
+    "wal_bytes": lambda s: s.wal_bytes + 8.0,
+    "stats_since": lambda s: (s.stats_since or series.BASE) + timedelta(seconds=1),
+}
+tweaks = st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(sorted(_CHANGES))),
+                  max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=steps, has_info=st.booleans(), has_since=st.booleans(),
+       checkpoint_interval=intervals, partition_interval=intervals,
+       tweaked=st.lists(tweaks, min_size=15, max_size=15))
+def test_the_row_comparison_equals_the_typed_one_on_random_series(
+    steps: list[Step], has_info: bool, has_since: bool, checkpoint_interval: float,
+    partition_interval: float, tweaked: list[list[tuple[int, str]]],
+) -> None:
+    readings = series.simulate(steps, has_info, has_since)
+    previous: changes.Previous | None = None
+    previous_state: dict[StatementKey, StatementCounters] | None = None
+    for i, (r, edits) in enumerate(zip(readings, tweaked, strict=False)):
+        statements = list(r.statements)
+        for n, name in edits:
+            if statements:
+                j = n % len(statements)
+                statements[j] = dataclasses.replace(
+                    statements[j], **{name: _CHANGES[name](statements[j])})
+        start, _ = partitions.slot(r.read_at, partition_interval)
+        want = reference_plan(previous_state, previous, statements, r.stats_reset, r.dealloc,
+                              r.read_at, checkpoint_interval, start)
+        got = changes.plan(previous, [s.as_row() for s in statements], r.stats_reset,
+                           r.dealloc, r.read_at, checkpoint_interval, start)
+        assert got.checkpoint == want[0]
+        assert got.rows == [s.as_row() for s in want[1]]
+        assert got.state == {k: s.as_row() for k, s in want[2].items()}
+        previous = changes.after(previous, i + 1, r.read_at, r.stats_reset, r.dealloc, got)
+        previous_state = want[2]

@@ -36,7 +36,7 @@ SETTINGS = AnalyzerSettings()
 
 
 def reading_of(r: series.Reading) -> TargetReading:
-    return TargetReading("18.1", 180001, "1.12", r.stats_reset, r.dealloc, r.statements)
+    return TargetReading("18.1", 180001, "1.12", r.stats_reset, r.dealloc, r.rows)
 
 
 def random_steps(rng: random.Random, count: int) -> list[Step]:
@@ -60,7 +60,7 @@ def write_series(store: Conn, target: str, readings: list[series.Reading],
             # Another process (or a restart): the writer rebuilds the state from the store.
             writer = StatementWriter(writer.partition_interval,
                                                 writer.checkpoint_interval)
-        out.append(writer.write(store, target, reading_of(r), r.read_at, (), r.statements))
+        out.append(writer.write(store, target, reading_of(r), r.read_at, (), r.rows))
     return out
 
 
@@ -300,8 +300,8 @@ def test_insert_snapshot_alone_creates_its_partition(store: str) -> None:
     when = datetime.now(UTC) - timedelta(days=3)
     with connect_store(Dsn(store)) as conn:
         with conn.transaction():
-            snap = snapshots.insert_snapshot(conn, "direct", reading_of(r), (), r.statements,
-                                              taken_at=when)
+            snap = snapshots.insert_snapshot(conn, "direct", reading_of(r), (), r.rows,
+                                             taken_at=when)
         assert snapshots.load_counters(conn, snap.id) == r.state
         assert [p.lower for p in partitions.existing(conn)] == [partitions.slot(when, 86400)[0]]
 
@@ -316,9 +316,9 @@ def test_a_changed_interval_still_starts_each_real_partition_at_a_checkpoint(sto
     with connect_store(Dsn(store)) as conn:
         hourly = StatementWriter(partition_interval=3600.0)
         first = hourly.write(conn, "t", reading_of(readings[0]), readings[0].read_at, (),
-                             readings[0].statements)
+                             readings[0].rows)
         daily = StatementWriter(partition_interval=86400.0)
-        rest = [daily.write(conn, "t", reading_of(r), r.read_at, (), r.statements)
+        rest = [daily.write(conn, "t", reading_of(r), r.read_at, (), r.rows)
                 for r in readings[1:]]
         # Hourly partitions up to base + 3 h, then one running to midnight (and one filling
         # the day before base).

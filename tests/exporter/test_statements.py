@@ -189,3 +189,30 @@ async def test_candidate_read_chooses_what_a_full_read_chooses(setup: Setup) -> 
     assert top(got) == top(expected)
     assert len(top(got)) >= 10
     assert calls(got) == calls(expected) == sum(c for c, _ in ground_truth(setup).values())
+
+
+async def test_a_database_dropped_and_created_again_under_its_name_has_no_duplicate_series(
+        setup: Setup) -> None:
+    name = f"{setup.datname}_again"
+    dsn = setup.server.create_database(name)
+    try:
+        run_statements(dsn, [COUNT, ROWS], times=3)
+        settings = settings_for({"mon": setup.mon})
+        async with running_exporter(settings) as exp:
+            before = await exp.samples()
+            assert before.get("pg_stat_statements_calls_total", datname=name)
+            # Same name, new oid; the old database's entries stay in the view.
+            setup.server.execute(f'DROP DATABASE "{name}"')
+            dsn = setup.server.create_database(name)
+            run_statements(dsn, [COUNT, ROWS], times=2)
+            got = await exp.samples()
+        for family in ("pg_stat_statements_calls_total", "pg_stat_statements_query_info"):
+            labels = [tuple(sorted(lab.items())) for lab, _ in got.by_name[family]]
+            assert len(labels) == len(set(labels)), family
+        # The new database carries its name; the dropped one's entries carry its oid.
+        mine = {lab["queryid"]: v for lab, v in
+                got.get("pg_stat_statements_calls_total", datname=name)
+                if lab["queryid"] != "other"}
+        assert sorted(mine.values()) == [2.0, 2.0]
+    finally:
+        setup.server.execute(f'DROP DATABASE IF EXISTS "{name}"')
