@@ -1,20 +1,21 @@
 """What `advise` is asked about: statements from arguments, a file, stdin or a server log.
 
 A file (or stdin) is SQL: split into its statements by PostgreSQL's own grammar (pglast); one
-that does not parse is bad input. A log gives each distinct statement once (the first time it
-ran with its parameters, if any run did), its bind parameters put in place of `$n` as the
-literals the log printed: the statement is planned with the values it ran with.
+that does not parse is bad input. A log gives each distinct statement once, and the bind
+parameters it ran with (`parameters.logged_values`): the engine plans it with those values
+(custom plans), as an audit does with a log's parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pglast import ast, parse_sql
 from pglast.parser import ParseError, fingerprint
 
 from analyzer.advise.logs import LoggedStatement
+from analyzer.recommend.parameters import logged_values
 from pgarchitect.errors import UserError
 
 QUERY_KINDS = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)
@@ -26,10 +27,9 @@ class BadInput(UserError):
 
 @dataclass(frozen=True)
 class Statement:
-    """One statement to advise on: as given, and as planned (parameters in place)."""
+    """One statement to advise on."""
 
     text: str  # as given (the report's `statement`)
-    planned: str  # with the logged parameters substituted
     query: bool  # a SELECT / INSERT / UPDATE / DELETE (the rest get no advice)
 
 
@@ -49,7 +49,7 @@ def split(sql: str, where: str) -> list[Statement]:
         start = raw.stmt_location or 0
         length = raw.stmt_len or len(encoded) - start
         text = encoded[start:start + length].decode().strip().rstrip(";").strip()
-        out.append(Statement(text, text, _kind_ok(raw.stmt)))
+        out.append(Statement(text, _kind_ok(raw.stmt)))
     return out
 
 
@@ -61,46 +61,17 @@ def from_arguments(texts: Sequence[str]) -> list[Statement]:
     return out
 
 
-def _param_refs(node: object, out: list[tuple[int, int]]) -> None:
-    if isinstance(node, tuple | list):
-        for item in node:
-            _param_refs(item, out)
-    elif isinstance(node, ast.ParamRef):
-        out.append((int(node.location or 0), int(node.number or 0)))
-    elif isinstance(node, ast.Node):
-        for slot in getattr(type(node), "__slots__", ()):
-            _param_refs(getattr(node, slot, None), out)
+@dataclass(frozen=True)
+class FromLog:
+    """A log's statements, each once, and the parameters each ran with (by fingerprint)."""
+
+    statements: tuple[Statement, ...]
+    parameters: Mapping[str, tuple[tuple[str | None, ...], ...]]
 
 
-def substitute(text: str, params: dict[int, str]) -> str:
-    """`text` with each `$n` replaced by its logged literal (where every one is known)."""
-    if not params:
-        return text
-    try:
-        stmts = parse_sql(text)
-    except ParseError:
-        return text
-    refs: list[tuple[int, int]] = []
-    _param_refs([s.stmt for s in stmts], refs)
-    if not refs or any(n not in params for _, n in refs):
-        return text
-    data = text.encode()
-    for location, n in sorted(refs, reverse=True):
-        token = f"${n}".encode()
-        if data[location:location + len(token)] != token:
-            return text
-        data = data[:location] + params[n].encode() + data[location + len(token):]
-    out = data.decode()
-    try:
-        return out if len(parse_sql(out)) == 1 else text
-    except ParseError:
-        return text
-
-
-def from_log(logged: Sequence[LoggedStatement]) -> list[Statement]:
-    """Each distinct statement of a log once, with the first parameters it ran with."""
-    order: list[str] = []
-    texts: dict[str, LoggedStatement] = {}
+def from_log(logged: Sequence[LoggedStatement]) -> FromLog:
+    """Each distinct statement of a log once (in the order first seen), and its parameters."""
+    seen: dict[str, Statement] = {}
     for entry in logged:
         try:
             stmts = parse_sql(entry.text)
@@ -109,10 +80,5 @@ def from_log(logged: Sequence[LoggedStatement]) -> list[Statement]:
             continue  # a truncated or foreign line: a log is not input the user wrote
         if len(stmts) != 1 or not _kind_ok(stmts[0].stmt):
             continue  # BEGIN, SET, COMMIT ...: nothing to index
-        if key not in texts:
-            order.append(key)
-            texts[key] = entry
-        elif entry.parameters and not texts[key].parameters:
-            texts[key] = entry
-    return [Statement(texts[k].text, substitute(texts[k].text, texts[k].parameters), True)
-            for k in order]
+        seen.setdefault(key, Statement(entry.text, True))
+    return FromLog(tuple(seen.values()), logged_values((e.text, e.values) for e in logged))

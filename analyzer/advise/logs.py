@@ -3,9 +3,10 @@
 A statement is a `statement: ...` message (log_statement, or with `duration: X ms` in front:
 log_min_duration_statement) or an `execute NAME: ...` one (the extended protocol; its `parse`
 and `bind` lines are left out, as they repeat the same text). Its bind parameters come from
-the `parameters: $1 = '…', $2 = …` detail that follows (log_parameter_max_length): they are
-the values the statement ran with, its representative parameters. The tool's own statements
-(the `/* pgarchitect */` marker) are left out.
+the `Parameters: $1 = '…', $2 = …` detail that follows, read by the recommend engine's one
+parser of it (`parameters.bind_values`; a value cut by log_parameter_max_length makes them
+unknown): they are the values the statement ran with, its representative parameters. The
+tool's own statements (the `/* pgarchitect */` marker) are left out.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from analyzer.recommend.parameters import bind_values
 from pgarchitect.db import MARKER
 
 _MESSAGE = re.compile(r"^(?:duration: [0-9.]+ ms\s+)?(?:statement|execute [^:]*): (.*)$",
@@ -23,7 +25,6 @@ _MESSAGE = re.compile(r"^(?:duration: [0-9.]+ ms\s+)?(?:statement|execute [^:]*)
 _STDERR = re.compile(r"\b(LOG|DETAIL|ERROR|STATEMENT|HINT|CONTEXT|WARNING|NOTICE|FATAL|"
                      r"PANIC|INFO|DEBUG\d?):  (.*)$")
 _PID = re.compile(r"\[(\d+)\]")
-_PARAM = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')(?:, |$)", re.DOTALL)
 # csvlog columns (PostgreSQL 13+; later versions append columns after these)
 _CSV_SEVERITY, _CSV_MESSAGE, _CSV_DETAIL, _CSV_PID = 11, 13, 14, 3
 
@@ -37,23 +38,11 @@ class LoggedStatement:
     """One statement as the server logged it, with the parameters it was bound to."""
 
     text: str
-    parameters: dict[int, str] = field(default_factory=dict)  # $n -> SQL literal or NULL
+    values: tuple[str | None, ...] = ()  # $1 first; None is NULL; () when none were logged
 
 
-def parameters(detail: str | None) -> dict[int, str]:
-    """`parameters: $1 = '42', $2 = NULL` as {1: "'42'", 2: "NULL"} (empty when it is not)."""
-    if not detail or not detail.startswith("parameters: "):
-        return {}
-    body = detail[len("parameters: "):].strip()
-    out: dict[int, str] = {}
-    pos = 0
-    while pos < len(body):
-        m = _PARAM.match(body, pos)
-        if m is None:
-            return {}  # truncated (log_parameter_max_length) or not what it seems
-        out[int(m.group(1))] = m.group(2)
-        pos = m.end()
-    return out
+def _values(detail: str | None) -> tuple[str | None, ...]:
+    return bind_values(detail) or ()
 
 
 def _statement(message: str | None) -> str | None:
@@ -79,7 +68,7 @@ def _json(text: str) -> list[LoggedStatement]:
             continue
         stmt = _statement(record.get("message"))
         if stmt is not None:
-            out.append(LoggedStatement(stmt, parameters(record.get("detail"))))
+            out.append(LoggedStatement(stmt, _values(record.get("detail"))))
     return out
 
 
@@ -92,7 +81,7 @@ def _csv(text: str) -> list[LoggedStatement]:
             continue
         stmt = _statement(row[_CSV_MESSAGE])
         if stmt is not None:
-            out.append(LoggedStatement(stmt, parameters(row[_CSV_DETAIL])))
+            out.append(LoggedStatement(stmt, _values(row[_CSV_DETAIL])))
     return out
 
 
@@ -115,8 +104,8 @@ def _stderr(text: str) -> list[LoggedStatement]:
                 out.append(last[pid])
             else:
                 last.pop(pid, None)
-        elif level == "DETAIL" and pid in last and not last[pid].parameters:
-            last[pid].parameters = parameters(message)
+        elif level == "DETAIL" and pid in last and not last[pid].values:
+            last[pid].values = _values(message)
 
     seen = False
     for line in text.splitlines():

@@ -5,8 +5,10 @@ audit's (analyzer/recommend/engine.py), on a read-only session of the target: va
 hypopg where the database has it (or the configured sandbox), with a rolled-back transaction
 only when the operator passes `--validation transaction`; never written to. A statement's
 own constants (or the parameters a log shows it ran with) are its representative parameters:
-it is planned with them. Output per statement, in input order: the index (its DDL and the
-planned cost before and after) or none, with the reason.
+it is planned with them. There is no measured time to weigh, so `analyzer.min_benefit` does
+not apply: an index is advised when its plans pass the audit's other tests, and the workload
+selection runs over the statements given together. Output per statement, in input order: the
+index (its DDL and the planned cost before and after) or none, with the reason.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from analyzer.advise.inputs import BadInput, Statement, from_arguments, from_log, split
+from analyzer.advise.inputs import BadInput, FromLog, Statement, from_arguments, from_log, split
 from analyzer.advise.logs import LogFormatError, read_log
 from analyzer.recommend.engine import recommend
 from analyzer.recommend.model import RecommendResult, StatementEvidence
@@ -98,12 +100,15 @@ def _answer(n: int, s: Statement, result: RecommendResult, mode: str) -> Advice:
 
 
 def advise(conn: psycopg.Connection[Any], statements: Sequence[Statement],
-           settings: AnalyzerSettings) -> AdviceResult:
-    """The advice for each statement, on an open (read-only) session of the target."""
-    evidence = [StatementEvidence(0, (n,), f"advise-{n}", s.planned, 1, 1.0, 1.0, 1)
+           settings: AnalyzerSettings,
+           logged: Mapping[str, tuple[tuple[str | None, ...], ...]] | None = None
+           ) -> AdviceResult:
+    """The advice for each statement, on an open (read-only) session of the target;
+    `logged`: the bind parameters a server log showed them with (`parameters.logged_values`)."""
+    evidence = [StatementEvidence(0, (n,), f"advise-{n}", s.text, 1, 1.0, 1.0, 1)
                 for n, s in enumerate(statements, 1) if s.query]
-    result = recommend(conn, evidence, read_catalog(conn), (), settings,
-                       conn.info.server_version, table_writes={})
+    result = recommend(conn, evidence, read_catalog(conn), (), replace(settings, min_benefit=0.0),
+                       conn.info.server_version, table_writes={}, logged_parameters=logged)
     mode = settings.validation.mode
     advice = [_answer(n, s, result, mode) if s.query else Advice(
         s.text, None, "not a query: only SELECT, INSERT, UPDATE and DELETE are advised on")
@@ -111,13 +116,14 @@ def advise(conn: psycopg.Connection[Any], statements: Sequence[Statement],
     return AdviceResult(tuple(advice), result.method)
 
 
-def read_statements(args: argparse.Namespace) -> list[Statement]:
-    """The statements the command line names (arguments, --file, --log or stdin)."""
+def read_statements(args: argparse.Namespace) -> FromLog:
+    """The statements the command line names (arguments, --file, --log or stdin), with the
+    parameters a log shows them with."""
     given = [x for x in (args.statements, args.file, args.log) if x]
     if len(given) > 1:
         raise BadInput("advise: give statements, --file or --log, not several of them")
     if args.statements:
-        return from_arguments(args.statements)
+        return FromLog(tuple(from_arguments(args.statements)), {})
     if args.log:
         text = _read(args.log, "log")
         try:
@@ -125,10 +131,10 @@ def read_statements(args: argparse.Namespace) -> list[Statement]:
         except LogFormatError as exc:
             raise BadInput(f"advise: {args.log} is not a PostgreSQL log: {exc}") from None
     if args.file and args.file != "-":
-        return split(_read(args.file, "file"), args.file)
+        return FromLog(tuple(split(_read(args.file, "file"), args.file)), {})
     if sys.stdin.isatty() and not args.file:
         raise BadInput("advise: give statements, --file F, --log F, or SQL on stdin")
-    return split(sys.stdin.read(), "stdin")
+    return FromLog(tuple(split(sys.stdin.read(), "stdin")), {})
 
 
 def _read(path: str, what: str) -> str:
@@ -160,13 +166,13 @@ def cmd_advise(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("targets", "a target is required (give --dsn DSN)")
     if len(settings.targets) > 1:
         raise ConfigError("targets", "several targets are configured; give --dsn DSN")
-    statements = read_statements(args)
-    if not statements:
+    given = read_statements(args)
+    if not given.statements:
         raise BadInput("advise: no statement to advise on")
     target = settings.targets[0]
     try:
         with connect_target(target.dsn, f"target {target.name}", settings.analyzer) as conn:
-            result = advise(conn, statements, settings.analyzer)
+            result = advise(conn, given.statements, settings.analyzer, given.parameters)
     except psycopg.Error as exc:
         raise UserError(f"advise: {first_line(exc)}") from None
     if args.json:

@@ -235,8 +235,8 @@ def recommend(
     `observed_since` the first snapshot of the target (the age of the statistics when the
     server never reset them); `table_writes` the rows each table had written (inserted,
     non-HOT updated, deleted) over the window, when the caller has two catalog reads to tell;
-    `logged_parameters` the bind parameters of the server's jsonlog
-    (`parameters.logged_values`), where the caller reads it.
+    `logged_parameters` the bind parameters of the server's log
+    (`parameters.logged_values`), where the caller reads it (`pgarchitect advise --log`).
     """
     now = now or datetime.now(UTC)
     statements = sorted(statements, key=lambda s: (not s.regressed, -s.total_ms))

@@ -7,10 +7,10 @@ best first:
 
 1. pg_qualstats' stored constants (where the extension is installed): the values the
    workload used, per statement, column and operator;
-1b. bind parameters from the server's jsonlog (`logged_values`: `execute …` lines with their
+1b. bind parameters from the server's log (`logged_values`: `execute …` lines with their
    `Parameters: $1 = '…'` detail, as `log_min_duration_statement` / `log_statement` write
-   them; values cut by `log_parameter_max_length` count as unknown), where the caller has the
-   log;
+   them, read by `bind_values`; values cut by `log_parameter_max_length` count as unknown),
+   where the caller has the log;
 2. `pg_stats` of the predicate's column: equality and IN from the most common values and the
    histogram (values drawn the way the data is spread); a one-sided range (`created_at > $1`)
    at a low, middle and high histogram bound, a two-sided one (`BETWEEN $1 AND $2`) as one
@@ -25,7 +25,6 @@ with; `samples` (pure) draws the values; `read_sources` reads pg_qualstats and p
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -303,8 +302,8 @@ def samples(statement: StatementEvidence, bound: Mapping[int, Binding], sources:
     return Samples(rows, source)
 
 
-_PARAMETER = re.compile(r"\$(\d+) = (NULL|'((?:[^']|'')*)')")
-_EXECUTE = re.compile(r"execute [^:]*: (.*)$", re.S)
+_PARAMETER = re.compile(r"\$(\d+) = (NULL|'((?:[^']|'')*)')(?:, |$)", re.S)
+CUT = "..."  # what log_parameter_max_length leaves at the end of a value it cut
 
 
 def _fingerprint(query: str) -> str | None:
@@ -314,33 +313,39 @@ def _fingerprint(query: str) -> str | None:
         return None
 
 
-def logged_values(lines: Iterable[str], limit: int = SAMPLES
+def bind_values(detail: str | None) -> tuple[str | None, ...] | None:
+    """A server log's `Parameters: $1 = '42', $2 = NULL` detail as ("42", None), $1 first
+    (pure); PostgreSQL 15 and older write `parameters:`. None when the detail is not that, or
+    a value was cut by log_parameter_max_length (not the value the statement got)."""
+    if not detail or detail[:12] not in ("Parameters: ", "parameters: "):
+        return None
+    body = detail[12:].strip()
+    found: dict[int, str | None] = {}
+    pos = 0
+    while pos < len(body):
+        m = _PARAMETER.match(body, pos)
+        if m is None:
+            return None
+        found[int(m.group(1))] = None if m.group(2) == "NULL" else m.group(3).replace("''", "'")
+        pos = m.end()
+    if not found or any(v is not None and v.endswith(CUT) for v in found.values()):
+        return None
+    return tuple(found.get(n) for n in range(1, max(found) + 1))
+
+
+def logged_values(logged: Iterable[tuple[str, Sequence[str | None]]], limit: int = SAMPLES
                   ) -> dict[str, tuple[tuple[str | None, ...], ...]]:
-    """Bind parameters per statement (by pglast fingerprint) from jsonlog lines: the
-    `execute …: TEXT` message with its `Parameters: $1 = '…', …` detail (pure)."""
+    """Bind parameters per statement (by pglast fingerprint), up to `limit` distinct tuples
+    each, from (statement text, its `bind_values`) pairs as a server log gives them
+    (analyzer/advise/logs.py reads jsonlog, csvlog and stderr); pure."""
     out: dict[str, list[tuple[str | None, ...]]] = {}
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(entry, dict):
-            continue
-        message, detail = str(entry.get("message") or ""), str(entry.get("detail") or "")
-        m = _EXECUTE.search(message)
-        if m is None or not detail.startswith("Parameters:"):
-            continue
-        found = {int(n): (None if raw == "NULL" else text.replace("''", "'"))
-                 for n, raw, text in _PARAMETER.findall(detail)}
-        if not found or any(v is not None and v.endswith("...") for v in found.values()):
-            continue  # cut by log_parameter_max_length: not the value the statement got
-        values = tuple(found.get(n) for n in range(1, max(found) + 1))
-        key = _fingerprint(m.group(1).strip())
+    for text, values in logged:
+        key = _fingerprint(text.strip()) if values else None
         if key is None:
             continue
         seen = out.setdefault(key, [])
-        if values not in seen and len(seen) < limit:
-            seen.append(values)
+        if tuple(values) not in seen and len(seen) < limit:
+            seen.append(tuple(values))
     return {k: tuple(v) for k, v in out.items()}
 
 

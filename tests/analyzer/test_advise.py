@@ -13,8 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from analyzer.advise.inputs import from_log, split, substitute
-from analyzer.advise.logs import parameters, read_log
+from analyzer.advise.inputs import from_log, split
+from analyzer.advise.logs import read_log
+from analyzer.recommend.parameters import bind_values
 from pgarchitect.cli import main
 from pgarchitect.demo.embedded import PgServer, embedded_postgres
 from pgarchitect.errors import ServerUnavailable
@@ -37,10 +38,12 @@ COVERED = "SELECT * FROM orders WHERE id = 7"
 
 # -- log formats (pure) -------------------------------------------------------------------
 def test_parameters_of_a_detail_line() -> None:
-    assert parameters("parameters: $1 = '42', $2 = 'it''s', $3 = NULL") == {
-        1: "'42'", 2: "'it''s'", 3: "NULL"}
-    assert parameters("parameters: $1 = '4…") == {}  # truncated: not trusted
-    assert parameters("some other detail") == {}
+    assert bind_values("Parameters: $1 = '42', $2 = 'it''s, $3 = ''x''', $3 = NULL") == (
+        "42", "it's, $3 = 'x'", None)
+    assert bind_values("parameters: $1 = '42'") == ("42",)  # as PostgreSQL 15 writes it
+    assert bind_values("Parameters: $1 = '2026-12-03...'") is None  # cut: not trusted
+    assert bind_values("Parameters: $1 = '4") is None
+    assert bind_values("some other detail") is None
 
 
 def test_jsonlog_stderr_and_csvlog_give_the_same_statements() -> None:
@@ -50,7 +53,7 @@ def test_jsonlog_stderr_and_csvlog_give_the_same_statements() -> None:
                                              "SELECT * FROM t WHERE a = $1"},
         {"error_severity": "LOG", "message": "duration: 3.5 ms  execute <unnamed>: "
                                              "SELECT * FROM t WHERE a = $1",
-         "detail": "parameters: $1 = '42'"},
+         "detail": "Parameters: $1 = '42'"},
         {"error_severity": "ERROR", "message": "relation \"x\" does not exist",
          "statement": "SELECT * FROM x"},
         {"error_severity": "LOG", "message": "statement: /* pgarchitect */ SELECT 1"},
@@ -59,27 +62,19 @@ def test_jsonlog_stderr_and_csvlog_give_the_same_statements() -> None:
         "2026-12-03 09:00:00.001 UTC [101] LOG:  duration: 0.1 ms  statement: BEGIN\n"
         "2026-12-03 09:00:00.002 UTC [101] LOG:  duration: 3.5 ms  execute <unnamed>: "
         "SELECT *\n\tFROM t WHERE a = $1\n"
-        "2026-12-03 09:00:00.002 UTC [101] DETAIL:  parameters: $1 = '42'\n"
+        "2026-12-03 09:00:00.002 UTC [101] DETAIL:  Parameters: $1 = '42'\n"
         "2026-12-03 09:00:00.003 UTC [102] ERROR:  relation \"x\" does not exist\n"
         "2026-12-03 09:00:00.003 UTC [102] STATEMENT:  SELECT * FROM x\n")
     head = '2026-12-03 09:00:00.002 UTC,"app","shop",101,"[local]",1,1,"SELECT",' \
            '2026-12-03 09:00:00 UTC,3/4,0,'
     csvlog = (head + 'LOG,00000,"duration: 3.5 ms  execute <unnamed>: SELECT * FROM t '
-              'WHERE a = $1","parameters: $1 = \'42\'",,,,,,,,"psql","client backend",,0\n'
+              'WHERE a = $1","Parameters: $1 = \'42\'",,,,,,,,"psql","client backend",,0\n'
               + head + 'LOG,00000,"statement: COMMIT",,,,,,,,,"psql","client backend",,0\n')
     for text in (jsonlog, stderr, csvlog):
-        stmts = from_log(read_log(text))
-        assert [(" ".join(s.text.split()), s.planned.split("= ")[-1]) for s in stmts] == [
-            ("SELECT * FROM t WHERE a = $1", "'42'")], text[:40]
-
-
-def test_parameters_go_in_place_of_their_references_only() -> None:
-    assert substitute("SELECT '$1', a FROM t WHERE a = $1 AND b = $2",
-                      {1: "'x'", 2: "NULL"}) == \
-        "SELECT '$1', a FROM t WHERE a = 'x' AND b = NULL"
-    # one unknown parameter: the text stays as it is (planned generically)
-    assert substitute("SELECT * FROM t WHERE a = $1 AND b = $2", {1: "'x'"}) == \
-        "SELECT * FROM t WHERE a = $1 AND b = $2"
+        given = from_log(read_log(text))
+        assert [" ".join(s.text.split()) for s in given.statements] == [
+            "SELECT * FROM t WHERE a = $1"], text[:40]
+        assert list(given.parameters.values()) == [(("42",),)], text[:40]
 
 
 def test_a_file_splits_into_its_statements() -> None:
@@ -202,6 +197,9 @@ def test_the_servers_own_jsonlog_with_bind_parameters(
     eventually(lambda: logged_file() is not None, "the statement in the server's jsonlog")
     path = logged_file()
     assert path is not None
+    # the server's own detail line gives the values the statement ran with
+    given = from_log(read_log(path.read_text(errors="replace")))
+    assert ("4242", "open") in [v for vs in given.parameters.values() for v in vs]
     code, report = _json(capsys, ["advise", "--log", str(path), "--dsn", dsn, "--json",
                                   *_validation(server)])
     assert code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from analyzer.advise.logs import read_log
 from analyzer.analysis.causes import Cause
 from analyzer.audit.steps.recommend import dropped_indexes
 from analyzer.audit.values import Cluster
@@ -107,13 +108,15 @@ def test_bind_parameters_from_the_servers_jsonlog() -> None:
     import json
 
     q = "SELECT id FROM ev WHERE created_at > $1 AND kind = $2"
-    lines = [json.dumps({"message": f"duration: 0.5{n} ms  execute <unnamed>: {q}",
+    lines = [json.dumps({"error_severity": "LOG",
+                         "message": f"duration: 0.5{n} ms  execute <unnamed>: {q}",
                          "detail": f"Parameters: $1 = '2026-12-03 10:0{n}:00+00', $2 = 'it''s'"})
              for n in range(4)]
-    lines += [json.dumps({"message": f"execute S_1: {q}",
+    lines += [json.dumps({"error_severity": "LOG", "message": f"execute S_1: {q}",
                           "detail": "Parameters: $1 = '2026-12-03...', $2 = 'x'"}),  # cut
-              "not json", json.dumps({"message": "duration: 1 ms  statement: SELECT 1"})]
-    logged = parameters.logged_values(lines)
+              json.dumps({"error_severity": "LOG",
+                          "message": "duration: 1 ms  statement: SELECT 1"})]
+    logged = parameters.logged_values((e.text, e.values) for e in read_log("\n".join(lines)))
     (values,) = logged.values()
     assert len(values) == 3 and values[0] == ("2026-12-03 10:00:00+00", "it's")
     s = _st(q.replace("$1", "$1 "), qid=9)  # the same statement as the log's, by fingerprint
