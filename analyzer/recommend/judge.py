@@ -114,7 +114,7 @@ def check(v: Validator, c: Candidate, ddls: Ddls, statements: Sequence[Statement
         return v.check(index, c.table, statements, samples)  # the bare column is indexed
     schema, table = pair(c.table)
     stand_in = ddl.create_index(schema, ddls[3], table, proxy.proxy_columns(c.columns),
-                                concurrently=False)
+                                concurrently=False, method=c.method, where=c.where)
     rewritten = []
     for s in statements:
         text = proxy.proxy_query(s.query, c.columns)
