@@ -35,7 +35,7 @@ from analyzer.analysis.delta import (
 from analyzer.analysis.regression import TIMER_RESOLUTION_MS, welch_p_values
 from analyzer.memory import Embedder, MemoryOutcome, normalise_index_definition, propose_revert
 from analyzer.names import split_qualified
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from analyzer.snapshots.model import SnapshotMeta
 from analyzer.store import recommendations, snapshots
 from analyzer.store.connection import Conn
