@@ -246,12 +246,6 @@ def recommend(
     relations = read_relations(target_conn, written)  # views, partitions, column types
     columns_of, stats = column_stats(target_conn, sorted(set(resolved.values())
                                                          | set(relations.tables())))
-    accesses: dict[str, Access] = {}
-    for s in statements:
-        accesses.setdefault(s.fingerprint, access(s.query, resolved, columns_of, relations))
-    candidates, not_proposed = generate(statements, accesses, catalog, stats, dropped,
-                                        relations)
-
     own = validator is None
     v = validator or Validator(target_conn, settings.validation, server_version_num,
                                connect_timeout=settings.connect_timeout)
@@ -263,6 +257,13 @@ def recommend(
             if v.available else parameters.Sources()
         samples = {s.fingerprint: parameters.samples(s, bound[s.fingerprint], sources)
                    for s in statements}
+        # the samples tell a `LIKE $1` that is always a prefix from a substring search
+        accesses: dict[str, Access] = {}
+        for s in statements:
+            accesses.setdefault(s.fingerprint, access(s.query, resolved, columns_of, relations,
+                                                      samples[s.fingerprint].values))
+        candidates, not_proposed = generate(statements, accesses, catalog, stats, dropped,
+                                            relations)
         limit = settings.validation.max_candidates
         ctx = Context(v, catalog, samples, window_seconds, table_writes,
                       settings.min_confidence, settings.min_benefit,

@@ -37,6 +37,7 @@ from pglast.parser import ParseError
 
 from analyzer.names import pair, qualified
 from analyzer.recommend.model import StatementEvidence
+from analyzer.recommend.predicates.patterns import like_pattern
 from analyzer.snapshots.own import register_own
 from pgarchitect.db import first_line
 from pgarchitect.log import event
@@ -46,6 +47,9 @@ log = logging.getLogger("pgarchitect.analyzer.recommend")
 SAMPLES = 3  # parameter samples planned per statement
 RANGE_QUANTILES = (0.1, 0.5, 0.9)  # where a one-sided range is sampled without constants
 _OPS = {"=": "equality", "<": "range", ">": "range", "<=": "range", ">=": "range"}
+# LIKE / ILIKE by the operator names pg_qualstats keeps; a pattern is no column value, so
+# pg_stats gives none (only the workload's own values: pg_qualstats, the server log).
+_LIKE_OPS = {"~~": "like", "~~*": "like"}
 
 HAS_QUALSTATS = ("/* pgarchitect */ SELECT 1 FROM pg_extension WHERE extname = 'pg_qualstats'")
 QUALSTATS = """/* pgarchitect */
@@ -74,8 +78,8 @@ class Binding:
     number: int
     table: str | None = None
     column: str | None = None
-    op: str = ""  # =, <, >, <=, >=, between_low, between_high, in, limit, offset
-    role: str = "other"  # equality | in | range | limit | offset | other
+    op: str = ""  # =, <, >, <=, >=, ~~, ~~*, between_low, between_high, in, limit, offset
+    role: str = "other"  # equality | in | range | like | limit | offset | other
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,11 @@ def bindings(query: str, resolve: Mapping[str, str] | None = None,
                 if flipped and op in ("<", ">", "<=", ">="):
                     op = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}[op]
                 out.setdefault(n, Binding(n, *col, op, _OPS[op]))
+        elif kind in (enums.A_Expr_Kind.AEXPR_LIKE, enums.A_Expr_Kind.AEXPR_ILIKE) \
+                and op in _LIKE_OPS and not flipped:
+            numbers = [p for p in like_pattern(other)[0] or () if isinstance(p, int)]
+            if len(numbers) == 1:
+                out.setdefault(numbers[0], Binding(numbers[0], *col, op, _LIKE_OPS[op]))
         elif kind in (enums.A_Expr_Kind.AEXPR_BETWEEN, enums.A_Expr_Kind.AEXPR_BETWEEN_SYM) \
                 and isinstance(e.rexpr, list | tuple) and len(e.rexpr) == 2:
             for item, which in zip(e.rexpr, ("between_low", "between_high"), strict=True):
@@ -239,6 +248,8 @@ def _quantile(values: Sequence[str], q: float) -> str:
 
 
 def _from_stats(b: Binding, cv: ColumnValues, k: int) -> list[str]:
+    if b.role == "like":
+        return []  # a column's values are not the patterns the workload looks them up with
     if b.role == "equality":
         # The most common value (the worst case for an index) and typical others.
         pool = list(cv.common[:1]) + _spread(cv.histogram, k) if cv.histogram else \

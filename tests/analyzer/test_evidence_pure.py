@@ -104,6 +104,23 @@ def test_parameters_bind_to_columns_and_come_from_the_sources() -> None:
     assert parameters.samples(_st("SELECT 1"), {}, parameters.Sources()).values == ((),)
 
 
+def test_a_like_parameter_takes_the_workloads_patterns_never_column_values() -> None:
+    q = "SELECT id FROM products WHERE name LIKE $1 ORDER BY name LIMIT $2"
+    bound = parameters.bindings(q, {"products": "public.products"})
+    assert (bound[1].column, bound[1].op, bound[1].role) == ("name", "~~", "like")
+    assert parameters.bindings("SELECT 1 FROM t WHERE a ILIKE $1 || '%'")[1].op == "~~*"
+    s = _st(q, calls=10, rows=200, qid=5)
+    names = parameters.ColumnValues(("product 1",), ("product 0", "product 5", "product 9"))
+    stats = parameters.Sources(columns={("public.products", "name"): names})
+    assert parameters.samples(s, bound, stats).unknown == (1,)  # a value is no pattern
+    qual = parameters.Sources(
+        qualstats={(5, "public.products", "name", "~~"): ("product 3fa%", "product 0%")},
+        columns=stats.columns)
+    got = parameters.samples(s, bound, qual)
+    assert got.source == "pg_qualstats" and got.custom
+    assert got.values == (("product 3fa%", "20"), ("product 0%", "20"))
+
+
 def test_bind_parameters_from_the_servers_jsonlog() -> None:
     import json
 

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from analyzer.recommend import parameters
 from analyzer.recommend.engine import recommend
 from analyzer.recommend.model import RecommendResult, StatementEvidence
 from analyzer.snapshots.catalog import read_catalog
@@ -131,11 +132,14 @@ def _evidence(query: str) -> StatementEvidence:
     return StatementEvidence(1, (qid,), f"fp-shape-{qid}", query, 1000, 20000.0, 20.0, 1000)
 
 
-def _recommend(conn: psycopg.Connection[Any], version: int, query: str) -> RecommendResult:
+def _recommend(conn: psycopg.Connection[Any], version: int, query: str,
+               logged: tuple[tuple[str, ...], ...] = ()) -> RecommendResult:
+    """`logged`: bind parameters of `query` as the server's log would give them."""
     mode = "hypopg" if version == 15 else "transaction"
     settings = AnalyzerSettings(validation=ValidationSettings(mode=mode))
     return recommend(conn, [_evidence(query)], read_catalog(conn), (), settings,
-                     conn.info.server_version, table_writes={})
+                     conn.info.server_version, table_writes={},
+                     logged_parameters=parameters.logged_values((query, v) for v in logged))
 
 
 @pytest.fixture
@@ -187,3 +191,24 @@ def test_each_negative_says_why(target: tuple[psycopg.Connection[Any], int],
                    for r in result.proposed if r.kind == "create_index")
     reasons = {n.reason for n in result.not_proposed if n.table == table}
     assert reason in reasons, [n.to_json() for n in result.not_proposed]
+
+
+SEARCH = "SELECT id, note FROM orders WHERE note LIKE $1 ORDER BY note LIMIT $2"
+
+
+def test_a_like_parameter_whose_samples_are_prefixes_gets_pattern_ops(
+        target: tuple[psycopg.Connection[Any], int]) -> None:
+    conn, version = target
+    result = _recommend(conn, version, SEARCH, (("ref-00042%", "20"), ("ref-0913%", "20")))
+    created = {r.columns: r for r in result.proposed if r.table == "public.orders"}
+    assert ("note",) in created, [n.to_json() for n in result.not_proposed]
+    rec = created[("note",)]
+    assert rec.ddl is not None and "(note text_pattern_ops)" in rec.ddl
+    assert rec.evidence_kind == "custom_plan"  # planned with the logged patterns
+    assert rec.evidence["statements"][0]["parameters"] == "server_log"
+    # a substring among the samples: no btree, and the reason says which
+    mixed = _recommend(conn, version, SEARCH, (("ref-00042%", "20"), ("%0042%", "20")))
+    assert not any(r.table == "public.orders" and r.columns == ("note",)
+                   and "text_pattern_ops" in (r.ddl or "") for r in mixed.proposed)
+    details = [n.detail or "" for n in mixed.not_proposed if n.reason == "shape_not_handled"]
+    assert any("like_parameter" in d and "'%0042%'" in d for d in details), details

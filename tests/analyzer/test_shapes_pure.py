@@ -72,12 +72,14 @@ def _st(query: str) -> StatementEvidence:
                              1000.0, 10.0, 10)
 
 
-def advise(query: str, catalog: Catalog | None = None, relations: Relations | None = None
+def advise(query: str, catalog: Catalog | None = None, relations: Relations | None = None,
+           samples: tuple[tuple[str | None, ...], ...] = ()
            ) -> tuple[set[str], list[tuple[str | None, str, str | None]]]:
-    """(candidate indexes as `table USING method (cols) WHERE ...`, (table, reason, detail))."""
+    """(candidate indexes as `table USING method (cols) WHERE ...`, (table, reason, detail));
+    `samples`: the statement's representative parameter values, $1 first."""
     rels = relations or _relations()
     s = _st(query)
-    acc = access(query, rels.resolved, None, rels)
+    acc = access(query, rels.resolved, None, rels, samples)
     cands, skipped = generate([s], {s.fingerprint: acc}, catalog or _catalog(), STATS, (), rels)
     out = set()
     for c in cands:
@@ -249,6 +251,35 @@ def test_like_prefix_needs_pattern_ops_under_a_non_c_collation() -> None:
     assert advise("SELECT * FROM orders WHERE note LIKE 'ref-%'", _catalog(plain))[0] == {
         "public.orders (note text_pattern_ops)"}
     found, skipped = advise("SELECT * FROM orders WHERE note LIKE $1")
+    assert found == set() and "like_parameter" in _reasons(skipped)
+
+
+def test_like_parameter_with_prefix_samples_is_a_prefix_and_says_why_when_not() -> None:
+    search = "SELECT id, note FROM orders WHERE note LIKE $1 ORDER BY note LIMIT $2"
+    prefixes = (("ref-3fa%", "20"), ("ref-0%", "20"), ("ref\\_x", "20"))
+    assert advise(search, samples=prefixes)[0] == {"public.orders (note text_pattern_ops)"}
+    assert advise("SELECT * FROM orders WHERE code LIKE $1", samples=(("ref-%",),))[0] == {
+        "public.orders (code)"}  # a C collation: the plain btree serves a prefix
+    # the samples fill the parameter wherever it is: `$1 || '%'`, an ESCAPE of its own
+    assert advise("SELECT * FROM orders WHERE note LIKE $1 || '%'",
+                  samples=(("ref-3",),))[0] == {"public.orders (note text_pattern_ops)"}
+    assert advise("SELECT * FROM orders WHERE note LIKE $1 ESCAPE '!'",
+                  samples=(("!%ref%",),))[0] == {"public.orders (note text_pattern_ops)"}
+    # one sample that is not left-anchored (an escape honoured: '\\%x%' is anchored)
+    found, skipped = advise(search, samples=(("ref-3fa%", "20"), ("%3fa%", "20"),
+                                             ("\\%x%", "20")))
+    assert "public.orders (note text_pattern_ops)" not in found
+    assert "like_parameter" in _reasons(skipped)
+    assert "1 of its 3 sampled values are not left-anchored prefixes (such as '%3fa%')" \
+        in _reasons(skipped)
+    found, skipped = advise("SELECT * FROM orders WHERE note LIKE $1", samples=(("_ef%",),))
+    assert found == set() and "not left-anchored" in _reasons(skipped)
+    # none known: said so
+    found, skipped = advise("SELECT * FROM orders WHERE note LIKE $1")
+    assert found == set() and "no representative values are known" in _reasons(skipped)
+    # ILIKE keeps its own (trigram) path: a prefix sample makes no btree
+    found, skipped = advise("SELECT * FROM customers WHERE name ILIKE $1",
+                            samples=(("smi%",),))
     assert found == set() and "like_parameter" in _reasons(skipped)
 
 

@@ -4,7 +4,7 @@ candidates). `access` is pure; `read_relations` reads what it needs from the tar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pglast import parse_sql
 from pglast.parser import ParseError
@@ -20,12 +20,15 @@ __all__ = ["INDEXABLE_CASTS", "INDEXABLE_FUNCTIONS", "Access", "Column", "Relati
 
 def access(query: str, resolve: Mapping[str, str] | None = None,
            columns_of: Mapping[str, frozenset[str]] | None = None,
-           relations: Relations | None = None) -> Access:
+           relations: Relations | None = None,
+           samples: Sequence[Sequence[str | None]] = ()) -> Access:
     """The access paths one statement text asks for; unparsable text gives none.
 
     `resolve` maps table names as written to schema-qualified ones, `columns_of` gives each
     table's columns, `relations` the target's views, partitions, column types and
     extensions (read_relations); without them names stay as written and views are tables.
+    `samples` are the statement's representative parameter values, $1 first
+    (parameters.Samples.values): a `LIKE $1` whose every sample is a prefix is one.
     """
     try:
         stmts = parse_sql(query)
@@ -35,7 +38,7 @@ def access(query: str, resolve: Mapping[str, str] | None = None,
         return Access()
     rels = relations or Relations()
     known = {**rels.columns_of(), **(columns_of or {})}
-    c = Predicates(resolve or {}, known, rels)
+    c = Predicates(resolve or {}, known, rels, samples=samples)
     try:
         c.statement(stmts[0].stmt, None)
     except RecursionError:

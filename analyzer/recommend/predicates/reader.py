@@ -18,7 +18,13 @@ from pglast import ast, enums
 
 from analyzer.recommend.predicates.collector import Level, Rel, ref
 from analyzer.recommend.predicates.operands import Operands
-from analyzer.recommend.predicates.patterns import like_shape, regex_literal
+from analyzer.recommend.predicates.patterns import (
+    Part,
+    like_pattern,
+    like_shape,
+    pattern_values,
+    regex_literal,
+)
 from analyzer.recommend.predicates.terms import Term, Unhandled
 
 _RANGE_OPS = {"<", ">", "<=", ">="}
@@ -29,6 +35,9 @@ AEXPR = enums.A_Expr_Kind
 @dataclass
 class Predicates(Operands):
     """The predicate side of the statement walk (see collector.Reader)."""
+
+    # the statement's representative parameter values (parameters.Samples.values), $1 first
+    samples: Sequence[Sequence[str | None]] = ()
 
     def on_level(self, level: Level, quals: Sequence[object], node: ast.SelectStmt | None,
                  joins: Sequence[tuple[Rel, Rel, str, str]]) -> None:
@@ -184,12 +193,18 @@ class Predicates(Operands):
         if negated:
             self.note(level, node, "operator", f"{what}: no index serves a negated pattern")
             return
-        pattern = _const(node.rexpr)
-        if pattern is None:
+        parts, escape = like_pattern(node.rexpr)
+        if parts is not None and all(isinstance(p, str) for p in parts):
+            shape, literal = like_shape("".join(str(p) for p in parts), escape)
+        elif parts is None or insensitive:
             self.note(level, node, "like_parameter", f"{what} with a parameter: the pattern "
                       "(a prefix or a substring) is not known from the statement text")
             return
-        shape, literal = like_shape(pattern)
+        else:
+            sampled = self.sampled_shape(node, level, what, parts, escape)
+            if sampled is None:
+                return
+            shape, literal = sampled, None
         if shape == "exact" and not insensitive:
             self.terms += [_with_role(t, "equality") for t in cols]
         elif shape == "prefix" and not insensitive:
@@ -202,6 +217,27 @@ class Predicates(Operands):
                                        expression=t.expression, opclass=opclass))
         else:
             self.trigram(node, level, what, literal)
+
+    def sampled_shape(self, node: ast.A_Expr, level: Level, what: str,
+                      parts: Sequence[Part], escape: str) -> str | None:
+        """A parameter's pattern judged by the statement's representative values: a prefix
+        when every sample is left-anchored (an exact value is too), else noted with why."""
+        patterns = pattern_values(parts, self.samples)
+        if not patterns or None in patterns:
+            self.note(level, node, "like_parameter", f"{what} with a parameter: the pattern "
+                      "(a prefix or a substring) is not known from the statement text, and no "
+                      "representative values are known for its parameters (pg_qualstats, the "
+                      "server log)")
+            return None
+        unanchored = [p for p in patterns if p is not None
+                      and like_shape(p, escape)[0] == "substring"]
+        if unanchored:
+            self.note(level, node, "like_parameter", f"{what} with a parameter: "
+                      f"{len(unanchored)} of its {len(patterns)} sampled values are not "
+                      f"left-anchored prefixes (such as '{unanchored[0]}'): a btree serves "
+                      "only a prefix")
+            return None
+        return "prefix"
 
     def trigram(self, node: ast.A_Expr, level: Level, what: str, literal: str | None) -> None:
         cols = self.side(node.lexpr, level)
