@@ -27,12 +27,14 @@ from tests.conftest import drop_database, new_database
 
 SCHEMA = """
 CREATE TABLE ev (id bigint PRIMARY KEY, session_id int NOT NULL, kind text NOT NULL,
-                 created_at timestamptz NOT NULL, payload text);
+                 created_at timestamptz NOT NULL, payload text, ref text);
 INSERT INTO ev SELECT g, 1 + (g * 7919) % 20000, (ARRAY['view','click','buy'])[1 + g % 3],
-       now() - g * interval '1 second', repeat('x', 40) FROM generate_series(1, 200000) g;
+       now() - g * interval '1 second', repeat('x', 40), 'ref-' || md5(g::text)
+FROM generate_series(1, 200000) g;
 """
 RECENT = "SELECT count(*), max(payload) FROM ev WHERE created_at > $1"
 BY_SESSION = "SELECT payload FROM ev WHERE session_id = $1"
+SEARCH = "SELECT id, ref FROM ev WHERE ref LIKE $1"
 SESSION_SORTED = "SELECT id, kind FROM ev WHERE session_id = $1 ORDER BY created_at DESC LIMIT 20"
 
 
@@ -114,6 +116,21 @@ def test_a_recent_range_is_proposed_from_pg_qualstats_constants(ev15: str) -> No
     assert rec.benefit_ms_per_day is not None and rec.benefit_ms_per_day > 0
     assert result.workload is not None
     assert result.workload["ms_per_day_after"] < result.workload["ms_per_day_before"]
+
+
+def test_a_like_parameter_searched_by_prefix_is_proposed_from_pg_qualstats(ev15: str
+                                                                          ) -> None:
+    search = _measured(ev15, SEARCH, [(f"ref-{p}%",) for p in ("3fa", "c4c", "0a1", "9b")])
+    with _target(ev15) as conn:
+        result = _run(conn, "hypopg", [search])
+        collation = conn.execute("SELECT datcollate FROM pg_database "
+                                 "WHERE datname = current_database()").fetchone()
+    rec = _created(result)[("ref",)]
+    plain = collation is not None and collation[0] in ("C", "POSIX")
+    assert rec.ddl is not None and ("(ref)" if plain else "(ref text_pattern_ops)") in rec.ddl
+    assert rec.evidence_kind == "custom_plan"
+    (statement,) = rec.evidence["statements"]
+    assert statement["parameters"] == "pg_qualstats"
 
 
 def test_equality_values_come_from_pg_stats(ev15: str) -> None:
