@@ -254,7 +254,7 @@ def recommend(
         bound = {s.fingerprint: parameters.bindings(s.query, resolved, columns_of)
                  for s in statements}
         sources = parameters.read_sources(target_conn, statements, bound, logged_parameters) \
-            if v.available else parameters.Sources()
+            if v.available else parameters.Sources(logged=dict(logged_parameters or {}))
         samples = {s.fingerprint: parameters.samples(s, bound[s.fingerprint], sources)
                    for s in statements}
         # the samples tell a `LIKE $1` that is always a prefix from a substring search
