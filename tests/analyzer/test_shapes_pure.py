@@ -151,6 +151,17 @@ def test_a_recursive_cte_is_read_once_its_seed_and_step_get_their_indexes() -> N
     assert found or skipped
 
 
+def test_a_drivers_catalog_queries_are_not_advised_on() -> None:
+    # asyncpg's type introspection (a recursive CTE over pg_type), and a plain catalog read.
+    q = ("WITH RECURSIVE typeinfo_tree(oid, depth) AS (SELECT t.oid, 0 FROM pg_catalog.pg_type t "
+         "WHERE t.oid = ANY($1::oid[]) UNION ALL SELECT t.typelem, tt.depth + 1 "
+         "FROM pg_catalog.pg_type t JOIN typeinfo_tree tt ON tt.oid = t.typbasetype) "
+         "SELECT * FROM typeinfo_tree")
+    assert advise(q) == (set(), [])
+    assert advise("SELECT relname FROM pg_catalog.pg_class WHERE relkind = $1 "
+                  "AND relnamespace = $2") == (set(), [])
+
+
 # -- partitions -------------------------------------------------------------------------
 def test_a_partitioned_table_gets_its_index_on_the_parent() -> None:
     assert advise("SELECT * FROM events WHERE tenant_id = $1 AND created_at > $2")[0] == {
