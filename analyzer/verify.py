@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from analyzer import lifecycle
 from analyzer.analysis.delta import (
+    Moments,
     WindowStat,
     merge_windows,
     pair_delta,
@@ -34,10 +35,11 @@ from analyzer.analysis.delta import (
 from analyzer.analysis.regression import TIMER_RESOLUTION_MS, welch_p_values
 from analyzer.memory import Embedder, MemoryOutcome, normalise_index_definition, propose_revert
 from analyzer.names import split_qualified
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from analyzer.snapshots.model import SnapshotMeta
 from analyzer.store import recommendations, snapshots
 from analyzer.store.connection import Conn
+from analyzer.vocabulary import VerificationStatus
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.log import event
 
@@ -106,7 +108,7 @@ class Verification:
     """
 
     id: int
-    status: str  # verified | ineffective | pending
+    status: VerificationStatus
     applied_at: datetime
     queryids: tuple[str, ...]
     calls_before: int
@@ -183,36 +185,80 @@ def measure(conn: Conn, target: str, rec: lifecycle.StoredRecommendation,
     calls_after = a.calls if a else 0
     ids = tuple(str(q) for q in sorted(queryids))
 
-    def result(status: str, bm: float | None, am: float | None, ratio: float | None,
-               p: float | None, note: str) -> Verification:
+    def result(status: VerificationStatus, bm: float | None, am: float | None,
+               ratio: float | None, p: float | None, note: str) -> Verification:
         return Verification(rec.id, status, applied_at, ids, calls_before, calls_after, bm, am,
                             ratio, p, note)
 
-    need = settings.verification.min_calls
     if b is None or calls_before < max(rs.min_calls, 2):
-        return result("pending", None, None, None, None,
-                      "not enough calls before it was applied to compare with")
-    bm = b.moments.mean
-    if a is None or calls_after < need:
-        return result("pending", bm, a.moments.mean if a else None, None, None,
-                      f"{calls_after} of {need} calls measured since it was applied")
-    am = a.moments.mean
-    # Welch's one-sided test that "before" is slower than "after": the regression test with
-    # the windows swapped.
-    p = float(welch_p_values(
-        np.array([am]), np.array([a.moments.variance]), np.array([float(a.calls)]),
-        np.array([bm]), np.array([b.moments.variance]), np.array([float(b.calls)]),
-    )[0])
+        return result(VerificationStatus.PENDING, None, None, None, None,
+                      "waiting for calls before it was applied: "
+                      f"{calls_before} of {max(rs.min_calls, 2)}")
+    d = decide(b.moments, a.moments if a is not None else None, settings)
+    return result(d.status, b.moments.mean, a.moments.mean if a is not None else None,
+                  d.ratio, d.p_value, d.note)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What Welch's test says of one before/after pair of samples."""
+
+    status: VerificationStatus
+    ratio: float | None  # after / before per call
+    p_value: float | None  # one-sided: "faster after"
+    p_not_faster: float | None  # one-sided: "not the gain the thresholds ask for"
+    note: str
+
+
+def _p(base: Moments, cur_mean: float, cur_var: float, cur_n: float) -> float:
+    """Welch's one-sided p-value for "current mean > base mean"."""
+    return float(welch_p_values(
+        np.array([base.mean]), np.array([base.variance]), np.array([float(base.n)]),
+        np.array([cur_mean]), np.array([cur_var]), np.array([cur_n]))[0])
+
+
+def decide(before: Moments, after: Moments | None, settings: AnalyzerSettings) -> Decision:
+    """Verified, ineffective or pending, as soon as Welch's test is conclusive.
+
+    With at least `verification.min_calls` calls after the change, two one-sided tests at
+    `regression.max_p_value`: *verified* when "before is slower than after" holds and the
+    gain reaches `regression.min_ratio` and `min_delta_ms` per call; *ineffective* when
+    "after is slower than the least gain that counts" holds (the after mean is significantly
+    above min(before / min_ratio, before - min_delta_ms)); *pending* while neither is, with
+    what it waits for.
+    """
+    rs = settings.regression
+    need = settings.verification.min_calls
+    n_after = after.n if after is not None else 0
+    if after is None or n_after < max(need, 2):
+        return Decision(VerificationStatus.PENDING, None, None, None,
+                        f"waiting for calls: {n_after} of {need} calls measured since it was "
+                        "applied")
+    bm, am = before.mean, after.mean
     ratio = am / max(bm, TIMER_RESOLUTION_MS)
     gain = bm / max(am, TIMER_RESOLUTION_MS)
-    faster = gain >= rs.min_ratio and bm - am >= rs.min_delta_ms and p <= rs.max_p_value
-    status = "verified" if faster else "ineffective"
-    note = (f"{bm:.3f} ms -> {am:.3f} ms per call ({gain:.1f}x) over {calls_after} calls "
-            f"after, {calls_before} before, p = {p:.2g}")
-    if not faster:
-        note += (f"; a gain needs x{rs.min_ratio:g}, {rs.min_delta_ms:g} ms per call and "
-                 f"p <= {rs.max_p_value:g}")
-    return result(status, bm, am, ratio, p, note)
+    # "before slower than after": the regression test with the windows swapped.
+    p_faster = _p(after, bm, before.variance, float(before.n))
+    # The largest after-mean that still counts as a gain, and its spread (a scaled or shifted
+    # before-mean): "after slower than that" is the test for no gain worth the name.
+    by_ratio, by_delta = bm / rs.min_ratio, bm - rs.min_delta_ms
+    if by_ratio <= by_delta:
+        level = Moments(before.n, by_ratio * before.n, before.m2 / rs.min_ratio ** 2)
+    else:
+        level = Moments(before.n, by_delta * before.n, before.m2)
+    p_not = _p(level, am, after.variance, float(after.n))
+    figures = (f"{bm:.3f} ms -> {am:.3f} ms per call ({gain:.1f}x) over {after.n} calls "
+               f"after, {before.n} before")
+    bar = f"x{rs.min_ratio:g} and {rs.min_delta_ms:g} ms per call at p <= {rs.max_p_value:g}"
+    if p_faster <= rs.max_p_value and gain >= rs.min_ratio and bm - am >= rs.min_delta_ms:
+        return Decision(VerificationStatus.VERIFIED, ratio, p_faster, p_not,
+                        f"{figures}, p = {p_faster:.2g}")
+    if p_not <= rs.max_p_value:
+        return Decision(VerificationStatus.INEFFECTIVE, ratio, p_faster, p_not,
+                        f"{figures}: no gain of {bar} (p = {p_not:.2g} that there is none)")
+    return Decision(VerificationStatus.PENDING, ratio, p_faster, p_not,
+                    f"{figures}: waiting for Welch's test to decide for or against a gain "
+                    f"of {bar} (p = {p_faster:.2g} faster, {p_not:.2g} not)")
 
 
 def _revert_of(rec: lifecycle.StoredRecommendation, v: Verification) -> Recommendation:
@@ -247,12 +293,12 @@ def verify(conn: Conn, target: str, settings: AnalyzerSettings, *, embedder: Emb
             continue
         v = measure(conn, target, rec, settings, metas)
         verifications.append(v)
-        if v.status == "pending":
+        if v.status == VerificationStatus.PENDING:
             conn.execute("/* pgarchitect */ UPDATE pgarchitect.optimization_log"
                          " SET measured_change = %s WHERE id = %s", (Jsonb(v.to_json()), rec.id))
             continue
         recommendations.set_status(conn, rec.id, v.status, "analyzer", v.note, measured=v.to_json())
-        if v.status == "ineffective":
+        if v.status == VerificationStatus.INEFFECTIVE:
             reverts.append(propose_revert(conn, target, rec, _revert_of(rec, v),
                                           embedder=embedder, settings=settings,
                                           audit_id=audit_id))

@@ -62,7 +62,7 @@ def _run(dsn: str, mode: str) -> tuple[RecommendResult, float]:
         t0 = time.perf_counter()
         result = recommend(conn, statements(), catalog, (), settings, conn.info.server_version,
                            now=datetime.now(UTC), observed_since=datetime.now(UTC)
-                           - timedelta(days=1), table_writes={})
+                           - timedelta(days=1), table_writes={}, window_seconds=3600.0)
         return result, time.perf_counter() - t0
 
 

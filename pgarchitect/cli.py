@@ -160,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace files of the same name in --out (never a symbolic link)")
 
+    p = sub.add_parser("advise", help="the index each statement needs, checked on a target")
+    _common(p)
+    p.add_argument("statements", nargs="*", metavar="STATEMENT", help="SQL statements")
+    p.add_argument("--file", metavar="F", help="an SQL file of statements (- for stdin)")
+    p.add_argument("--log", metavar="F", help="a server log: jsonlog, csvlog or stderr")
+    p.add_argument("--dsn", dest="target", metavar="DSN", required=True, help="target DSN")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--fail-on-advice", action="store_true", help="exit 1 when an index is advised")
+    p.add_argument("--validation", metavar="MODE", choices=VALIDATION_MODES,
+                   help="auto (hypopg where installed) | hypopg | sandbox | transaction | off")
+
     p = sub.add_parser("ask", help="answer a question in SQL over the store (docs/ask.md)")
     _common(p)
     p.add_argument("question", help="the question, in words")
@@ -277,6 +288,13 @@ def cmd_propose(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_advise(args: argparse.Namespace, settings: Settings) -> int:
+    """Advise the indexes statements need."""
+    from analyzer.advise import cmd_advise as run
+
+    return run(args, settings)
+
+
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Answer a natural-language question in SQL, guarded."""
     from analyzer.ask.cli import cmd_ask as run
@@ -301,6 +319,7 @@ def _handlers() -> dict[str, Handler]:
         "report": cmd_report,
         "recommendations": cmd_recommendations,
         "propose": cmd_propose,
+        "advise": cmd_advise,
         "ask": cmd_ask,
         "demo": cmd_demo,
     }
@@ -311,7 +330,7 @@ def _handlers() -> dict[str, Handler]:
 # see docs/architecture.md, "Extras".
 _EXTRAS = {"analyzer": "analyzer", "migrate": "analyzer", "snapshot": "analyzer",
            "audit": "analyzer", "report": "analyzer", "recommendations": "analyzer",
-           "propose": "analyzer", "ask": "analyzer",
+           "propose": "analyzer", "advise": "analyzer", "ask": "analyzer",
            "demo": "demo"}
 _OWN_PACKAGES = ("pgarchitect", "exporter", "analyzer")
 

@@ -161,6 +161,7 @@ class AuditResult:
     windows: Mapping[str, Any] = field(default_factory=dict)
     verifications: tuple[Mapping[str, Any], ...] = ()
     validation: Mapping[str, Any] = field(default_factory=dict)
+    workload: Mapping[str, float] | None = None  # ms per day before / after the proposed set
 
     def to_json(self) -> dict[str, Any]:
         """The audit report (docs/report.md); queryids are strings."""
@@ -179,6 +180,7 @@ class AuditResult:
             "not_proposed": [dict(r) for r in self.not_proposed],
             "verifications": [dict(v) for v in self.verifications],
             "validation": dict(self.validation),
+            "workload": None if self.workload is None else dict(self.workload),
         }
 
 

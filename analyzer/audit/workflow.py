@@ -133,7 +133,7 @@ def run_audit(
                     r.to_json() for r in verified.reverts if r.proposed),
                 not_proposed=remembered.not_proposed, windows=windows_record(stats.windows),
                 verifications=tuple(v.to_json() for v in verified.verifications),
-                validation=validation_record(candidates),
+                validation=validation_record(candidates), workload=candidates.workload,
             )
             store_audit(store, result, plans, on_step)
     log.info(event("audit.finished", target=target.name, audit_id=result.audit_id,

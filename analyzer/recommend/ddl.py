@@ -52,16 +52,19 @@ def index_name(table: str, parts: Iterable[str], taken: Iterable[str]) -> str:
 
 
 def _column_sql(c: IndexColumn) -> str:
-    return c.text + (" DESC" if c.descending else "")
+    opclass = f" {quote_ident(c.opclass)}" if c.opclass else ""
+    return c.text + opclass + (" DESC" if c.descending else "")
 
 
 def create_index(schema: str, name: str, table: str, columns: Sequence[IndexColumn],
-                 concurrently: bool = True) -> str:
-    """CREATE INDEX [CONCURRENTLY] name ON schema.table (columns)."""
+                 concurrently: bool = True, method: str = "btree",
+                 where: str | None = None) -> str:
+    """CREATE INDEX [CONCURRENTLY] name ON schema.table [USING method] (columns) [WHERE ...]."""
     how = "CONCURRENTLY " if concurrently else ""
     cols = ", ".join(_column_sql(c) for c in columns)
+    using = "" if method == "btree" else f"USING {quote_ident(method)} "
     return (f"CREATE INDEX {how}{quote_ident(name)} ON {quote_ident(schema)}."
-            f"{quote_ident(table)} ({cols})")
+            f"{quote_ident(table)} {using}({cols})" + (f" WHERE {where}" if where else ""))
 
 
 def drop_index(schema: str, name: str) -> str:

@@ -141,7 +141,7 @@ def statistics(catalog: Catalog, touched: set[str] | None = None) -> list[Findin
                 f"had {t.mod_since_analyze:,} rows changed since its last ANALYZE "
                 f"({t.mod_since_analyze / max(rows, 1):.0%} of about {int(rows):,})")
             out.append(Recommendation(
-                "analyze", t.qualified, (), f"ANALYZE {name}", None,
+                "analyze", t.qualified, (), f"ANALYZE {name}", "",
                 f"Table {t.qualified} has {when}, so the planner estimates its filters from "
                 f"stale statistics.", confidence=_confidence(excess),
                 evidence={"mod_since_analyze": t.mod_since_analyze, "reltuples": t.reltuples,
@@ -153,7 +153,7 @@ def statistics(catalog: Catalog, touched: set[str] | None = None) -> list[Findin
             last = max((v for v in (t.last_vacuum, t.last_autovacuum) if v is not None),
                        default=None)
             out.append(Recommendation(
-                "vacuum", t.qualified, (), f"VACUUM (ANALYZE) {name}", None,
+                "vacuum", t.qualified, (), f"VACUUM (ANALYZE) {name}", "",
                 f"Table {t.qualified} carries {t.dead_tuples:,} dead rows ({share:.0%} of its "
                 f"rows) that every scan still reads; autovacuum is not keeping up.",
                 confidence=_confidence(t.dead_tuples / dead_threshold),
@@ -184,8 +184,8 @@ def n_plus_one(statements: Sequence[StatementEvidence], accesses: Mapping[str, A
         confidence = _confidence(share / N_PLUS_ONE_SHARE) if share >= N_PLUS_ONE_SHARE else (
             0.8 * share / N_PLUS_ONE_SHARE)
         out.append(Recommendation(
-            "n_plus_one", acc.tables[0], (key.text,), None, None, rationale,
-            queryids=tuple(s.queryid_texts), confidence=confidence,
+            "n_plus_one", acc.tables[0], (key.text,), "", "", rationale,
+            queryids=tuple(s.queryid_texts), statements=(s.query,), confidence=confidence,
             evidence={"calls": s.calls, "rows": s.rows, "total_ms": round(s.total_ms, 3),
                       "share_of_time": round(share, 4), "query": s.query}))
     return out
@@ -195,8 +195,33 @@ def _mb(n: float) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1.0) / (1024 * 1024))))
 
 
-def work_mem(statements: Sequence[StatementEvidence], current: str | None) -> list[Finding]:
-    """A statement whose sorts or hashes spill to temp files every call."""
+def _work_mem_ddl(value: str, database: str | None) -> tuple[str, str, str]:
+    """(DDL, revert, its scope in words): a setting that outlives the session applying it.
+
+    A bare `SET` ends with the session that ran the migration; `ALTER DATABASE … SET` holds
+    for every new session on the statements' database, `ALTER ROLE ALL SET` (when the
+    database is not known) for every new session on the server.
+    """
+    if database:
+        target = f"DATABASE {ddl.quote_ident(database)}"
+        scope = (f"ALTER DATABASE applies to every new session on {database} (sessions open "
+                 "now keep their value until they reconnect; a role's own setting for the "
+                 "database wins); for one role only, use ALTER ROLE name IN DATABASE "
+                 f"{ddl.quote_ident(database)} SET work_mem, or SET LOCAL it for this "
+                 "statement alone.")
+    else:
+        target = "ROLE ALL"
+        scope = ("ALTER ROLE ALL applies to every new session of every role on the server "
+                 "(sessions open now keep their value until they reconnect); narrow it with "
+                 "ALTER ROLE name [IN DATABASE db] SET work_mem, or SET LOCAL it for this "
+                 "statement alone.")
+    return f"ALTER {target} SET work_mem = '{value}'", f"ALTER {target} RESET work_mem", scope
+
+
+def work_mem(statements: Sequence[StatementEvidence], current: str | None,
+             database: str | None = None) -> list[Finding]:
+    """A statement whose sorts or hashes spill to temp files every call (`database`: the
+    statements' database, where the statement evidence does not name it)."""
     cur = _bytes(current)
     out: list[Finding] = []
     for s in statements:
@@ -214,17 +239,13 @@ def work_mem(statements: Sequence[StatementEvidence], current: str | None) -> li
                                    tuple(s.queryid_texts)))
             continue
         value = f"{want}MB"
-        if s.datname:
-            target = f"DATABASE {ddl.quote_ident(s.datname)}"
-            stmt, revert = f"ALTER {target} SET work_mem = '{value}'", \
-                f"ALTER {target} RESET work_mem"
-        else:
-            stmt, revert = f"SET work_mem = '{value}'", "RESET work_mem"
+        stmt, revert, scope = _work_mem_ddl(value, s.datname or database)
         out.append(Recommendation(
-            "work_mem", None, (), stmt, revert,
+            "work_mem", "", (), stmt, revert,
             f"This statement writes {_size(int(spill))} of temp files per call because its "
             f"sort or hash does not fit in work_mem ({current or 'unknown'}); {value} keeps "
-            f"it in memory (or SET LOCAL it for this statement alone).",
+            f"it in memory. {scope}",
+            statements=(s.query,),
             queryids=tuple(s.queryid_texts),
             confidence=_confidence(spill / MIN_SPILL_BYTES),
             evidence={"temp_blks_written": s.temp_blks_written, "calls": s.calls,
@@ -265,11 +286,11 @@ def rewrites(statements: Sequence[StatementEvidence], accesses: Mapping[str, Acc
             how = {"cast": "a cast", "arithmetic": "arithmetic",
                    "function": "a function call"}[w.how]
             out.append(Recommendation(
-                "rewrite", w.table, (col,), None, None,
+                "rewrite", w.table, (col,), "", "",
                 f"The predicate wraps {col} in {how}, so index {lead.name} on it cannot be "
                 f"used; compare the bare column with a transformed value instead "
                 f"(for a date: {col} >= $1 AND {col} < $1 + 1).",
-                queryids=tuple(s.queryid_texts),
+                queryids=tuple(s.queryid_texts), statements=(s.query,),
                 confidence=_confidence(share / REWRITE_SHARE) if share >= REWRITE_SHARE
                 else 0.8 * share / REWRITE_SHARE,
                 evidence={"index": lead.qualified_name, "wrapped_by": w.how,

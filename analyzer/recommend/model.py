@@ -1,4 +1,8 @@
-"""The values recommendation works with: statement evidence in, recommendations out."""
+"""The values recommendation works with: statement evidence in, recommendations out.
+
+`Recommendation` is the one type from candidate to store (the memory, the lifecycle and
+`propose` use it as it is).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyzer.analysis.regression import GroupStat
+from analyzer.vocabulary import EvidenceKind, RecommendationKind, ValidatedBy
 
-KINDS = ("create_index", "drop_index", "analyze", "vacuum", "n_plus_one", "work_mem", "rewrite")
+KINDS = tuple(RecommendationKind)
+VALIDATED_BY = tuple(ValidatedBy)
+# The evidence that carried a recommendation, strongest first: the statements' measured
+# before/after around a change (a dropped index), a what-if planned with representative
+# parameter values, a what-if with a generic plan, the catalog's counters alone.
+EVIDENCE_KINDS = tuple(EvidenceKind)
 
 # Why a considered candidate was not proposed (the report's `not_proposed[].reason`).
 REASONS = (
@@ -25,6 +35,10 @@ REASONS = (
     "table_too_large",  # transaction mode and the table is above max_table_bytes
     "too_young",  # an unused index observed for less than unused_index_min_age
     "not_explainable",  # no served statement could be planned
+    "shape_not_handled",  # a predicate shape no index candidate is made for (detail: which)
+    "benefit_below_threshold",  # saves less statement time per day than min_benefit
+    "served_by_another_proposal",  # the workload's selection: a chosen index serves these
+    "write_cost_exceeds_benefit",  # the table's writes cost the index more than it saves
 )
 
 
@@ -70,6 +84,18 @@ class DroppedIndex:
     table: str  # schema.table
     definition: str  # pg_get_indexdef as the catalog snapshot kept it
     queryids: tuple[int, ...] = ()  # the cluster's statements
+    measured: tuple[MeasuredChange, ...] = ()  # the cluster's regressions, measured
+
+
+@dataclass(frozen=True)
+class MeasuredChange:
+    """One regressed statement group's measured means around the change (the history)."""
+
+    queryids: tuple[int, ...]
+    before_ms: float  # per call, baseline window
+    after_ms: float  # per call, current window
+    calls: int  # in the current window
+    p_value: float  # the regression test's
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,7 @@ class IndexColumn:
     descending: bool = False
     column: str | None = None  # the bare column underneath (None: not known)
     expression: bool = False  # a function of the column, not the column itself
+    opclass: str | None = None  # text_pattern_ops, gin_trgm_ops, ... (None: the default)
 
 
 @dataclass(frozen=True)
@@ -93,6 +120,8 @@ class Candidate:
     source: str = "predicates"  # predicates | dropped_index
     definition: str | None = None  # dropped_index: the catalog's definition
     name: str | None = None  # dropped_index: the old index's name (schema.index)
+    method: str = "btree"  # btree | gin
+    where: str | None = None  # a partial index's predicate, built from names and constants
 
     @property
     def column_texts(self) -> tuple[str, ...]:
@@ -108,6 +137,15 @@ class StatementCost:
     before: float
     after: float | None  # None: could not be planned with the index
     uses_index: bool = False
+    samples: tuple[tuple[float, float | None], ...] = ()  # (before, after) per parameter sample
+    custom: bool = False  # planned with parameter values (custom plans), not generically
+
+    @property
+    def savings(self) -> tuple[float, ...]:
+        """The planned fraction saved, per sample (0 where the plan did not get cheaper)."""
+        pairs = self.samples or ((self.before, self.after),)
+        return tuple(max(0.0, 1.0 - a / b) if a is not None and b > 0 else 0.0
+                     for b, a in pairs)
 
 
 @dataclass(frozen=True)
@@ -126,31 +164,63 @@ class Validation:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One proposal for the operator, with its evidence and how it was checked."""
+    """One proposal for one target, from the engine to the store and back (one type).
+
+    Its identity is kind + table + columns (in index order): two audits that propose the same
+    index propose the same thing, whatever their evidence. `table`, `ddl` and `revert_ddl` are
+    "" where there is none (a work_mem setting has no table, an N+1 hint no DDL).
+    `statements` are the normalised texts it is for (the embedding's shape, the PR's
+    examples). `evidence_kind` names the evidence that carried it (EVIDENCE_KINDS, strongest
+    first); `benefit_ms_per_day` the statement time it saves per day, where known.
+    """
 
     kind: str
-    table: str | None
+    table: str
     columns: tuple[str, ...]
-    ddl: str | None
-    revert_ddl: str | None
+    ddl: str
+    revert_ddl: str
     rationale: str
+    confidence: float = 0.0
     queryids: tuple[str, ...] = ()
+    statements: tuple[str, ...] = ()
+    evidence: Mapping[str, Any] = field(default_factory=dict, compare=False)
     estimated_cost_before: float | None = None
     estimated_cost_after: float | None = None
-    estimated_improvement: float | None = None
-    confidence: float = 0.0
     validated_by: str = "none"
-    evidence: Mapping[str, Any] = field(default_factory=dict)
+    estimated_improvement: float | None = None  # None: from the costs, where both are known
+    benefit_ms_per_day: float | None = None
+    evidence_kind: str = "catalog"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown recommendation kind {self.kind!r}")
+        if self.validated_by not in VALIDATED_BY:
+            raise ValueError(f"unknown validation {self.validated_by!r}")
+        if self.evidence_kind not in EVIDENCE_KINDS:
+            raise ValueError(f"unknown evidence kind {self.evidence_kind!r}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence {self.confidence} is outside 0..1")
+        before, after = self.estimated_cost_before, self.estimated_cost_after
+        if self.estimated_improvement is None and before and after is not None and before > 0:
+            object.__setattr__(self, "estimated_improvement", max(0.0, 1.0 - after / before))
+
+    @property
+    def identity(self) -> tuple[str, str, tuple[str, ...]]:
+        """Kind, table and columns: what makes two recommendations the same one."""
+        return (self.kind, self.table, self.columns)
 
     def to_json(self) -> dict[str, Any]:
-        """The report's form (docs/analyzer.md); the pipeline adds id, status, similar_past."""
+        """The report's form (docs/report.md); the audit adds id, status, similar_past."""
         return {
-            "kind": self.kind, "table": self.table, "columns": list(self.columns),
-            "ddl": self.ddl, "revert_ddl": self.revert_ddl, "queryids": list(self.queryids),
+            "kind": self.kind, "table": self.table or None, "columns": list(self.columns),
+            "ddl": self.ddl or None, "revert_ddl": self.revert_ddl or None,
+            "queryids": list(self.queryids),
             "estimated_cost_before": _round(self.estimated_cost_before),
             "estimated_cost_after": _round(self.estimated_cost_after),
             "estimated_improvement": _round(self.estimated_improvement),
-            "confidence": round(self.confidence, 3), "validated_by": self.validated_by,
+            "confidence": round(self.confidence, 3),
+            "benefit_ms_per_day": _round(self.benefit_ms_per_day),
+            "evidence_kind": self.evidence_kind, "validated_by": self.validated_by,
             "rationale": self.rationale, "evidence": dict(self.evidence),
         }
 
@@ -192,6 +262,9 @@ class RecommendResult:
     plans: int = 0
     validation_seconds: float = 0.0
     method: str = "none"  # the validation method used for create_index candidates
+    # the costly statements' time per day before and after the proposed set (the report's
+    # `workload`); None when no statement time was known
+    workload: Mapping[str, float] | None = None
 
 
 def _round(value: float | None) -> float | None:

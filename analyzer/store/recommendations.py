@@ -20,7 +20,7 @@ from analyzer.lifecycle import (
     UnknownRecommendation,
     check,
 )
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from analyzer.store.connection import Conn, rows_as
 from analyzer.vocabulary import Actor, RecommendationStatus
 from pgarchitect.errors import UserError

@@ -144,7 +144,7 @@ class MemorySettings:
 class VerificationSettings:
     """When an applied recommendation's effect counts as measured."""
 
-    min_calls: int = field(default=200, metadata=POSITIVE)
+    min_calls: int = field(default=30, metadata=POSITIVE)
 
 
 ASK_GENERATORS = ("retrieval", "openai")
@@ -182,6 +182,7 @@ class AnalyzerSettings:
     admin_token: Secret | None = None
     random_state: int = 0
     min_confidence: float = 0.8
+    min_benefit: float = 1000.0  # ms of statement time saved per day (docs/analyzer.md)
     statement_timeout: float = field(default=30.0, metadata=DURATION)
     lock_timeout: float = field(default=1.0, metadata=DURATION)
     connect_timeout: float = field(default=5.0, metadata=DURATION)

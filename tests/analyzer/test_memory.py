@@ -16,7 +16,7 @@ from pgvector import Vector
 
 from analyzer import memory
 from analyzer.memory import HashingEmbedder, normalise_index_definition, remember
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from analyzer.store import audits, recommendations
 from analyzer.store.connection import Conn, connect_store, register_vector
 from pgarchitect.config import AnalyzerSettings, MemorySettings

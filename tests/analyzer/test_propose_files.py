@@ -10,7 +10,7 @@ import pytest
 
 from analyzer import lifecycle
 from analyzer.propose import propose
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.errors import UserError
 from tests.analyzer.test_recommendations_cli import git, new_repo

@@ -18,8 +18,8 @@ from psycopg import sql
 
 from analyzer.recommend.engine import recommend
 from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
+from analyzer.recommend.validate import Validator
 from analyzer.snapshots.catalog import Catalog, read_catalog
-from analyzer.validate import Validator
 from pgarchitect.config import AnalyzerSettings, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
@@ -254,12 +254,19 @@ def test_a_dropped_index_comes_back_from_its_definition(shop15: str) -> None:
     assert "events_created_idx was dropped" in rec.rationale
 
 
-def test_write_heavy_tables_lower_the_confidence(shop15: str) -> None:
+def test_a_write_heavy_table_where_the_index_loses(shop15: str) -> None:
     with _target(shop15) as conn:
+        quiet = _run(conn, "hypopg", [shop.evidence("fk_join")],
+                     table_writes={"public.orders": 1_000})
         result = _run(conn, "hypopg", [shop.evidence("fk_join"), shop.evidence("filter_sort")],
                       table_writes={"public.orders": 50_000_000})
-    low = {(n.table, n.reason) for n in result.not_proposed}
-    assert ("public.orders", "low_confidence") in low
+    (kept,) = [r for r in quiet.proposed if r.kind == "create_index"]
+    assert kept.evidence["write_ms_per_day"] > 0
+    assert kept.benefit_ms_per_day is not None and kept.benefit_ms_per_day < \
+        kept.evidence["saved_ms_per_day"]
+    (lost,) = [n for n in result.not_proposed if n.table == "public.orders"
+               and n.kind == "create_index" and n.columns == ("customer_id",)]
+    assert lost.reason == "write_cost_exceeds_benefit" and "rows written" in (lost.detail or "")
     assert [r.table for r in result.proposed if r.kind == "create_index"] == ["public.events"]
 
 

@@ -92,7 +92,7 @@ def test_orm_statements(orm: tuple[str, list[StatementEvidence]], pg_server: PgS
         result = recommend(conn, evidence, read_catalog(conn), (),
                            AnalyzerSettings(validation=ValidationSettings(mode=mode)),
                            conn.info.server_version, observed_since=NOW - timedelta(days=8),
-                           table_writes={})
+                           table_writes={}, window_seconds=3600.0)
     proposed = {(r.table, r.columns) for r in result.proposed if r.kind == "create_index"}
     assert proposed >= {
         ("public.shop_order", ("customer_id", "placed_at")),  # filter + ORDER BY … LIMIT

@@ -3,13 +3,13 @@ the counter-based rules. No database here; the real servers are in test_recommen
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from analyzer.recommend import ddl, maintenance
 from analyzer.recommend.candidates import covering_index, dropped_columns, generate, normalize
-from analyzer.recommend.engine import write_factor
 from analyzer.recommend.model import IndexColumn, StatementEvidence
 from analyzer.recommend.predicates import access
 from analyzer.recommend.proxy import proxy_query
@@ -202,6 +202,11 @@ def test_n_plus_one_work_mem_and_rewrite() -> None:
     (wm,) = maintenance.work_mem([spill], "4096kB")
     assert wm.ddl == "ALTER DATABASE shop SET work_mem = '8MB'"
     assert wm.revert_ddl == "ALTER DATABASE shop RESET work_mem"
+    assert "every new session on shop" in wm.rationale
+    (server,) = maintenance.work_mem([replace(spill, datname=None)], "4096kB")
+    assert server.ddl == "ALTER ROLE ALL SET work_mem = '8MB'"
+    (named,) = maintenance.work_mem([replace(spill, datname=None)], "4096kB", "My Db")
+    assert named.ddl == "ALTER DATABASE \"My Db\" SET work_mem = '8MB'"
 
     cat = Catalog(tables=(_table("public.ev"),),
                   indexes=(_index("public.ev", "ev_created", "created_at"),))
@@ -209,13 +214,6 @@ def test_n_plus_one_work_mem_and_rewrite() -> None:
     (rw,) = maintenance.rewrites([slow], {slow.fingerprint: access(slow.query,
                                                                    {"ev": "public.ev"})}, cat)
     assert rw.kind == "rewrite" and "ev_created" in rw.rationale
-
-
-def test_write_overhead_lowers_confidence() -> None:
-    assert write_factor(None, 1000.0, 10, 0)[0] == 1.0
-    quiet, _ = write_factor(None, 100_000.0, 100, 10)
-    busy, per_read = write_factor(None, 100_000.0, 100, 100_000)
-    assert quiet > 0.99 and busy < 0.1 and per_read == 1000.0
 
 
 def test_proxy_takes_the_function_off() -> None:
@@ -232,8 +230,8 @@ def test_orm_casts_inside_functions_and_join_keys_apart() -> None:
     acc = {s.fingerprint: access(s.query, {"l": "public.l", "o": "public.o"})}
     cands, skipped = generate([s], acc, cat, {})
     assert [c.column_texts for c in cands] == [("product_id",)]
-    assert [(n.columns, n.reason) for n in skipped] == [(("order_id",),
-                                                         "covered_by_existing_index")]
+    assert [(n.columns, n.reason) for n in skipped if n.reason != "shape_not_handled"] == [
+        (("order_id",), "covered_by_existing_index")]
 
 
 def test_evidence_of_a_group_and_report_forms() -> None:

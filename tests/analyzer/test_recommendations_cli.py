@@ -14,7 +14,7 @@ from psycopg import sql
 
 from analyzer import lifecycle
 from analyzer.memory import HashingEmbedder, remember
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from analyzer.store import recommendations
 from analyzer.store.connection import connect_store
 from pgarchitect.cli import main

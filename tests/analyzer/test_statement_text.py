@@ -18,10 +18,10 @@ import pytest
 from analyzer.audit import run_audit
 from analyzer.explain import custom_plan, execute_one, explainable, generic_plan
 from analyzer.recommend.model import StatementEvidence
+from analyzer.recommend.validate import Validator
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot
 from analyzer.store.connection import connect_store
-from analyzer.validate import Validator
 from pgarchitect.config import AnalyzerSettings, Target, ValidationSettings
 from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
@@ -144,7 +144,7 @@ def test_the_executor_and_the_validator_run_none_of_a_planted_text(
                 for e in evidence:
                     assert v.cost_before(e) is None
                 if superuser and mode == "transaction":
-                    v.check("CREATE INDEX ON items (x)", "items_x_idx", "public.items",
+                    v.check([("CREATE INDEX ON items (x)", "items_x_idx")], "public.items",
                             evidence)
         assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
     _nothing_ran(planted, role)

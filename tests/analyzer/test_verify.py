@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from analyzer.memory import HashingEmbedder, remember
-from analyzer.recommendation import Recommendation
+from analyzer.recommend.model import Recommendation
 from analyzer.snapshots.model import SnapshotMeta
 from analyzer.snapshots.source import StatementSource, connect_target
 from analyzer.snapshots.take import take_snapshot

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
+from analyzer.analysis.regression import Regression
 from analyzer.audit.values import (
     Cluster,
     Clustering,
@@ -16,7 +18,12 @@ from analyzer.audit.values import (
     WindowStatistics,
 )
 from analyzer.recommend import engine
-from analyzer.recommend.model import DroppedIndex, RecommendResult, StatementEvidence
+from analyzer.recommend.model import (
+    DroppedIndex,
+    MeasuredChange,
+    RecommendResult,
+    StatementEvidence,
+)
 from analyzer.snapshots.catalog import Catalog, TableInfo
 from analyzer.snapshots.model import SnapshotMeta, TextKey
 from analyzer.snapshots.own import register_own
@@ -86,13 +93,29 @@ def statement_evidence(inputs: RecommendationInput, dbid: int | None
     return tuple(out)
 
 
-def dropped_indexes(clusters: Sequence[Cluster]) -> tuple[DroppedIndex, ...]:
-    """The indexes whose drop a cluster was attributed to, to be proposed back."""
-    return tuple(
-        DroppedIndex(c.cause.object, c.cause.table or (c.tables[0] if c.tables else ""),
-                     c.cause.definition, tuple(int(q) for q in c.queryids))
-        for c in clusters
-        if c.cause is not None and c.cause.kind == CauseKind.INDEX_DROPPED and c.cause.definition)
+def dropped_indexes(clusters: Sequence[Cluster], regressions: Sequence[Regression] = ()
+                    ) -> tuple[DroppedIndex, ...]:
+    """The indexes whose drop a cluster was attributed to, to be proposed back, with the
+    clusters' measured changes (the evidence that carries them): one per index, however many
+    clusters name it (its statements and regressions joined), so it is proposed once."""
+    found: dict[str, DroppedIndex] = {}
+    for c in clusters:
+        if c.cause is None or c.cause.kind != CauseKind.INDEX_DROPPED or not c.cause.definition:
+            continue
+        measured = tuple(MeasuredChange(r.queryids, r.baseline.moments.mean,
+                                        r.current.moments.mean, r.current.calls, r.p_value)
+                         for i, r in enumerate(regressions) if i in c.members)
+        queryids = tuple(int(q) for q in c.queryids)
+        old = found.get(c.cause.object)
+        if old is None:
+            found[c.cause.object] = DroppedIndex(
+                c.cause.object, c.cause.table or (c.tables[0] if c.tables else ""),
+                c.cause.definition, queryids, measured)
+        else:
+            found[c.cause.object] = replace(
+                old, queryids=tuple(dict.fromkeys(old.queryids + queryids)),
+                measured=old.measured + measured)
+    return tuple(found.values())
 
 
 def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInput
@@ -101,9 +124,12 @@ def engine_recommender(conn: psycopg.Connection[Any], inputs: RecommendationInpu
     `analyzer.validation` says (docs/analyzer.md, "Recommendations")."""
     row = conn.execute(DATABASE_OID, prepare=False).fetchone()
     dbid = int(row[0]) if row else None
+    span = inputs.statistics.windows.current_span
     return engine.recommend(
         conn, statement_evidence(inputs, dbid), inputs.catalog,
-        dropped_indexes(inputs.clusters), inputs.settings, inputs.server_version_num,
-        observed_since=inputs.observed_since, table_writes=inputs.table_writes)
+        dropped_indexes(inputs.clusters, inputs.regressions), inputs.settings,
+        inputs.server_version_num, observed_since=inputs.observed_since,
+        table_writes=inputs.table_writes,
+        window_seconds=(span[1] - span[0]).total_seconds() if span else None)
 
 

@@ -9,28 +9,10 @@ from typing import Any
 
 from analyzer import memory
 from analyzer.audit.values import AuditResult, PlanAnalysis, Remembered, StepHook, step_reached
-from analyzer.recommend.model import Recommendation as Proposal
 from analyzer.recommend.model import RecommendResult
-from analyzer.recommendation import Recommendation as StoredForm
 from analyzer.store import audits
 from analyzer.store.connection import Conn
 from pgarchitect.config import AnalyzerSettings
-
-
-def _stored_form(rec: Proposal) -> StoredForm:
-    """The engine's recommendation as the memory keeps it."""
-    ev = dict(rec.evidence)
-    statements = [str(s.get("query")) for s in ev.get("statements", ())
-                  if isinstance(s, Mapping) and s.get("query")]
-    if not statements and ev.get("query"):
-        statements = [str(ev["query"])]
-    return StoredForm(
-        kind=rec.kind, table=rec.table or "", columns=tuple(rec.columns), ddl=rec.ddl or "",
-        revert_ddl=rec.revert_ddl or "", rationale=rec.rationale,
-        confidence=min(max(float(rec.confidence), 0.0), 1.0), queryids=tuple(rec.queryids),
-        statements=tuple(statements), evidence=ev,
-        estimated_cost_before=rec.estimated_cost_before,
-        estimated_cost_after=rec.estimated_cost_after, validated_by=rec.validated_by)
 
 
 def remember_recommendations(
@@ -42,7 +24,7 @@ def remember_recommendations(
     proposed: list[Mapping[str, Any]] = []
     refused: list[Mapping[str, Any]] = [n.to_json() for n in found.not_proposed]
     for rec in found.proposed:
-        outcome = memory.remember(store, target, _stored_form(rec), embedder=embedder,
+        outcome = memory.remember(store, target, rec, embedder=embedder,
                                   settings=settings, audit_id=audit_id)
         if outcome.proposed:
             proposed.append({**rec.to_json(), **outcome.to_json()})

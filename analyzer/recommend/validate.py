@@ -13,9 +13,12 @@ Modes (`analyzer.validation.mode`, docs/analyzer.md):
 A real build runs under ``lock_timeout`` and ``statement_timeout``; a lock that cannot be had
 is given up at once and recorded, never waited for.
 
-Plans are generic, through analyzer/explain.py as in analyzer/plans.py: a statement text from
-the target is data, planned only as one explainable statement, over the extended protocol, in
-a read-only transaction (a savepoint inside a real build's transaction).
+Plans go through analyzer/explain.py, the one way statement text is planned: custom plans
+(``custom_plan``) where the statement's parameters have representative values
+(recommend/parameters.py), else the generic plan (``generic_plan``); a text from the target
+is data, planned only as one explainable statement, over the extended protocol, in a
+read-only transaction (a savepoint inside a real build's transaction). Several indexes can be
+present at once (hypopg holds many): the workload selection judges sets.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import psycopg
 
 from analyzer.analysis.features import plan_shape
-from analyzer.explain import execute_one, explainable, generic_plan
+from analyzer.explain import custom_plan, execute_one, explainable, generic_plan
 from analyzer.names import pair
 from analyzer.recommend.ddl import quote_ident
 from analyzer.recommend.model import StatementCost, StatementEvidence, Validation
@@ -50,8 +53,12 @@ HYPO_RESET = "/* pgarchitect */ SELECT hypopg_reset()"
 READ_WRITE = "/* pgarchitect */ SET TRANSACTION READ WRITE"
 INDEX_SIZE = "/* pgarchitect */ SELECT pg_relation_size(to_regclass(%s))"
 TABLE_SIZE = "/* pgarchitect */ SELECT pg_table_size(to_regclass(%s))"
+# a partitioned index and its partitions' indexes (none for a plain index), with their sizes
+PARTITION_INDEXES = ("/* pgarchitect */ SELECT c.relname, pg_relation_size(t.relid)"
+                     " FROM pg_partition_tree(to_regclass(%s)) t"
+                     " JOIN pg_class c ON c.oid = t.relid")
 register_own(HAS_HYPOPG, HYPO_CREATE, HYPO_SIZE, HYPO_DROP, HYPO_RESET, READ_WRITE,
-             INDEX_SIZE, TABLE_SIZE)
+             INDEX_SIZE, TABLE_SIZE, PARTITION_INDEXES)
 
 METHODS = ("hypopg", "sandbox", "transaction")
 
@@ -98,6 +105,8 @@ class Validator:
         self.validations = 0
         self.seconds = 0.0
         self._before: dict[str, float | None] = {}
+        self._samples_before: dict[tuple[str, tuple[tuple[str | None, ...], ...]],
+                                   tuple[float | None, ...]] = {}
         # (reason, detail) of the last plan that failed: a lock or a timeout is worth telling
         self.last_failure: tuple[str, str] | None = None
         self._own: psycopg.Connection[Any] | None = None
@@ -147,50 +156,72 @@ class Validator:
         """Whether candidates can be validated at all."""
         return self.method in METHODS and self.unavailable is None
 
-    def _explain(self, query: str, in_transaction: bool = False) -> dict[str, Any] | None:
-        """The generic plan of one statement text (analyzer/explain.py); None if it has none.
-
-        Inside the caller's transaction (`in_transaction`) it runs in a read-only savepoint.
-        """
+    def _explain(self, query: str, params: Sequence[str | None] | None = None
+                 ) -> dict[str, Any] | None:
+        """The plan of one statement text through analyzer/explain.py (custom with
+        `params`, else generic); None if it has none. Inside a real build's transaction the
+        executor plans in a read-only savepoint."""
         if explainable(query) is None:
             return None
         self.plans += 1
         s = self.settings
         try:
-            plan = generic_plan(self.conn, query, s.statement_timeout, s.lock_timeout)
+            plan = (generic_plan(self.conn, query, s.statement_timeout, s.lock_timeout)
+                    if params is None else
+                    custom_plan(self.conn, query, list(params), s.statement_timeout,
+                                s.lock_timeout))
         except psycopg.Error as exc:
             log.debug(event("validate.plan_unavailable", reason=first_line(exc)))
             self.last_failure = _reason(exc), first_line(exc)
             return None
         return None if plan is None else plan_shape(plan)
 
+    def _cost(self, query: str, params: Sequence[str | None] | None) -> float | None:
+        plan = self._explain(query, params)
+        cost = plan.get("total_cost") if plan else None
+        return None if cost is None else float(cost)
+
     def cost_before(self, statement: StatementEvidence) -> float | None:
         """The statement's generic-plan cost as things are (cached per statement)."""
         if statement.fingerprint not in self._before:
-            plan = self._explain(statement.query)
-            cost = plan.get("total_cost") if plan else None
-            self._before[statement.fingerprint] = float(cost) if cost is not None else None
+            self._before[statement.fingerprint] = self._cost(statement.query, None)
         return self._before[statement.fingerprint]
 
-    def check(self, ddl: str, index_name: str, table: str,
-              statements: Sequence[StatementEvidence], analyze: bool = False) -> Validation:
-        """Plan `statements` with the index `ddl` (plain CREATE INDEX) in place, then undo it.
+    def sample_costs(self, statement: StatementEvidence, values: Sequence[Sequence[str | None]]
+                     ) -> tuple[float | None, ...]:
+        """The statement's custom-plan cost per parameter sample, as things are (cached)."""
+        key = (statement.fingerprint, tuple(tuple(v) for v in values))
+        if key not in self._samples_before:
+            self._samples_before[key] = tuple(self._cost(statement.query, v) for v in values)
+        return self._samples_before[key]
 
-        `analyze`: the index has an expression, whose statistics only a (rolled-back) ANALYZE
-        of the table gives the planner when the index is real.
+    def check(self, indexes: Sequence[tuple[str, str]], table: str,
+              statements: Sequence[StatementEvidence],
+              samples: Mapping[str, Sequence[Sequence[str | None]]] | None = None,
+              analyze: bool = False) -> Validation:
+        """Plan `statements` with the indexes (plain CREATE INDEX, name) in place, then undo.
+
+        `samples`: per statement fingerprint, the parameter values to plan it with (custom
+        plans); a statement without samples is planned generically. `analyze`: an index has
+        an expression, whose statistics only a (rolled-back) ANALYZE gives the planner.
         """
         started = time.perf_counter()
         plans_before = self.plans
         if not self.available:
             return Validation("none", False, "not_validated",
                               self.unavailable or "validation is off")
-        before = {s.fingerprint: self.cost_before(s) for s in statements}
+        samples = samples or {}
+        before: dict[str, tuple[float | None, ...]] = {}
+        for s in statements:
+            values = samples.get(s.fingerprint)
+            before[s.fingerprint] = self.sample_costs(s, values) if values else (
+                self.cost_before(s),)
         self.validations += 1
         try:
             if self.method == "hypopg":
-                result = self._hypopg(ddl, statements, before)
+                result = self._hypopg(indexes, statements, before, samples)
             else:
-                result = self._transaction(ddl, index_name, table, statements, before,
+                result = self._transaction(indexes, table, statements, before, samples,
                                            analyze)
         finally:
             elapsed = time.perf_counter() - started
@@ -200,43 +231,62 @@ class Validator:
         return Validation(result.method, result.ok, result.reason, result.detail,
                           result.costs, result.index_bytes, elapsed, self.plans - plans_before)
 
-    def _after(self, statements: Sequence[StatementEvidence], before: dict[str, float | None],
-               index_names: Sequence[str], in_transaction: bool = False
-               ) -> tuple[StatementCost, ...]:
+    def _after(self, statements: Sequence[StatementEvidence],
+               before: Mapping[str, tuple[float | None, ...]],
+               samples: Mapping[str, Sequence[Sequence[str | None]]],
+               index_names: Sequence[str]) -> tuple[StatementCost, ...]:
         costs = []
         for s in statements:
-            b = before.get(s.fingerprint)
-            if b is None:
+            values = samples.get(s.fingerprint)
+            pairs: list[tuple[float, float | None]] = []
+            uses = False
+            for b, v in zip(before.get(s.fingerprint, ()), values or (None,), strict=False):
+                if b is None:
+                    continue
+                plan = self._explain(s.query, v)
+                after = plan.get("total_cost") if plan else None
+                uses = uses or (bool(plan) and any(n.get("index") in index_names
+                                                   for n in (plan or {}).get("nodes", ())))
+                pairs.append((b, None if after is None else float(after)))
+            if not pairs:
                 continue
-            plan = self._explain(s.query, in_transaction)
-            after = plan.get("total_cost") if plan else None
-            uses = bool(plan) and any(n.get("index") in index_names
-                                      for n in (plan or {}).get("nodes", ()))
-            costs.append(StatementCost(s.queryids[0], b, None if after is None
-                                       else float(after), uses))
+            known = [a for _, a in pairs if a is not None]
+            costs.append(StatementCost(
+                s.queryids[0], sum(b for b, _ in pairs) / len(pairs),
+                sum(known) / len(known) if len(known) == len(pairs) else None, uses,
+                tuple(pairs), custom=bool(values)))
         return tuple(costs)
 
-    def _hypopg(self, ddl: str, statements: Sequence[StatementEvidence],
-                before: dict[str, float | None]) -> Validation:
+    def _hypopg(self, indexes: Sequence[tuple[str, str]],
+                statements: Sequence[StatementEvidence],
+                before: Mapping[str, tuple[float | None, ...]],
+                samples: Mapping[str, Sequence[Sequence[str | None]]]) -> Validation:
         conn = self.conn
+        made: list[tuple[int, str]] = []
         try:
-            row = conn.execute(HYPO_CREATE, (ddl,), prepare=False).fetchone()
-        except psycopg.Error as exc:
-            return Validation("hypopg", False, _reason(exc), first_line(exc))
-        assert row is not None
-        oid, name = int(row[0]), str(row[1])
-        try:
-            costs = self._after(statements, before, [name])
-            size_row = conn.execute(HYPO_SIZE, (oid,), prepare=False).fetchone()
-            size = int(size_row[0]) if size_row and size_row[0] is not None else None
+            for ddl, _ in indexes:
+                try:
+                    row = conn.execute(HYPO_CREATE, (ddl,), prepare=False).fetchone()
+                except psycopg.Error as exc:
+                    return Validation("hypopg", False, _reason(exc), first_line(exc))
+                assert row is not None
+                made.append((int(row[0]), str(row[1])))
+            costs = self._after(statements, before, samples, [n for _, n in made])
+            size = 0
+            for oid, _ in made:
+                size_row = conn.execute(HYPO_SIZE, (oid,), prepare=False).fetchone()
+                size += int(size_row[0]) if size_row and size_row[0] is not None else 0
         finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(HYPO_DROP, (oid,), prepare=False)
-        return Validation("hypopg", True, costs=costs, index_bytes=size)
+            for oid, _ in made:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(HYPO_DROP, (oid,), prepare=False)
+        return Validation("hypopg", True, costs=costs, index_bytes=size or None)
 
-    def _transaction(self, ddl: str, index_name: str, table: str,
+    def _transaction(self, indexes: Sequence[tuple[str, str]], table: str,
                      statements: Sequence[StatementEvidence],
-                     before: dict[str, float | None], analyze: bool) -> Validation:
+                     before: Mapping[str, tuple[float | None, ...]],
+                     samples: Mapping[str, Sequence[Sequence[str | None]]],
+                     analyze: bool) -> Validation:
         conn, s = self.conn, self.settings
         method = self.method
         if method == "transaction":
@@ -249,25 +299,33 @@ class Validator:
                 return Validation(method, False, "table_too_large",
                                   f"{size} bytes > analyzer.validation.max_table_bytes")
         costs: tuple[StatementCost, ...] = ()
-        index_bytes = None
+        index_bytes = 0
         try:
             with conn.transaction(force_rollback=True):
                 setup = [READ_WRITE, f"SET LOCAL lock_timeout = {_ms(s.lock_timeout)}",
                          f"SET LOCAL statement_timeout = {_ms(s.statement_timeout)}"]
                 conn.execute("; ".join(mark(p) for p in setup), prepare=False)
-                execute_one(conn, mark(ddl))  # one command only, whatever the DDL holds
+                for ddl, _ in indexes:
+                    execute_one(conn, mark(ddl))  # one command only, whatever the DDL holds
                 if analyze:
                     execute_one(conn, mark(f"ANALYZE {_regclass(table)}"))
-                costs = self._after(statements, before, [index_name], in_transaction=True)
-                row = conn.execute(INDEX_SIZE, (_regclass(table, index_name),),
-                                   prepare=False).fetchone()
-                index_bytes = int(row[0]) if row and row[0] is not None else None
+                names: list[str] = []
+                for _, name in indexes:
+                    # a partitioned table's index has one child index per partition
+                    tree = conn.execute(PARTITION_INDEXES, (_regclass(table, name),),
+                                        prepare=False).fetchall()
+                    names += [name, *(str(r[0]) for r in tree)]
+                    row = conn.execute(INDEX_SIZE, (_regclass(table, name),),
+                                       prepare=False).fetchone()
+                    index_bytes += sum(int(r[1]) for r in tree) if tree else (
+                        int(row[0]) if row and row[0] is not None else 0)
+                costs = self._after(statements, before, samples, names)
         except psycopg.Error as exc:
             reason = _reason(exc)
             log.info(event("validate.gave_up", method=method, table=table, reason=reason,
                            error=first_line(exc)))
             return Validation(method, False, reason, first_line(exc))
-        return Validation(method, True, costs=costs, index_bytes=index_bytes)
+        return Validation(method, True, costs=costs, index_bytes=index_bytes or None)
 
 
 def _ms(seconds: float) -> int:
