@@ -134,6 +134,23 @@ def test_an_inlined_cte_is_read_through_a_materialized_one_is_not() -> None:
     assert advise(q)[0] == {"public.orders (created_at)"}
 
 
+def test_a_recursive_cte_is_read_once_its_seed_and_step_get_their_indexes() -> None:
+    # The step names the CTE itself: it is the CTE's result, never inlined into itself.
+    q = ("WITH RECURSIVE chain AS (SELECT id, customer_id FROM orders WHERE customer_id = $1 "
+         "UNION ALL SELECT o.id, o.customer_id FROM orders o JOIN chain c ON o.total = c.id) "
+         "SELECT * FROM chain")
+    found, _ = advise(q)
+    assert found and all(f.startswith("public.orders (customer_id") for f in found), found
+    # As a subquery's CTE too, and with a depth no one writes by hand: one clear reason.
+    advise(f"SELECT * FROM customers WHERE id IN ({q})")
+    deep = "SELECT * FROM orders WHERE " + "(" * 3000 + "customer_id = $1" + ")" * 3000
+    try:
+        found, skipped = advise(deep)
+    except RecursionError:
+        raise AssertionError("a deeply nested statement must be reported, not raised") from None
+    assert found or skipped
+
+
 # -- partitions -------------------------------------------------------------------------
 def test_a_partitioned_table_gets_its_index_on_the_parent() -> None:
     assert advise("SELECT * FROM events WHERE tenant_id = $1 AND created_at > $2")[0] == {

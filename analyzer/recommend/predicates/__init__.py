@@ -36,6 +36,11 @@ def access(query: str, resolve: Mapping[str, str] | None = None,
     rels = relations or Relations()
     known = {**rels.columns_of(), **(columns_of or {})}
     c = Predicates(resolve or {}, known, rels)
-    c.statement(stmts[0].stmt, None)
+    try:
+        c.statement(stmts[0].stmt, None)
+    except RecursionError:
+        # A statement nested deeper than Python's stack: said so, never the audit's failure.
+        return Access(parsed=True, unhandled=(Unhandled(
+            None, "too_deep", "the statement is nested too deeply to read its predicates"),))
     return Access(tuple(dict.fromkeys(c.terms)), tuple(dict.fromkeys(c.wrapped)),
                   tuple(dict.fromkeys(c.tables)), True, tuple(dict.fromkeys(c.unhandled)))

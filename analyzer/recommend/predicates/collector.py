@@ -323,6 +323,9 @@ class Reader:
             level.ctes[name] = cte
             if not inlined:
                 before = len(self.tables)
+                # Known as materialized before its body is read: a recursive CTE's body
+                # names the CTE itself, which must not be inlined into itself again.
+                level.materialized[name] = []
                 if refs or not select:  # an unreferenced SELECT CTE is never run
                     self.statement(cte.ctequery, level)
                 level.materialized[name] = list(dict.fromkeys(self.tables[before:]))
