@@ -40,7 +40,8 @@ from pgarchitect.config import ExporterSettings
 from pgarchitect.demo.embedded import PgServer, embedded_postgres, free_port
 
 SIZES = (1000, 5000, 20000)
-RUNS = 31
+# Fewer on a busy machine: BENCH_EXPORTER_RUNS=15 python -m bench exporter
+RUNS = int(os.environ.get("BENCH_EXPORTER_RUNS", "31"))
 POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
 
 QUERIES_YAML = """
@@ -217,6 +218,7 @@ def temp_blocks(server: PgServer, datname: str) -> int:
 def main() -> None:
     """Run the benchmark and write its section of docs/benchmarks.md."""
     tmp = Path(tempfile.mkdtemp(prefix="pgarchitect-bench"))
+    load_before = os.getloadavg()[0]
     rows_md: list[str] = []
     notes: list[str] = []
     try:
@@ -298,6 +300,7 @@ def main() -> None:
                 loaded.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    load_after = os.getloadavg()[0]
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     intervals = elapsed / interval
@@ -315,7 +318,8 @@ def main() -> None:
         "statements collector's own duration as it reports it "
         "(`pg_exporter_scrape_duration_seconds`: the fetch, the top-N selection, names, "
         "texts, info); *postgres_exporter*: Debian's v0.11.1 with the same statistics as a "
-        "`queries.yaml` query (it exports every statement).",
+        "`queries.yaml` query (it exports every statement). Load average (1 min) of the "
+        f"machine: {load_before:.2f} at the start, {load_after:.2f} at the end.",
         "",
         "| distinct statements | bare fetch ms | pgarchitect ms | of which statements "
         "collector ms | pgarchitect without compat ms | postgres_exporter ms "

@@ -1,9 +1,10 @@
 """A fast writer of the Prometheus text format 0.0.4 and OpenMetrics 1.0 (pure).
 
 It writes plain `Family` data byte for byte as prometheus-client's encoders write the same
-families (`families.to_metrics`; tests compare the two), but formats each distinct label set
-once per exposition instead of once per sample: a statement's labels appear in fourteen
-families, and escaping them was most of the cost of a scrape.
+families (`families.to_metrics`; tests compare the two), but column-wise: each distinct label
+set is formatted once per exposition instead of once per sample (a statement's labels appear
+in fourteen families), values are formatted with C-level builtins, and a family whose samples
+are all the same as in the last exposition is not rendered again (`LabelStrings`).
 Only for metric and label names that need no escaping (every name in `families.SPECS`);
 other escaping schemes of the Accept header go through prometheus-client.
 """
@@ -11,8 +12,11 @@ other escaping schemes of the Accept header go through prometheus-client.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from itertools import compress
+from operator import add, is_, itemgetter, not_
+from typing import NamedTuple, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
@@ -55,20 +59,82 @@ def _label_strings(names: Sequence[str]) -> tuple[list[int], list[str]]:
     return order, [f'{names[i]}="' for i in order]
 
 
+class _Body(NamedTuple):
+    """A family's sample lines as rendered, and the samples they were rendered from."""
+
+    samples: list[tuple[Labels, float]]
+    bits: bytes  # the values as float64s: 0.0 == -0.0, but they print differently
+    text: str
+
+
 class LabelStrings:
-    """Formatted label sets kept from one exposition to the next (most series stay from
-    round to round); only the last exposition's sets are kept, so it stays that size."""
+    """What one exposition keeps for the next: its formatted label sets (most series stay
+    from round to round) and, per format, each family's sample lines with the samples they
+    show: a family whose samples are all equal again (the slowly changing views between
+    their refreshes, the statement texts, counters that did not move) is not rendered
+    again. Only the last exposition's are kept, so it stays that size."""
 
     def __init__(self) -> None:
-        self.last: dict[Labels, dict[Labels, str]] = {}  # label names -> values -> '{...}'
+        self.last: dict[Labels, dict[Labels, str]] = {}  # label names -> values -> '{...} '
+        self.bodies: dict[str, dict[str, _Body]] = {}  # format -> sample name -> lines
+
+
+_LABELS = itemgetter(0)
+_VALUE = itemgetter(1)
+_BELOW_GO_EXPONENT = (1e6).__gt__  # False at 1e6 and above, for +Inf and for NaN
+
+
+def numbers(values: list[float]) -> list[str]:
+    """`go_float` of every value: Python's repr, except for the few that Go prints
+    otherwise (1e6 and above, infinities, NaN), found with C-level builtins."""
+    out = list(map(repr, values))
+    slow = list(compress(range(len(values)), map(not_, map(_BELOW_GO_EXPONENT, values))))
+    if -math.inf in values:
+        slow += [i for i, v in enumerate(values) if v == -math.inf]
+    for i in slow:
+        out[i] = _go_float(values[i])
+    return out
+
+
+def _label_texts(labels: Sequence[Labels], names: Labels,
+                 formatted: dict[Labels, dict[Labels, str]],
+                 previous: dict[Labels, dict[Labels, str]]) -> list[str]:
+    """'{name="value",...} ' of each label set (names sorted), from this exposition's or the
+    last one's strings where the set was formatted already."""
+    cache = formatted.setdefault(names, {})
+    old = previous.get(names, {})
+    order, prefixes = _label_strings(names)
+    out: list[str] = []
+    for values in labels:
+        text = cache.get(values)
+        if text is None:
+            text = old.get(values)
+            if text is None:
+                text = "{" + ",".join(
+                    p + escape_value(values[i]) + '"' for i, p in zip(order, prefixes,
+                                                                      strict=True)) + "} " \
+                    if order else " "
+            cache[values] = text
+        out.append(text)
+    return out
 
 
 def render(families: Sequence[Family], fmt: str, kept: LabelStrings | None = None) -> str:
-    """The exposition of `families` in `fmt` (TEXT or OPENMETRICS; OpenMetrics ends in EOF)."""
+    """The exposition of `families` in `fmt` (TEXT or OPENMETRICS; OpenMetrics ends in EOF).
+
+    Column-wise rather than sample by sample: a family's label sets are formatted in one
+    pass (a family whose label tuples are the very objects of the family before, as the
+    statement families' are, takes that family's strings), its values with C-level
+    builtins, its lines joined at once; with `kept`, a family whose samples equal those of
+    the last exposition takes its lines from there."""
     out: list[str] = []
-    formatted: dict[Labels, dict[Labels, str]] = {}  # label names -> values -> '{...}'
+    formatted: dict[Labels, dict[Labels, str]] = {}  # label names -> values -> '{...} '
     previous = {} if kept is None else kept.last
-    numbers: dict[float, str] = {}
+    bodies_before = {} if kept is None else kept.bodies.get(fmt, {})
+    bodies: dict[str, _Body] = {}
+    shared_names: Labels | None = None
+    shared_labels: list[Labels] = []
+    shared_texts: list[str] = []
     if fmt == OPENMETRICS:
         families = openmetrics_families(families)
     for family in families:
@@ -82,27 +148,30 @@ def render(families: Sequence[Family], fmt: str, kept: LabelStrings | None = Non
             if kind == "untyped" and fmt == OPENMETRICS:
                 kind = "unknown"
         out.append(f"# HELP {head} {_help(spec.help, fmt)}\n# TYPE {head} {kind}\n")
-        cache = formatted.setdefault(spec.labels, {})
-        old = previous.get(spec.labels, {})
-        order, prefixes = _label_strings(spec.labels)
-        for labels, value in family.samples:
-            text = cache.get(labels)
-            if text is None:
-                text = old.get(labels)
-                if text is None:
-                    text = "{" + ",".join(
-                        p + escape_value(labels[i]) + '"' for i, p in zip(order, prefixes,
-                                                                          strict=True)) + "}" \
-                        if order else ""
-                cache[labels] = text
-            number = numbers.get(value)
-            if number is None or value == 0:  # 0.0 == -0.0, but they print differently
-                number = numbers[value] = go_float(value)
-            out.append(f"{sample}{text} {number}\n")
+        samples = family.samples
+        before = bodies_before.get(sample)
+        if before is not None and before.samples == samples and before.bits == array(
+                "d", map(_VALUE, samples)).tobytes():
+            bodies[sample] = before
+            out.append(before.text)
+            continue
+        values = list(map(float, map(_VALUE, samples)))
+        labels = list(map(_LABELS, samples))
+        if spec.labels == shared_names and len(labels) == len(shared_labels) and all(
+                map(is_, labels, shared_labels)):
+            texts = shared_texts
+        else:
+            texts = _label_texts(labels, spec.labels, formatted, previous)
+            shared_names, shared_labels, shared_texts = spec.labels, labels, texts
+        text = (sample + ("\n" + sample).join(map(add, texts, numbers(values))) + "\n"
+                if samples else "")
+        bodies[sample] = _Body(samples, array("d", values).tobytes(), text)
+        out.append(text)
     if fmt == OPENMETRICS:
         out.append(_EOF)
     if kept is not None:
         kept.last = formatted
+        kept.bodies[fmt] = bodies
     return "".join(out)
 
 

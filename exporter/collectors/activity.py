@@ -16,29 +16,30 @@ OTHER = "other"
 # The exporter's own backend is left out: it is always active while it asks. Every backend
 # type is read (postgres_exporter's pg_stat_activity_count counts them all); ours keep the
 # client backends. `max_tx`: the oldest open transaction of the group (postgres_exporter's
-# max_tx_duration, measured from now()).
-CONNECTIONS = mark("""
+# max_tx_duration, measured from now()). After them, in the same statement (one round trip,
+# one snapshot of the view), one row per database that allows connections with `client` NULL:
+# the age of its oldest open transaction of a client backend, measured from clock_timestamp().
+ACTIVITY = mark("""
 SELECT coalesce(datname, '') AS datname, coalesce(state, 'unknown') AS state,
        coalesce(application_name, '') AS application_name,
        backend_type = 'client backend' AS client, count(*)::int8 AS count,
        coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8 AS max_tx
 FROM pg_stat_activity
 WHERE pid <> pg_backend_pid()
-GROUP BY 1, 2, 3, 4""")
-
-# postgres_exporter's states: each gets a series per database, 0 when no backend is in it.
-STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)",
-          "fastpath function call", "disabled")
-
-MAX_TX_DURATION = mark("""
-SELECT d.datname,
-       coalesce(max(extract(epoch FROM clock_timestamp() - a.xact_start)), 0)::float8 AS seconds
+GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT d.datname, NULL, NULL, NULL, NULL,
+       coalesce(max(extract(epoch FROM clock_timestamp() - a.xact_start)), 0)::float8
 FROM pg_database d
 LEFT JOIN pg_stat_activity a
        ON a.datid = d.oid AND a.xact_start IS NOT NULL AND a.pid <> pg_backend_pid()
       AND a.backend_type = 'client backend'
 WHERE d.datallowconn
 GROUP BY d.datname""")
+
+# postgres_exporter's states: each gets a series per database, 0 when no backend is in it.
+STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)",
+          "fastpath function call", "disabled")
 
 SPECS = {
     "pg_stat_activity_connections": Spec(
@@ -110,10 +111,15 @@ def bound_application_names(rows: Sequence[ActivityRow], limit: int) -> list[Act
 async def fetch(conn: asyncpg.Connection, context: Context) -> Activity:
     """Client backends by database, state and application_name (bounded); oldest
     transaction per database."""
-    records = await conn.fetch(CONNECTIONS)
+    records: list[asyncpg.Record] = []
+    ages: list[TransactionAge] = []
+    for r in await conn.fetch(ACTIVITY):
+        if r["client"] is None:
+            ages.append(TransactionAge(r["datname"], r["max_tx"]))
+        else:
+            records.append(r)
     rows = [ActivityRow(r["datname"], r["state"], r["application_name"], r["count"])
             for r in records if r["client"]]
-    ages = [TransactionAge(r["datname"], r["seconds"]) for r in await conn.fetch(MAX_TX_DURATION)]
     return Activity(bound_application_names(rows, context.settings.max_application_names), ages,
                     by_state([a.datname for a in ages], records))
 

@@ -12,26 +12,39 @@ from pgarchitect.db import mark
 # replay_lag turns NULL once a standby has replayed everything and the primary has gone
 # quiet: that is 0. It is also NULL before a standby's first reply, when the lag is unknown;
 # such a standby is left out rather than reported as not lagging.
-PRIMARY = mark("""
+_PRIMARY = """
 SELECT coalesce(application_name, '') AS application_name,
        coalesce(extract(epoch FROM replay_lag), 0)::float8 AS lag
 FROM pg_stat_replication
-WHERE replay_lag IS NOT NULL OR replay_lsn = sent_lsn""")
+WHERE replay_lag IS NOT NULL OR replay_lsn = sent_lsn"""
 
 # A standby whose WAL receiver runs and has replayed everything it received is not lagging,
 # however old the last transaction is. Without a WAL receiver (the primary is gone) it falls
 # behind by the age of its last replayed transaction.
-STANDBY = mark("""
+_STANDBY = """
 SELECT 'standby' AS application_name,
        CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
                  AND EXISTS (SELECT FROM pg_stat_wal_receiver) THEN 0
             ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
-       END::float8 AS lag""")
+       END::float8 AS lag"""
 
-# For postgres_exporter's pg_replication_slots_active (read only with the compat set on).
-SLOTS = mark("""
-SELECT slot_name::text AS slot_name, coalesce(database::text, '') AS database, active
+
+
+def _with_slots(lags: str) -> str:
+    """The lags, then (same round trip) the replication slots for postgres_exporter's
+    pg_replication_slots_active (read only with the compat set on): the rows whose
+    `slot_name` is set."""
+    return mark(f"""
+SELECT application_name, lag, NULL::text AS slot_name, NULL::text AS database,
+       NULL::bool AS active
+FROM ({lags}) AS lags
+UNION ALL
+SELECT NULL, NULL, slot_name::text, coalesce(database::text, ''), active
 FROM pg_replication_slots""")
+
+
+PRIMARY, STANDBY = mark(_PRIMARY), mark(_STANDBY)
+PRIMARY_AND_SLOTS, STANDBY_AND_SLOTS = _with_slots(_PRIMARY), _with_slots(_STANDBY)
 
 SPECS = {
     "pg_replication_lag_seconds": Spec(
@@ -78,12 +91,16 @@ async def fetch(conn: asyncpg.Connection, context: Context) -> Replication:
     """Per standby on a primary (none when there is none); one row on a standby; the slots
     when the postgres_exporter compatibility set is on."""
     in_recovery = context.server.in_recovery
-    query = STANDBY if in_recovery else PRIMARY
-    lags = [ReplicationRow(r["application_name"], r["lag"]) for r in await conn.fetch(query)]
-    slots = []
-    if context.settings.postgres_exporter_compat:
-        slots = [Slot(r["slot_name"], r["database"], r["active"])
-                 for r in await conn.fetch(SLOTS)]
+    if not context.settings.postgres_exporter_compat:
+        query = STANDBY if in_recovery else PRIMARY
+        lags = [ReplicationRow(r["application_name"], r["lag"]) for r in await conn.fetch(query)]
+        return Replication(in_recovery, lags, [])
+    lags, slots = [], []
+    for r in await conn.fetch(STANDBY_AND_SLOTS if in_recovery else PRIMARY_AND_SLOTS):
+        if r["slot_name"] is None:
+            lags.append(ReplicationRow(r["application_name"], r["lag"]))
+        else:
+            slots.append(Slot(r["slot_name"], r["database"], r["active"]))
     return Replication(in_recovery, lags, slots)
 
 

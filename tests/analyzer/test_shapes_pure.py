@@ -142,7 +142,7 @@ def test_a_recursive_cte_is_read_once_its_seed_and_step_get_their_indexes() -> N
          "UNION ALL SELECT o.id, o.customer_id FROM orders o JOIN chain c ON o.total = c.id) "
          "SELECT * FROM chain")
     found, _ = advise(q)
-    assert found and all(f.startswith("public.orders (customer_id") for f in found), found
+    assert found == {"public.orders (customer_id)", "public.orders (total)"}  # seed, step
     # As a subquery's CTE too, and with a depth no one writes by hand: one clear reason.
     advise(f"SELECT * FROM customers WHERE id IN ({q})")
     deep = "SELECT * FROM orders WHERE " + "(" * 3000 + "customer_id = $1" + ")" * 3000
@@ -151,6 +151,35 @@ def test_a_recursive_cte_is_read_once_its_seed_and_step_get_their_indexes() -> N
     except RecursionError:
         raise AssertionError("a deeply nested statement must be reported, not raised") from None
     assert found or skipped
+
+
+def test_each_scan_of_a_table_gets_its_own_key() -> None:
+    # A UNION's branches, a subquery and a self-join read the table apart: never one
+    # composite key of both sides' columns (which neither scan could use).
+    union = ("SELECT id FROM orders WHERE customer_id = $1 UNION ALL "
+             "SELECT id FROM orders WHERE total = $2")
+    assert advise(union)[0] == {"public.orders (customer_id)", "public.orders (total)"}
+    sub = ("SELECT id FROM orders WHERE customer_id = $1 AND id IN "
+           "(SELECT id FROM orders WHERE total = $2)")
+    assert "public.orders (customer_id, total)" not in advise(sub)[0]
+    assert {"public.orders (customer_id)", "public.orders (total)"} <= advise(sub)[0]
+    self_join = ("SELECT o.id FROM orders o JOIN orders p ON p.total = o.id "
+                 "WHERE o.customer_id = $1")
+    assert {"public.orders (customer_id)", "public.orders (total)"} <= advise(self_join)[0]
+    # One scan keeps its columns together.
+    assert advise("SELECT id FROM orders WHERE customer_id = $1 AND total = $2")[0] == {
+        "public.orders (customer_id, total)"}
+
+
+def test_a_drivers_catalog_queries_are_not_advised_on() -> None:
+    # asyncpg's type introspection (a recursive CTE over pg_type), and a plain catalog read.
+    q = ("WITH RECURSIVE typeinfo_tree(oid, depth) AS (SELECT t.oid, 0 FROM pg_catalog.pg_type t "
+         "WHERE t.oid = ANY($1::oid[]) UNION ALL SELECT t.typelem, tt.depth + 1 "
+         "FROM pg_catalog.pg_type t JOIN typeinfo_tree tt ON tt.oid = t.typbasetype) "
+         "SELECT * FROM typeinfo_tree")
+    assert advise(q) == (set(), [])
+    assert advise("SELECT relname FROM pg_catalog.pg_class WHERE relkind = $1 "
+                  "AND relnamespace = $2") == (set(), [])
 
 
 # -- partitions -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from exporter.exposition import (
     encode,
     fast_format,
     go_float,
+    numbers,
     render,
 )
 from exporter.families import Family, build, to_metrics
@@ -188,3 +189,33 @@ def test_compat_prefers_the_text_format_when_the_client_takes_it() -> None:
     only = "application/openmetrics-text; version=1.0.0"
     assert negotiate(only, True) == only
     assert negotiate(None, True) == ""
+
+
+def test_families_unchanged_since_the_last_exposition_are_not_rendered_again() -> None:
+    kept = LabelStrings()
+    first = families()
+    assert encode(first, "", kept)[0] == reference(first, "")
+    bodies = dict(kept.bodies[TEXT])
+    second = families()  # equal samples, new objects: every family's lines are reused
+    assert encode(second, "", kept)[0] == reference(second, "")
+    assert all(kept.bodies[TEXT][name] is body for name, body in bodies.items())
+    # One statement's calls moved, one zero turned into -0.0 (equal, printed otherwise):
+    # those two families are rendered again, the others are reused.
+    third = families()
+    calls = next(f for f in third if f.name == "pg_stat_statements_calls_total")
+    calls.samples[0] = (calls.samples[0][0], calls.samples[0][1] + 1)
+    plan = next(f for f in third if f.name == "pg_stat_statements_plan_seconds_total")
+    assert plan.samples[0][1] == 0.0
+    plan.samples[0] = (plan.samples[0][0], -0.0)
+    for accept in ("", "application/openmetrics-text; version=1.0.0"):
+        assert encode(third, accept, kept)[0] == reference(third, accept), accept
+    again = {n for n, body in kept.bodies[TEXT].items() if body is not bodies.get(n)}
+    assert again == {"pg_stat_statements_calls_total", "pg_stat_statements_plan_seconds_total"}
+    assert b'\npg_stat_statements_plan_seconds_total{' in encode(third, "", kept)[0]
+    assert "} -0.0\n" in kept.bodies[TEXT]["pg_stat_statements_plan_seconds_total"].text
+
+
+@pytest.mark.parametrize("values", [[1e6, -math.inf, math.nan, 0.0, -0.0, 5, 2**63, 999999.9],
+                                    [], [math.inf] * 3])
+def test_numbers_of_a_family_as_go_prints_each(values: list[float]) -> None:
+    assert numbers([float(v) for v in values]) == [go_float(v) for v in values]

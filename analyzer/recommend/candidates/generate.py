@@ -128,6 +128,16 @@ def table_info(table: str, catalog: Catalog, relations: Relations | None) -> Tab
                    reltuples=max(info.reltuples, rel.rows))
 
 
+# PostgreSQL's own schemas: no index can be created there (a driver's catalog queries, such as
+# asyncpg's type introspection, are not the application's workload and are not advised on).
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+
+
+def system_table(table: str | None) -> bool:
+    """Whether `table` (schema-qualified as the predicates resolved it) is a system catalog."""
+    return table is not None and pair(table)[0] in SYSTEM_SCHEMAS
+
+
 def generate(
     statements: Sequence[StatementEvidence],
     accesses: Mapping[str, Access],
@@ -143,6 +153,8 @@ def generate(
     def skip(table: str | None, cols: Sequence[str], reason: str, detail: str | None,
              members: Sequence[StatementEvidence]) -> None:
         """One entry per table, columns and reason, with every statement it stands for."""
+        if system_table(table):
+            return
         k = (table, tuple(cols), reason, detail if reason == "shape_not_handled" else None)
         ids = tuple(str(q) for m in members for q in m.queryids)
         if k in reported:
@@ -156,10 +168,10 @@ def generate(
     all_wishes: list[Wish] = []
     for s in statements:
         acc = accesses.get(s.fingerprint)
-        if acc is None:
+        if acc is None or (acc.tables and all(system_table(t) for t in acc.tables)):
             continue
         found, lonely = wishes(s, acc, stats)
-        all_wishes += found
+        all_wishes += [w for w in found if not system_table(w.table)]
         for u in acc.unhandled:
             skip(u.table, (), "shape_not_handled", f"{u.shape}: {u.detail}", [s])
         for table, why in lonely:

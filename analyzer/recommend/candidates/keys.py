@@ -73,19 +73,22 @@ def wishes(statement: StatementEvidence, acc: Access, stats: ColumnStats
     is scanned on its own; which of the two the planner takes is for validation to find, so
     both are candidates (a join key its table's filters already lead with merges away).
     """
-    by_table: dict[str, list[Term]] = defaultdict(list)
+    # One wish per scan of a table: a UNION branch, a subquery or the other side of a
+    # self-join reads the table on its own, and an index key never mixes their columns.
+    by_scan: dict[tuple[str, int], list[Term]] = defaultdict(list)
     for t in acc.terms:
-        by_table[t.table].append(t)
-    sort_tables = {t.table for t in acc.terms if t.role == "sort"}
+        by_scan[t.table, t.scan].append(t)
+    sort_scans = {(t.table, t.scan) for t in acc.terms if t.role == "sort"}
     out: list[Wish] = []
     lonely: list[tuple[str, str]] = []
-    for table, terms in by_table.items():
+    for (table, scan), terms in by_scan.items():
         where = [t for t in terms if t.role == "partial"]
         eq = _unique([t for t in terms if t.role == "equality"])
         eq_texts = {t.text for t in eq}
         ins = _unique([t for t in terms if t.role == "in" and t.text not in eq_texts])
         ranges = _unique([t for t in terms if t.role == "range" and t.text not in eq_texts])
-        sorts = tuple(t for t in terms if t.role == "sort") if sort_tables == {table} else ()
+        sorts = (tuple(t for t in terms if t.role == "sort") if sort_scans == {(table, scan)}
+                 else ())
         predicate = " AND ".join(sorted({t.text for t in where})) or None
         if eq or ins or ranges or sorts:
             out.append(Wish(statement, table, eq, ins, ranges, sorts, where=predicate))

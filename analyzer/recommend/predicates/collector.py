@@ -38,6 +38,7 @@ class Rel:
     # derived: output columns only grouping lets conditions through (None: all of them)
     pushable: frozenset[str] | None = None
     reads: list[str] = field(default_factory=list)  # a materialized CTE: its base tables
+    scan: int = 0  # base: which reference to the table this is (Term.scan)
 
 
 @dataclass
@@ -141,6 +142,7 @@ class Reader:
     unhandled: list[Unhandled] = field(default_factory=list)
     depth: int = 0
     in_view: int = 0  # reading a view's definition: its constants are not the statement's
+    scans: int = 0  # base relations met so far (each reference is one scan)
 
     # -- to be provided by the predicate reader ------------------------------------------
     def on_level(self, level: Level, quals: Sequence[object], node: ast.SelectStmt | None,
@@ -157,7 +159,8 @@ class Reader:
         if rel is not None and rel.root is not None:
             name = rel.root  # a partition: the index belongs on its partitioned root
         self.tables.append(name)
-        return Rel(name, True)
+        self.scans += 1
+        return Rel(name, True, scan=self.scans)
 
     def known_columns(self, rel: Rel) -> frozenset[str] | None:
         if not rel.base:

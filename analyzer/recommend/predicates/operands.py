@@ -27,13 +27,18 @@ INDEXABLE_CASTS = {"text"}
 class Operands(Reader):
     """Column resolution for the predicate reader (see reader.Predicates)."""
 
-    def refers(self, node: object, level: Level, table: str) -> bool:
-        """Whether `node` mentions a column of `table` (then the term is no index key)."""
-        return table in self.tables_in(node, level)
+    def refers(self, node: object, level: Level, term: Term) -> bool:
+        """Whether `node` mentions a column of the scan `term` is on (then the term is no
+        index key: `a = b + 1` on one row); another scan of the same table is a join."""
+        return (term.table, term.scan) in self.scans_in(node, level)
 
     def tables_in(self, node: object, level: Level) -> list[str]:
         """The base tables whose columns `node` mentions (through derived relations)."""
-        out: list[str] = []
+        return list(dict.fromkeys(table for table, _ in self.scans_in(node, level)))
+
+    def scans_in(self, node: object, level: Level) -> list[tuple[str, int]]:
+        """(table, scan) of each base relation whose columns `node` mentions."""
+        out: list[tuple[str, int]] = []
 
         def visit(n: object, lv: Level, depth: int) -> None:
             if depth > 16:
@@ -47,7 +52,7 @@ class Operands(Reader):
                     return
                 rel, col = found
                 if rel.base:
-                    out.append(rel.name)
+                    out.append((rel.name, rel.scan))
                 else:
                     for expr, inner in rel.columns.get(col, ()):
                         visit(expr, inner, depth + 1)
@@ -90,7 +95,7 @@ class Operands(Reader):
                 return []
             rel, column = found
             if rel.base:
-                return [Term(rel.name, quote_ident(column), column, "")]
+                return [Term(rel.name, quote_ident(column), column, "", scan=rel.scan)]
             why = rel.why_not or (f"{rel.name}.{column} is computed by grouping"
                                   if rel.pushable is not None and column not in rel.pushable
                                   else None)
@@ -118,7 +123,8 @@ class Operands(Reader):
                         continue
                     text = expression(name.lower(), [t.column]) if cast is None else (
                         f"{name.lower()}(({quote_ident(t.column)})::{cast})")
-                    out.append(Term(t.table, text, t.column, "", expression=True))
+                    out.append(Term(t.table, text, t.column, "", expression=True,
+                                    scan=t.scan))
                 return out
         return []
 

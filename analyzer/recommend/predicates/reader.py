@@ -12,7 +12,7 @@ kept apart as a rewrite hint; every other shape that gives no index key is recor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pglast import ast, enums
 
@@ -55,15 +55,15 @@ class Predicates(Operands):
                 self.condition(term, level, pairs)
                 self.sublinks(term, level)
         for x, y in pairs:
-            if x.table != y.table:
+            if (x.table, x.scan) != (y.table, y.scan):  # a self-join is two scans
                 self.terms += [_with_role(x, "join"), _with_role(y, "join")]
         # a constant equality on one side of a join key holds on the other (equivalence)
-        eq = {(t.table, t.text) for t in self.terms[start:] if t.role == "equality"}
+        eq = {(t.table, t.scan, t.text) for t in self.terms[start:] if t.role == "equality"}
         for x, y in pairs:
             for a, b in ((x, y), (y, x)):
-                if (a.table, a.text) in eq and (b.table, b.text) not in eq:
+                if (a.table, a.scan, a.text) in eq and (b.table, b.scan, b.text) not in eq:
                     self.terms.append(_with_role(b, "equality"))
-                    eq.add((b.table, b.text))
+                    eq.add((b.table, b.scan, b.text))
         if node is not None and node.limitCount is not None and node.sortClause:
             self.sort(node.sortClause, level)
 
@@ -142,12 +142,13 @@ class Predicates(Operands):
             return
         left = self.side(node.lexpr, level)
         right = self.side(node.rexpr, level) if role in ("equality", "range") else []
-        if left and right and {t.table for t in left}.isdisjoint({t.table for t in right}):
+        if left and right and {(t.table, t.scan) for t in left}.isdisjoint(
+                {(t.table, t.scan) for t in right}):
             if role == "equality":  # a join key on both sides
                 pairs += [(x, y) for x in left for y in right]
             return
         for mine, other in ((left, node.rexpr), (right, node.lexpr)):
-            keys = [t for t in mine if not self.refers(other, level, t.table)]
+            keys = [t for t in mine if not self.refers(other, level, t)]
             if keys:
                 self.terms += [_with_role(t, role) for t in keys]
                 return
@@ -167,7 +168,7 @@ class Predicates(Operands):
             if t.expression:
                 continue
             text = f"NOT {t.text}" if how == "NOT" else f"{t.text} {how}".strip()
-            self.terms.append(Term(t.table, text, t.column, "partial"))
+            self.terms.append(Term(t.table, text, t.column, "partial", scan=t.scan))
 
     def disjunction(self, node: ast.BoolExpr, level: Level) -> None:
         """`a = 1 OR a = 2` is `a IN (1, 2)`; any other OR is reported."""
@@ -214,7 +215,7 @@ class Predicates(Operands):
                 opclass = None if col is not None and col.byte_ordered else (
                     col.pattern_ops if col is not None else "text_pattern_ops")
                 self.terms.append(Term(t.table, t.text, t.column, "range",
-                                       expression=t.expression, opclass=opclass))
+                                       expression=t.expression, opclass=opclass, scan=t.scan))
         else:
             self.trigram(node, level, what, literal)
 
@@ -254,11 +255,12 @@ class Predicates(Operands):
                       "index: the pg_trgm extension is not installed")
         else:
             self.terms += [Term(t.table, t.text, t.column, "gin", expression=t.expression,
-                                opclass="gin_trgm_ops", method="gin") for t in cols]
+                                opclass="gin_trgm_ops", method="gin", scan=t.scan)
+                           for t in cols]
 
     def gin(self, node: ast.A_Expr, level: Level, op: str) -> None:
         cols = [t for t in self.side(node.lexpr, level)
-                if not self.refers(node.rexpr, level, t.table)]
+                if not self.refers(node.rexpr, level, t)]
         if not cols:
             return
         for t in cols:
@@ -274,7 +276,7 @@ class Predicates(Operands):
                           f"for type {col.type}")
                 continue
             self.terms.append(Term(t.table, t.text, t.column, "gin", expression=t.expression,
-                                   method="gin"))
+                                   method="gin", scan=t.scan))
 
     def sort(self, clause: Sequence[object], level: Level) -> None:
         """ORDER BY ... LIMIT: by expression, by select-list alias, or by ordinal."""
@@ -288,7 +290,8 @@ class Predicates(Operands):
                 return
             t = found[0]
             terms.append(Term(t.table, t.text, t.column, "sort",
-                              item.sortby_dir == enums.SortByDir.SORTBY_DESC, t.expression))
+                              item.sortby_dir == enums.SortByDir.SORTBY_DESC, t.expression,
+                              scan=t.scan))
         self.terms += terms
 
     def sort_key(self, node: object, level: Level) -> object | None:
@@ -314,8 +317,7 @@ class Predicates(Operands):
 
 
 def _with_role(t: Term, role: str) -> Term:
-    return Term(t.table, t.text, t.column, role, t.descending, t.expression, t.opclass,
-                t.method)
+    return replace(t, role=role)
 
 
 def _op(node: ast.A_Expr) -> str:

@@ -23,6 +23,9 @@ class Term:
     expression: bool = False
     opclass: str | None = None  # text_pattern_ops, gin_trgm_ops, jsonb_path_ops, ...
     method: str = "btree"  # btree | gin
+    # Which reference to the table the term is about (each FROM entry, UNION branch, subquery
+    # or view use is a scan of its own): terms of different scans never share an index key.
+    scan: int = 0
 
 
 @dataclass(frozen=True)
