@@ -287,8 +287,8 @@ def report(steps: list[Step], load_before: float, elapsed: float) -> str:
         f"(production default 5 minutes). Per fleet size: {WARMUP:g} s warm-up, then a "
         f"{WINDOW:g} s window. *lag*: how long after its scheduled time a snapshot job "
         "started. CPU: the store server's processes and the two workers' processes, per "
-        f"stored snapshot. **The machine is shared** (2 cores, seven other engineers' tests "
-        f"and servers running): load average {load_before:.1f} at the start; the targets' "
+        f"stored snapshot. **The machine is shared** (2 cores, other work may run beside "
+        f"the benchmark): load average {load_before:.1f} at the start; the targets' "
         "server, the workload, the store and both workers all run on the same two cores, so "
         f"the ceiling below is this machine's, not the design's. Whole run: {elapsed:.0f} s.",
         "",
