@@ -171,6 +171,30 @@ def test_each_scan_of_a_table_gets_its_own_key() -> None:
         "public.orders (customer_id, total)"}
 
 
+def test_row_comparisons_keyset_pagination_and_row_in_lists() -> None:
+    assert advise("SELECT * FROM orders WHERE (customer_id, status) = ($1, $2)")[0] == {
+        "public.orders (customer_id, status)"}
+    assert advise("SELECT * FROM orders WHERE (customer_id, status) IN (($1, $2), ($3, $4))"
+                  )[0] == {"public.orders (customer_id, status)"}
+    # keyset pagination: the row comparison is an index condition of (created_at, id)
+    assert advise("SELECT * FROM orders WHERE (created_at, id) > ($1, $2) "
+                  "ORDER BY created_at, id LIMIT 20")[0] == {"public.orders (created_at, id)"}
+    assert advise("SELECT * FROM orders WHERE customer_id = $1 AND (created_at, id) < ($2, $3) "
+                  "ORDER BY created_at DESC, id DESC LIMIT 20")[0] == {
+        "public.orders (customer_id, created_at, id)"}
+    # a form not read is said so, never skipped in silence
+    _, skipped = advise("SELECT * FROM orders WHERE (created_at, id) > "
+                        "(SELECT created_at, id FROM orders WHERE id = $1)")
+    assert "row comparison" in _reasons(skipped)
+
+
+def test_coalesce_greatest_and_case_hide_their_columns_and_say_so() -> None:
+    for expr in ("COALESCE(shipped_at, created_at)", "GREATEST(shipped_at, created_at)",
+                 "CASE WHEN shipped_at IS NULL THEN created_at ELSE shipped_at END"):
+        found, skipped = advise(f"SELECT * FROM orders WHERE {expr} > $1")
+        assert found == set() and "created_at is inside a function" in _reasons(skipped), expr
+
+
 def test_a_drivers_catalog_queries_are_not_advised_on() -> None:
     # asyncpg's type introspection (a recursive CTE over pg_type), and a plain catalog read.
     q = ("WITH RECURSIVE typeinfo_tree(oid, depth) AS (SELECT t.oid, 0 FROM pg_catalog.pg_type t "

@@ -134,8 +134,8 @@ class Operands(Reader):
             how = "cast"
         elif isinstance(node, ast.A_Expr) and node.kind == enums.A_Expr_Kind.AEXPR_OP:
             how = "arithmetic"
-        elif isinstance(node, ast.FuncCall):
-            how = "function"
+        elif isinstance(node, ast.FuncCall | ast.CoalesceExpr | ast.MinMaxExpr | ast.CaseExpr):
+            how = "function"  # COALESCE, GREATEST / LEAST and CASE are computed like one
         if how is None:
             return
         found: list[tuple[str, str]] = []

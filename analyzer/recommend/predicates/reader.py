@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pglast import ast, enums
 
@@ -116,6 +117,9 @@ class Predicates(Operands):
         if not isinstance(node, ast.A_Expr):
             return
         op, kind = _op(node), node.kind
+        if isinstance(node.lexpr, ast.RowExpr) and kind in (AEXPR.AEXPR_OP, AEXPR.AEXPR_IN):
+            self.row_comparison(node, level, pairs, op)
+            return
         if kind in (AEXPR.AEXPR_LIKE, AEXPR.AEXPR_ILIKE):
             self.like(node, level, op)
             return
@@ -155,6 +159,35 @@ class Predicates(Operands):
         self.wrapped_columns(node.lexpr, level)
         if role in ("equality", "range"):
             self.wrapped_columns(node.rexpr, level)
+
+    def row_comparison(self, node: ast.A_Expr, level: Level, pairs: list[tuple[Term, Term]],
+                       op: str) -> None:
+        """`(a, b) = ($1, $2)`: an equality on each; `(a, b) > ($1, $2)` (keyset pagination):
+        a range on the leading column, which with its `ORDER BY a, b` makes the index
+        `(a, b)` the row comparison is an index condition of; `(a, b) IN ((…), (…))`: each
+        column is an IN list."""
+        assert isinstance(node.lexpr, ast.RowExpr)
+        left = list(node.lexpr.args or ())
+        if node.kind == AEXPR.AEXPR_IN and op == "=":
+            rows = node.rexpr if isinstance(node.rexpr, tuple | list) else ()
+            if rows and all(isinstance(r, ast.RowExpr) and len(r.args or ()) == len(left)
+                            for r in rows):
+                for i, column in enumerate(left):
+                    self.condition(_expr(AEXPR.AEXPR_IN, "=", column,
+                                         tuple(r.args[i] for r in rows)), level, pairs)
+                return
+        elif isinstance(node.rexpr, ast.RowExpr) and len(node.rexpr.args or ()) == len(left):
+            right = list(node.rexpr.args or ())
+            if op == "=":
+                for a, b in zip(left, right, strict=True):
+                    self.condition(_expr(AEXPR.AEXPR_OP, "=", a, b), level, pairs)
+                return
+            if op in _RANGE_OPS and left:
+                self.condition(_expr(AEXPR.AEXPR_OP, op, left[0], right[0]), level, pairs)
+                return
+        self.note(level, node, "operator",
+                  f"row comparison {_describe(node)}: only =, <, <=, >, >= of two rows of the "
+                  "same length and IN of such rows are read")
 
     def partial(self, node: object, level: Level, how: str) -> None:
         """A constant predicate (IS NULL, a boolean column): a partial index's WHERE.
@@ -318,6 +351,13 @@ class Predicates(Operands):
 
 def _with_role(t: Term, role: str) -> Term:
     return replace(t, role=role)
+
+
+def _expr(kind: enums.A_Expr_Kind, op: str, left: Any, right: Any) -> ast.A_Expr:
+    """A comparison as pglast would have parsed it (one column of a row comparison)."""
+    made: ast.A_Expr = ast.A_Expr(kind=kind, name=(ast.String(sval=op),), lexpr=left,
+                                  rexpr=right)
+    return made
 
 
 def _op(node: ast.A_Expr) -> str:
