@@ -230,6 +230,10 @@ def test_update_delete_and_insert_select_predicates() -> None:
                   "WHERE created_at > $1")[0] == {"public.orders (created_at)"}
     # a plain INSERT ... VALUES asks nothing of an index
     assert advise("INSERT INTO orders (id, status) VALUES ($1, $2)") == (set(), [])
+    # MERGE joins its target and source on ON, like a join
+    assert "public.orders (customer_id)" in advise(
+        "MERGE INTO orders o USING customers c ON o.customer_id = c.id "
+        "WHEN MATCHED THEN UPDATE SET total = $1")[0]
 
 
 # -- ORDER BY ---------------------------------------------------------------------------

@@ -301,6 +301,16 @@ class Reader:
             for item in extra or ():
                 self.from_item(item, level, quals, joins)
             self.on_level(level, [*quals, node.whereClause], None, joins)
+        elif isinstance(node, ast.MergeStmt):
+            # MERGE joins its target and its source on the ON condition, as a join would.
+            level = Level(parent=parent)
+            self.with_clause(node.withClause, node, level)
+            merge_quals: list[object] = []
+            merge_joins: list[tuple[Rel, Rel, str, str]] = []
+            for item in (node.relation, node.sourceRelation):
+                if item is not None:
+                    self.from_item(item, level, merge_quals, merge_joins)
+            self.on_level(level, [*merge_quals, node.joinCondition], None, merge_joins)
         elif isinstance(node, ast.InsertStmt) and node.selectStmt is not None:
             level = Level(parent=parent)
             self.with_clause(node.withClause, node, level)
