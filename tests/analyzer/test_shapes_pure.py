@@ -188,6 +188,15 @@ def test_row_comparisons_keyset_pagination_and_row_in_lists() -> None:
     assert "row comparison" in _reasons(skipped)
 
 
+def test_a_negated_condition_is_reported_not_exists_is_read() -> None:
+    _, skipped = advise("SELECT * FROM orders WHERE NOT (status = $1)")
+    assert "negated condition" in _reasons(skipped)
+    found, skipped = advise("SELECT * FROM customers c WHERE NOT EXISTS (SELECT 1 FROM orders o "
+                            "WHERE o.customer_id = c.id) AND c.email = $1")
+    assert {"public.customers (email)", "public.orders (customer_id)"} <= found
+    assert "negated" not in _reasons(skipped)
+
+
 def test_coalesce_greatest_and_case_hide_their_columns_and_say_so() -> None:
     for expr in ("COALESCE(shipped_at, created_at)", "GREATEST(shipped_at, created_at)",
                  "CASE WHEN shipped_at IS NULL THEN created_at ELSE shipped_at END"):

@@ -111,6 +111,10 @@ class Predicates(Operands):
             if node.boolop == enums.BoolExprType.NOT_EXPR and node.args and isinstance(
                     node.args[0], ast.ColumnRef):
                 self.partial(node.args[0], level, "NOT")
+            elif node.boolop == enums.BoolExprType.NOT_EXPR and node.args and not isinstance(
+                    node.args[0], ast.SubLink):  # NOT EXISTS / NOT IN (…): read as sublinks
+                self.note(level, node, "operator",
+                          "NOT (…): a negated condition, which no index type serves")
             elif node.boolop == enums.BoolExprType.OR_EXPR:
                 self.disjunction(node, level)
             return
