@@ -331,22 +331,30 @@ def test_like_parameter_with_prefix_samples_is_a_prefix_and_says_why_when_not() 
                   samples=(("ref-3",),))[0] == {"public.orders (note text_pattern_ops)"}
     assert advise("SELECT * FROM orders WHERE note LIKE $1 ESCAPE '!'",
                   samples=(("!%ref%",),))[0] == {"public.orders (note text_pattern_ops)"}
-    # one sample that is not left-anchored (an escape honoured: '\\%x%' is anchored)
-    found, skipped = advise(search, samples=(("ref-3fa%", "20"), ("%3fa%", "20"),
-                                             ("\\%x%", "20")))
-    assert "public.orders (note text_pattern_ops)" not in found
+    # one sample that is not left-anchored: a btree serves only a prefix, so without pg_trgm
+    # it is said why; with pg_trgm the samples' literal runs make a trigram index
+    mixed = (("ref-3fa%", "20"), ("%3fa%", "20"), ("%ref-0%", "20"))
+    no_trgm = _relations(extensions=frozenset())
+    found, skipped = advise(search, relations=no_trgm, samples=mixed)
+    assert found == {"public.orders (note)"}  # for its ORDER BY … LIMIT only
     assert "like_parameter" in _reasons(skipped)
-    assert "1 of its 3 sampled values are not left-anchored prefixes (such as '%3fa%')" \
+    assert "2 of its 3 sampled values are not left-anchored prefixes (such as '%3fa%')" \
         in _reasons(skipped)
-    found, skipped = advise("SELECT * FROM orders WHERE note LIKE $1", samples=(("_ef%",),))
+    assert "public.orders USING gin (note gin_trgm_ops)" in advise(search, samples=mixed)[0]
+    found, skipped = advise("SELECT * FROM orders WHERE note LIKE $1", relations=no_trgm,
+                            samples=(("_ef%",),))
     assert found == set() and "not left-anchored" in _reasons(skipped)
+    found, skipped = advise("SELECT * FROM orders WHERE note LIKE $1", samples=(("_ef%",),))
+    assert found == set() and "short_pattern" in _reasons(skipped)  # 'ef': two characters
     # none known: said so
     found, skipped = advise("SELECT * FROM orders WHERE note LIKE $1")
     assert found == set() and "no representative values are known" in _reasons(skipped)
-    # ILIKE keeps its own (trigram) path: a prefix sample makes no btree
-    found, skipped = advise("SELECT * FROM customers WHERE name ILIKE $1",
+    # ILIKE with samples takes the trigram path (no btree serves it), where pg_trgm is there
+    assert advise("SELECT * FROM customers WHERE name ILIKE $1", samples=(("smi%",),))[0] == {
+        "public.customers USING gin (name gin_trgm_ops)"}
+    found, skipped = advise("SELECT * FROM customers WHERE name ILIKE $1", relations=no_trgm,
                             samples=(("smi%",),))
-    assert found == set() and "like_parameter" in _reasons(skipped)
+    assert found == set() and "no_trigram" in _reasons(skipped)
 
 
 def test_substring_search_gets_a_trigram_index_where_pg_trgm_is_installed() -> None:

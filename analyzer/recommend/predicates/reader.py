@@ -232,17 +232,18 @@ class Predicates(Operands):
             self.note(level, node, "operator", f"{what}: no index serves a negated pattern")
             return
         parts, escape = like_pattern(node.rexpr)
+        literal: str | None
         if parts is not None and all(isinstance(p, str) for p in parts):
             shape, literal = like_shape("".join(str(p) for p in parts), escape)
-        elif parts is None or insensitive:
+        elif parts is None:
             self.note(level, node, "like_parameter", f"{what} with a parameter: the pattern "
                       "(a prefix or a substring) is not known from the statement text")
             return
         else:
-            sampled = self.sampled_shape(node, level, what, parts, escape)
+            sampled = self.sampled_shape(node, level, what, parts, escape, insensitive)
             if sampled is None:
                 return
-            shape, literal = sampled, None
+            shape, literal = sampled
         if shape == "exact" and not insensitive:
             self.terms += [_with_role(t, "equality") for t in cols]
         elif shape == "prefix" and not insensitive:
@@ -257,9 +258,12 @@ class Predicates(Operands):
             self.trigram(node, level, what, literal)
 
     def sampled_shape(self, node: ast.A_Expr, level: Level, what: str,
-                      parts: Sequence[Part], escape: str) -> str | None:
+                      parts: Sequence[Part], escape: str, insensitive: bool
+                      ) -> tuple[str, str | None] | None:
         """A parameter's pattern judged by the statement's representative values: a prefix
-        when every sample is left-anchored (an exact value is too), else noted with why."""
+        when every sample is left-anchored (an exact value is too); a substring (ILIKE, or
+        samples that are not anchored) with the shortest sample's longest literal run, for
+        the trigram path where pg_trgm is installed; else noted with why."""
         patterns = pattern_values(parts, self.samples)
         if not patterns or None in patterns:
             self.note(level, node, "like_parameter", f"{what} with a parameter: the pattern "
@@ -269,13 +273,20 @@ class Predicates(Operands):
             return None
         unanchored = [p for p in patterns if p is not None
                       and like_shape(p, escape)[0] == "substring"]
+        if (unanchored or insensitive) and "pg_trgm" in self.relations.extensions:
+            runs = [like_shape(p, escape)[1] for p in patterns if p is not None]
+            return "substring", min(runs, key=len)
         if unanchored:
             self.note(level, node, "like_parameter", f"{what} with a parameter: "
                       f"{len(unanchored)} of its {len(patterns)} sampled values are not "
                       f"left-anchored prefixes (such as '{unanchored[0]}'): a btree serves "
                       "only a prefix")
             return None
-        return "prefix"
+        if insensitive:
+            self.note(level, node, "no_trigram", f"{what} with a parameter needs a trigram "
+                      "index: the pg_trgm extension is not installed")
+            return None
+        return "prefix", None
 
     def trigram(self, node: ast.A_Expr, level: Level, what: str, literal: str | None) -> None:
         cols = self.side(node.lexpr, level)
