@@ -89,7 +89,8 @@ def _answer(n: int, s: Statement, result: RecommendResult, mode: str) -> Advice:
     for skip in result.not_proposed:
         if skip.kind != "create_index" or qid not in skip.queryids:
             continue
-        on = f" on {skip.table}" + (f" ({', '.join(skip.columns)})" if skip.columns else "")
+        on = (f" on {skip.table}" if skip.table else "") + (
+            f" ({', '.join(skip.columns)})" if skip.columns else "")
         text = f"{skip.reason}{on}" + (f": {skip.detail}" if skip.detail else "")
         if skip.reason == "not_validated" and result.method == "none" and mode == "auto":
             text = (f"not_validated{on}: hypopg is not installed in the target database and "
