@@ -179,27 +179,27 @@ def prometheus_config(jobs: Mapping[str, Sequence[str]], *, rule_files: Sequence
     return config
 
 
+def _configured_child(name: str, workdir: Path, port: int, config: Mapping[str, Any],
+                      program: str, flags: Sequence[str]) -> Child:
+    """`program` with `config` written to `workdir`/NAME.yml, listening on 127.0.0.1:`port`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"{name}.yml"
+    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    return Child(name, [program, f"--config.file={config_path}",
+                        f"--web.listen-address=127.0.0.1:{port}", *flags, "--log.level=warn"],
+                 workdir / f"{name}.log", f"http://127.0.0.1:{port}",
+                 death_signal=signal.SIGTERM)
+
+
 def prometheus_child(workdir: Path, port: int, config: Mapping[str, Any],
                      program: str) -> Child:
     """Prometheus with `config` (written to `workdir`) on 127.0.0.1:`port`."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    return Child("prometheus", [
-        program, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--rules.alert.resend-delay=1s",
-        "--log.level=warn"], workdir / "prometheus.log", f"http://127.0.0.1:{port}",
-        death_signal=signal.SIGTERM)
+    return _configured_child("prometheus", workdir, port, config, program, [
+        f"--storage.tsdb.path={workdir / 'data'}", "--rules.alert.resend-delay=1s"])
 
 
 def alertmanager_child(workdir: Path, port: int, config: Mapping[str, Any],
                        program: str) -> Child:
     """Alertmanager with `config` (written to `workdir`) on 127.0.0.1:`port`, no cluster."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "alertmanager.yml"
-    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    return Child("alertmanager", [
-        program, f"--config.file={config_path}", f"--storage.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-        "--log.level=warn"], workdir / "alertmanager.log", f"http://127.0.0.1:{port}",
-        death_signal=signal.SIGTERM)
+    return _configured_child("alertmanager", workdir, port, config, program, [
+        f"--storage.path={workdir / 'data'}", "--cluster.listen-address="])
