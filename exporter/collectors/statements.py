@@ -18,10 +18,10 @@ twice the plain read; the candidate query takes less than the plain read.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from operator import attrgetter
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
+from typing import NamedTuple, cast
 
 import asyncpg
 
@@ -209,14 +209,80 @@ class StatementsInfo:
     stats_reset: float | None
 
 
+Sample = tuple[tuple[str, ...], float]
+
+
+class SampleMemo:
+    """The samples of the last exposition's statement rows, by row: a row that is the same
+    object again (the statement did not run since, `RowMemo`) gets the very sample tuples
+    it had, so the exposition writer keeps its lines instead of writing them again
+    (`exposition.render`). Holds only the rows of the last emit (and so keeps them alive:
+    an id found is the id of that very row)."""
+
+    def __init__(self) -> None:
+        self._target = ""
+        self._last: dict[int, tuple[Sample, ...]] = {}
+        self._rows: Sequence[StatementRow] = ()
+
+    def samples(self, target: str, rows: Sequence[StatementRow],
+                texts: dict[int, str]) -> list[tuple[Sample, ...]]:
+        """Per row: one sample per family of STATEMENT_VALUES, then its query_info (if any)."""
+        if target != self._target:
+            self._target, self._last = target, {}
+        ids = list(map(id, rows))
+        out: list[tuple[Sample, ...] | None] = list(map(self._last.get, ids))
+        for i in [i for i, hit in enumerate(out) if hit is None]:
+            row = rows[i]
+            labels = (target, row.user, row.datname,
+                      OTHER_QUERYID if row.queryid is None else str(row.queryid))
+            made: tuple[Sample, ...] = tuple(
+                (labels, value(row)) for _, _, value in STATEMENT_VALUES.values())
+            text = None if row.queryid is None else texts.get(row.queryid)
+            if text is not None:
+                made += (((*labels, text), 1.0),)
+            out[i] = made
+        done = cast(list[tuple[Sample, ...]], out)
+        self._last = dict(zip(ids, done, strict=True))
+        self._rows = rows  # the ids above stay theirs while they are remembered
+        return done
+
+
+class RowMemo:
+    """The last scrape's rows by key: a statement whose counters, place (on top or not) and
+    names are what they were keeps its StatementRow object (`SampleMemo`)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, int, int | None], tuple[Raw, bool, StatementRow]] = {}
+
+    def rows(self, chosen: Sequence[tuple[Raw, bool]], names: NameCache) -> list[StatementRow]:
+        """StatementRows of `chosen`, the unchanged ones from the last scrape."""
+        last, now = self._last, {}
+        out = []
+        for raw, top in chosen:
+            key = (raw[0], raw[1], raw[2])
+            hit = last.get(key)
+            if hit is not None and hit[1] == top and tuple(hit[0]) == tuple(raw):
+                row = hit[2]
+                if row.datname is not names.databases[row.dbid] or (
+                        row.user is not names.roles[row.userid]):
+                    row = to_row(raw, top, names)
+            else:
+                row = to_row(raw, top, names)
+            now[key] = (raw, top, row)
+            out.append(row)
+        self._last = now
+        return out
+
+
 @dataclass(frozen=True)
 class Statements:
-    """What the statements collector returns."""
+    """What the statements collector returns (`memo`: see SampleMemo)."""
 
     rows: tuple[StatementRow, ...]
     texts: dict[int, str]
     info: StatementsInfo | None
     texts_fetched: int = 0
+    memo: SampleMemo = field(default_factory=SampleMemo, compare=False, repr=False)
 
 
 # Statement families: name -> (kind, help, value of a row).
@@ -333,6 +399,8 @@ class Memory:
     selection: Selection
     texts: TextCache
     names: NameCache
+    rows: RowMemo = field(default_factory=RowMemo)
+    samples: SampleMemo = field(default_factory=SampleMemo)
 
 
 # Database and role names are looked up again this often (seconds), so renames show up.
@@ -359,8 +427,7 @@ async def fetch(conn: asyncpg.Connection, context: Context) -> Statements:
     if missing_dbs or missing_roles:
         found = await conn.fetch(select_names(), missing_dbs, missing_roles)
         names.put(missing_dbs, missing_roles, [tuple(r) for r in found])
-    rows = [to_row(raw, top, names) for raw, top in chosen.rows]
-    rows += [to_row(raw, False, names) for raw in chosen.others]
+    rows = memory.rows.rows([*chosen.rows, *((raw, False) for raw in chosen.others)], names)
     exported = [r.queryid for r in rows if r.queryid is not None]
     missing = texts.missing(exported)
     if missing:
@@ -369,7 +436,8 @@ async def fetch(conn: asyncpg.Connection, context: Context) -> Statements:
         for qid in missing:
             texts.put(qid, " ".join(found.get(qid, "").split()))
     by_id = {q: t for q in exported if (t := texts.get(q))}
-    return Statements(rows=tuple(rows), texts=by_id, info=info, texts_fetched=len(missing))
+    return Statements(rows=tuple(rows), texts=by_id, info=info, texts_fetched=len(missing),
+                      memo=memory.samples)
 
 
 SPECS: dict[str, Spec] = {
@@ -385,16 +453,14 @@ SPECS: dict[str, Spec] = {
 
 def emit(out: Out, target: str, statements: Statements) -> None:
     """The statement families, column-wise; query texts; the view's info."""
-    rows, texts = statements.rows, statements.texts
+    rows = statements.rows
     if rows:
-        # One labels tuple per statement, shared by its families; samples made column-wise.
-        labels = [(target, row.user, row.datname,
-                   OTHER_QUERYID if row.queryid is None else str(row.queryid)) for row in rows]
-        for name, (_, _, value) in STATEMENT_VALUES.items():
-            out.samples(name).extend(zip(labels, map(value, rows), strict=True))
+        made = statements.memo.samples(target, rows, statements.texts)
+        for i, name in enumerate(STATEMENT_VALUES):
+            out.samples(name).extend(map(itemgetter(i), made))
+        info = len(STATEMENT_VALUES)
         out.samples("pg_stat_statements_query_info").extend(
-            ((*lab, text), 1.0) for lab, row in zip(labels, rows, strict=True)
-            if row.queryid is not None and (text := texts.get(row.queryid)))
+            m[info] for m in made if len(m) > info)
     stats = statements.info
     if stats is not None:
         out.add("pg_stat_statements_dealloc_total", (target,), stats.dealloc)
