@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from exporter.app import TEXT_FORMAT, Rendered, accepts_gzip, negotiate
 from exporter.collectors.database import DatabaseRow
 from exporter.collectors.locks import DatabaseLocks
-from exporter.collectors.statements import (
+from exporter.collectors.statements.rows import (
     SampleMemo,
     StatementRow,
     Statements,

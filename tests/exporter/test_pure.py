@@ -9,13 +9,8 @@ import pytest
 
 from exporter.collectors import NAMES as COLLECTORS
 from exporter.collectors.activity import ActivityRow, bound_application_names
-from exporter.collectors.statements import (
-    StatementRow,
-    Statements,
-    select_statements,
-    to_row,
-    version_tuple,
-)
+from exporter.collectors.statements.rows import StatementRow, Statements, to_row
+from exporter.collectors.statements.sql import select_statements, version_tuple
 from exporter.errors import CollectorError, Reason, classify
 from exporter.families import build, to_metrics
 from exporter.model import ScrapeResult
