@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import itertools
 import math
 import os
 import random
@@ -45,6 +46,7 @@ SIZES = (1000, 5000, 20000)
 RUNS = int(os.environ.get("BENCH_EXPORTER_RUNS", "31"))
 POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
 WARMUP = ExporterSettings().statements_keep_scrapes + 1
+BUSY_RUNS = max(RUNS // 2, 5)
 
 QUERIES_YAML = """
 pg_stat_statements:
@@ -190,24 +192,39 @@ async def measure(dsn: str, ours: HttpExporter, plain: HttpExporter, theirs: Htt
         await conn.close()
 
 
-BUSY_SHARE = 0.1  # of the view's statements run again before each busy run
+BUSY_SHARE = 0.1  # executions before each busy run, as a share of the view's statements
+ZIPF = 1.1  # the skewed workload's exponent: a few hot statements and a long tail
 
 
-async def measure_busy(dsn: str, work: str, size: int, ours: HttpExporter,
-                       runs: int) -> tuple[list[float], list[float]]:
-    """A busy view: before each run, a tenth of the statements (a new random tenth each
-    time, the top ones among them as often as any) run once more, so the scrape sees that
-    many rows moved. Bare fetch and our scrape interleaved: (bare, ours) seconds."""
+def busy_batches(size: int, runs: int, skewed: bool) -> list[list[int]]:
+    """Per run, the statements to execute once each (with repeats when skewed).
+
+    Uniform: a new random tenth of the statements every run, so every statement stays near
+    the top lists' thresholds (the worst case for the candidate read). Skewed: as many
+    executions drawn Zipf-like over a fixed ranking of the statements, as real workloads
+    run (a few statements most of the time)."""
     rng = random.Random(size)
+    count = int(size * BUSY_SHARE)
+    if not skewed:
+        return [rng.sample(range(size), count) for _ in range(runs)]
+    ranking = rng.sample(range(size), size)
+    weights = list(itertools.accumulate(1 / (rank + 1) ** ZIPF for rank in range(size)))
+    return [rng.choices(ranking, cum_weights=weights, k=count) for _ in range(runs)]
+
+
+async def measure_busy(dsn: str, work: str, batches: list[list[int]],
+                       ours: HttpExporter) -> tuple[list[float], list[float]]:
+    """A busy view: before each run one batch of statements runs, so the scrape sees those
+    rows moved. Bare fetch and our scrape interleaved: (bare, ours) seconds."""
     conn = await asyncpg.connect(dsn, server_settings=session_settings(ExporterSettings()))
     bare, ours_t = [], []
     try:
         version = await conn.fetchval(
             "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
         query = select_statements(version, "public")
-        for _ in range(runs):
+        for batch in batches:
             with psycopg.connect(work, autocommit=True) as busy, busy.pipeline():
-                for i in rng.sample(range(size), int(size * BUSY_SHARE)):
+                for i in batch:
                     busy.execute(statement(i).encode())
             started = time.perf_counter()
             await conn.fetch(query)
@@ -216,6 +233,13 @@ async def measure_busy(dsn: str, work: str, size: int, ours: HttpExporter,
     finally:
         await conn.close()
     return bare, ours_t
+
+
+def busy_cells(bare: list[float], ours: list[float]) -> str:
+    """'bare ms | ours ms | ratio' of a busy measurement (ratio: median of per-run ratios)."""
+    ratio = statistics.median(o / b for o, b in zip(ours, bare, strict=True))
+    return (f"{statistics.median(bare) * 1000:.1f} | {statistics.median(ours) * 1000:.1f} | "
+            f"{ratio:.2f}x")
 
 
 async def concurrent(url: str, seconds: float, width: int = 50) -> list[float]:
@@ -306,14 +330,11 @@ def main() -> None:
                         f"{ratio:.2f}x | {plain_ratio:.2f}x | {speedup:.1f}x | "
                         f"{vm_hwm_mb(ours.proc.pid):.0f} / {vm_hwm_mb(theirs.proc.pid):.0f} |")
                     print(rows_md[-1], flush=True)
-                    busy_bare, busy_ours = asyncio.run(measure_busy(
-                        dsns["bare"], dsns["bench"], size, ours, max(RUNS // 2, 5)))
-                    busy_md.append(
-                        f"| {size:,} | {t.first * 1000:.1f} | "
-                        f"{statistics.median(busy_bare) * 1000:.1f} | "
-                        f"{statistics.median(busy_ours) * 1000:.1f} | " + "{:.2f}x |".format(
-                            statistics.median(o / b for o, b in zip(busy_ours, busy_bare,
-                                                                    strict=True))))
+                    cells = [busy_cells(*asyncio.run(measure_busy(
+                        dsns["bare"], dsns["bench"], busy_batches(size, BUSY_RUNS, skewed),
+                        ours))) for skewed in (False, True)]
+                    busy_md.append(f"| {size:,} | {t.first * 1000:.1f} | {cells[0]} | "
+                                   f"{cells[1]} |")
                     print(busy_md[-1], flush=True)
                     if ratio > 1.5:
                         notes.append(
@@ -378,13 +399,17 @@ def main() -> None:
         *[f"{n}\n" for n in notes],
         f"Steady state above: each exporter scraped {WARMUP} times after the view grew "
         "(the hysteresis window, `statements_keep_scrapes`, plus one) before the runs. "
-        "The first scrape after the view grew, and a busy view (before each run a new "
-        f"random {BUSY_SHARE:.0%} of the statements ran once more, so that many rows moved "
-        f"between scrapes; {max(RUNS // 2, 5)} runs, bare fetch and scrape interleaved):",
+        "Below: the first scrape after the view grew, and a busy view: before each run, "
+        f"as many executions as {BUSY_SHARE:.0%} of the statements, either a new random "
+        "tenth of them once each (uniform: every statement stays near the top lists' "
+        f"thresholds, the candidate read's worst case) or drawn Zipf-like (s = {ZIPF}) "
+        "over a fixed ranking (skewed, as real workloads run); "
+        f"{BUSY_RUNS} runs each, bare fetch and scrape interleaved.",
         "",
-        "| distinct statements | first scrape ms | busy: bare fetch ms | busy: pgarchitect ms "
-        "| busy: pgarchitect / bare |",
-        "|---|---|---|---|---|",
+        "| distinct statements | first scrape ms | uniform: bare fetch ms "
+        "| uniform: pgarchitect ms | uniform: pgarchitect / bare | skewed: bare fetch ms "
+        "| skewed: pgarchitect ms | skewed: pgarchitect / bare |",
+        "|---|---|---|---|---|---|---|---|",
         *busy_md,
         "",
         f"Temp blocks written by the exporters' statements over all runs: pgarchitect "
