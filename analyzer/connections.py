@@ -110,8 +110,9 @@ class Connections:
             reason = _unusable(found.conn)
             if reason is None:
                 return found.conn
-            log.warning(event("connection.lost", connection=found.label, error=reason,
-                              action="reopened"))
+            # info: reopened at once, nothing to act on (a failing reopen fails the job)
+            log.info(event("connection.lost", connection=found.label, error=reason,
+                           action="reopened"))
             _close(found.conn)
 
     def _give_back(self, conn: Conn, key: Hashable, opened_for: Hashable, label: str,

@@ -91,6 +91,7 @@ def test_two_jobs_share_the_sessions_and_keep_their_settings(fleet: Fleet,
 
 def test_terminated_sessions_are_reopened_with_one_line(
         fleet: Fleet, conns: Connections, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "pgarchitect.analyzer.connections")
     job(fleet, conns)
     old = sessions(fleet.target.dsn.reveal()) | sessions(fleet.store)
     with psycopg.connect(fleet.store, autocommit=True) as admin:
@@ -114,6 +115,10 @@ def test_a_session_left_in_a_transaction_is_not_kept(
     eventually(lambda: left not in sessions(fleet.target.dsn.reveal()), "the session to end")
     job(fleet, conns)
     assert left not in sessions(fleet.target.dsn.reveal())
+    with pytest.raises(psycopg.errors.DivisionByZero), \
+            conns.target(fleet.target, fleet.settings.analyzer) as tconn:
+        tconn.execute("SELECT 1 / 0")  # a job that raised: its session is not kept either
+    assert tconn.closed and conns.idle() == 1  # the store's
 
 
 def test_a_changed_dsn_opens_a_new_session_without_logging_it(
