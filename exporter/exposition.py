@@ -12,9 +12,8 @@ other escaping schemes of the Accept header go through prometheus-client.
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Callable, Iterable, Sequence
-from itertools import compress
+from itertools import compress, repeat
 from operator import add, is_, itemgetter, not_
 from typing import NamedTuple, cast
 
@@ -63,7 +62,7 @@ class _Body(NamedTuple):
     """A family's sample lines as rendered, and the samples they were rendered from."""
 
     samples: list[tuple[Labels, float]]
-    bits: bytes  # the values as float64s: 0.0 == -0.0, but they print differently
+    lines: list[str]  # per sample: '{labels} value\n' (the sample name goes in between)
     text: str
 
 
@@ -119,6 +118,37 @@ def _label_texts(labels: Sequence[Labels], names: Labels,
     return out
 
 
+def _zero_signs(samples: Sequence[tuple[Labels, float]]) -> list[float]:
+    """The signs of the zero values: equal values print alike, except 0.0 and -0.0."""
+    return [math.copysign(1.0, v) for _, v in samples if v == 0]
+
+
+def _again(before: _Body, samples: list[tuple[Labels, float]], sample: str, names: Labels,
+           formatted: dict[Labels, dict[Labels, str]],
+           previous: dict[Labels, dict[Labels, str]]) -> _Body | None:
+    """A family's body from the last exposition's: as it was when its samples are the same
+    objects (a statement that did not run keeps its sample tuples) or equal; with the lines of
+    the samples that changed written again when most did not; None: render it anew."""
+    old = before.samples
+    if len(old) != len(samples):
+        return None
+    same = list(map(is_, samples, old))
+    if all(same):
+        return before
+    if old == samples and _zero_signs(old) == _zero_signs(samples):  # 0.0 == -0.0
+        return before
+    moved = list(compress(range(len(samples)), map(not_, same)))
+    if 2 * len(moved) > len(samples):
+        return None
+    changed = [samples[i] for i in moved]
+    texts = _label_texts(list(map(_LABELS, changed)), names, formatted, previous)
+    values = list(map(float, map(_VALUE, changed)))
+    lines = before.lines.copy()
+    for i, text, value in zip(moved, texts, numbers(values), strict=True):
+        lines[i] = text + value + "\n"
+    return _Body(samples, lines, sample + sample.join(lines))
+
+
 def render(families: Sequence[Family], fmt: str, kept: LabelStrings | None = None) -> str:
     """The exposition of `families` in `fmt` (TEXT or OPENMETRICS; OpenMetrics ends in EOF).
 
@@ -150,23 +180,21 @@ def render(families: Sequence[Family], fmt: str, kept: LabelStrings | None = Non
         out.append(f"# HELP {head} {_help(spec.help, fmt)}\n# TYPE {head} {kind}\n")
         samples = family.samples
         before = bodies_before.get(sample)
-        if before is not None and before.samples == samples and before.bits == array(
-                "d", map(_VALUE, samples)).tobytes():
-            bodies[sample] = before
-            out.append(before.text)
-            continue
-        values = list(map(float, map(_VALUE, samples)))
-        labels = list(map(_LABELS, samples))
-        if spec.labels == shared_names and len(labels) == len(shared_labels) and all(
-                map(is_, labels, shared_labels)):
-            texts = shared_texts
-        else:
-            texts = _label_texts(labels, spec.labels, formatted, previous)
-            shared_names, shared_labels, shared_texts = spec.labels, labels, texts
-        text = (sample + ("\n" + sample).join(map(add, texts, numbers(values))) + "\n"
-                if samples else "")
-        bodies[sample] = _Body(samples, array("d", values).tobytes(), text)
-        out.append(text)
+        body = None if before is None else _again(before, samples, sample, spec.labels,
+                                                  formatted, previous)
+        if body is None:
+            values = list(map(float, map(_VALUE, samples)))
+            labels = list(map(_LABELS, samples))
+            if spec.labels == shared_names and len(labels) == len(shared_labels) and all(
+                    map(is_, labels, shared_labels)):
+                texts = shared_texts
+            else:
+                texts = _label_texts(labels, spec.labels, formatted, previous)
+                shared_names, shared_labels, shared_texts = spec.labels, labels, texts
+            lines = list(map(add, map(add, texts, numbers(values)), repeat("\n")))
+            body = _Body(samples, lines, sample + sample.join(lines) if samples else "")
+        bodies[sample] = body
+        out.append(body.text)
     if fmt == OPENMETRICS:
         out.append(_EOF)
     if kept is not None:

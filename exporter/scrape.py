@@ -86,6 +86,8 @@ class TargetScraper:
         # while the server's start time stays the same and the target stays up.
         self._cache: dict[str, _Cached] = {}
         self._started_at = 0.0
+        # The collectors' `after` work of the last round (one at a time, off the scrape's path).
+        self._after: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -101,9 +103,12 @@ class TargetScraper:
             pool.terminate()
 
     async def close(self) -> None:
-        """Wait for a running round, then close the pool."""
+        """Wait for a running round, stop the work after it, then close the pool."""
         if self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
+        if self._after is not None:
+            self._after.cancel()
+            await asyncio.gather(self._after, return_exceptions=True)
         if self._abandoned:
             await asyncio.wait(self._abandoned, timeout=self.settings.connect_timeout)
         if self._pool is not None:
@@ -125,6 +130,44 @@ class TargetScraper:
             self._inflight.add_done_callback(self._finished)
         # Shielded: a client that goes away must not cancel the round the others wait for.
         return await asyncio.shield(self._inflight)
+
+    async def settled(self) -> None:
+        """Wait until the work after the last round is done (tests and benchmarks)."""
+        if self._after is not None:
+            await asyncio.gather(self._after, return_exceptions=True)
+
+    def _follow_up(self, pool: asyncpg.Pool, info: ServerInfo,
+                   arrived: dict[str, _Outcome]) -> None:
+        """Start the `after` work of the collectors that delivered in this round, unless
+        the last round's is still running (it then covers what is due)."""
+        if self._after is not None and not self._after.done():
+            return
+        due = [c for c in self._views if c.after is not None
+               and (o := arrived.get(c.name)) is not None and o.failure is None]
+        if due:
+            self._after = asyncio.ensure_future(self._run_after(pool, due, info))
+
+    async def _run_after(self, pool: asyncpg.Pool, due: list[Collector[Any]],
+                         info: ServerInfo) -> None:
+        """Each collector's `after` on a pool connection, within the statement timeout; a
+        failure is logged once per change (the next round's work tries again)."""
+        limit = self.settings.statement_timeout + self.settings.connect_timeout
+        for collector in due:
+            assert collector.after is not None
+            key = f"after:{collector.name}"
+            try:
+                async with asyncio.timeout(limit):
+                    async with pool.acquire() as conn:
+                        await collector.after(conn, self._context(collector, info))
+            except Exception as exc:  # classified and logged; never reaches a scrape
+                failure = classify(exc)
+                if pool is self._pool and self._state.get(key) != failure.reason:
+                    log.warning(event("collector.after_failed", target=self.name,
+                                      collector=collector.name, reason=failure.reason.value,
+                                      error=failure.message))
+                self._state[key] = failure.reason
+            else:
+                self._state.pop(key, None)
 
     def _finished(self, fut: asyncio.Future[ScrapeResult]) -> None:
         self._inflight = None
@@ -227,6 +270,7 @@ class TargetScraper:
         if self._reprobe:
             await pool.expire_connections()
         self._server = None if self._reprobe else info
+        self._follow_up(pool, info, arrived)
 
     def _arrived(self, result: ScrapeResult, arrived: dict[str, _Outcome]) -> None:
         """The target answered its probe: apply what the collectors brought; it is up."""

@@ -91,6 +91,22 @@ def top_keys(rows: Sequence[Raw], top_n: int) -> tuple[set[Key], Thresholds | No
 
 
 @dataclass(frozen=True)
+class _Same:
+    """One database's last choice with what it was made from (Selection._again)."""
+
+    part: list[Raw]
+    summed: list[Raw]
+    chosen: list[tuple[Raw, bool]]
+    others: list[Raw]
+    bounds: Thresholds | None
+
+    def repeatable(self, max_series: int) -> bool:
+        """Every series on top (none held by the window only, which ages) and the cap not
+        reached: the same rows give the same choice."""
+        return len(self.chosen) < max_series and all(on_top for _, on_top in self.chosen)
+
+
+@dataclass(frozen=True)
 class Chosen:
     """One scrape's choice: rows with their own series (and whether on top now), `other`s."""
 
@@ -113,6 +129,7 @@ class Selection:
         # it is held already; a reset or an eviction of a held statement clears them.
         self.thresholds: dict[int, Thresholds] = {}
         self._calls: dict[Key, int] = {}
+        self._same: dict[int, _Same] = {}
 
     def held(self) -> list[int]:
         """The queryids whose series are held (any database): always read one by one."""
@@ -134,19 +151,41 @@ class Selection:
         others: list[Raw] = []
         parts = partition(merged.values(), _DBID)
         summed_by_db = partition(summed, _DBID)
+        memo: dict[int, _Same] = {}
         for dbid in parts.keys() | summed_by_db.keys():
-            part = parts.get(dbid, [])
-            mine = self._choose_in(dbid, part, merged)
+            part, summed_in = parts.get(dbid, []), summed_by_db.get(dbid, [])
+            same = self._same.get(dbid)
+            if same is not None and same.part == part and same.summed == summed_in:
+                mine, folded = self._again(dbid, same), same.others
+            else:
+                mine = self._choose_in(dbid, part, merged)
+                taken = {id(row) for row, _ in mine}
+                rest = list(compress(part, map(not_, map(taken.__contains__, map(id, part)))))
+                folded = fold_database(rest + summed_in)
+                same = _Same(part, summed_in, mine, folded, self.thresholds.get(dbid))
             chosen.extend(mine)
-            taken = {id(row) for row, _ in mine}
-            rest = list(compress(part, map(not_, map(taken.__contains__, map(id, part)))))
-            others.extend(fold_database(rest + summed_by_db.get(dbid, [])))
+            others.extend(folded)
+            if same.repeatable(self.max_series):
+                memo[dbid] = same
+        self._same = memo
         now = self.scrape_no
         self.last_top = {k: n for k, n in self.last_top.items() if now - n < self.keep_scrapes}
         self._calls = {_KEY(row): row[_CALLS] for row, _ in chosen}
         if lost:
             self.thresholds = {}
         return Chosen(chosen, others)
+
+    def _again(self, dbid: int, same: _Same) -> list[tuple[Raw, bool]]:
+        """A database whose candidates and sums are those of the last scrape, and whose
+        choice then had every series on top and under the cap: the same choice (the top
+        lists of the same rows), its statements on top again."""
+        for row, _ in same.chosen:
+            self.last_top[_KEY(row)] = self.scrape_no
+        if same.bounds is None:
+            self.thresholds.pop(dbid, None)
+        else:
+            self.thresholds[dbid] = same.bounds
+        return same.chosen
 
     def _choose_in(self, dbid: int, part: Sequence[Raw],
                    merged: dict[Key, Raw]) -> list[tuple[Raw, bool]]:

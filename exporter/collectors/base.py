@@ -97,3 +97,6 @@ class Collector(Generic[R]):
     emit: Callable[[Out, str, R], None]
     slow: bool = False
     new_memory: Callable[[ExporterSettings], object] | None = None
+    # Work that can wait for the next scrape (the statements' new texts): run after a round
+    # in which the collector delivered, off the scrape's path, on a connection of the pool.
+    after: Callable[[asyncpg.Connection, Context], Awaitable[None]] | None = None

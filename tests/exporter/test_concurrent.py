@@ -5,11 +5,14 @@ views are served from a cache, read again on their interval and after a server r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psycopg
+import pytest
 
 from exporter.collectors import activity, database, indexes, tables
 from exporter.collectors.base import Collector, Context, Out
@@ -127,5 +130,42 @@ async def test_slow_views_are_read_again_after_a_server_restart(data_dir: Path) 
             assert after.server is not None and first.server is not None
             assert after.server.started_at > first.server.started_at
             assert after.cached_at["tables"] > first.cached_at["tables"]
+    finally:
+        await scraper.close()
+
+
+async def test_work_after_a_round_is_off_the_scrape_path_and_fails_alone(
+        pg18: PgServer, caplog: pytest.LogCaptureFixture) -> None:
+    dsn = new_database(pg18, "after")
+    calls: list[str] = []
+
+    async def failing(conn: asyncpg.Connection, context: Context) -> None:
+        calls.append("failing")
+        await conn.fetchval("SELECT 1/0")
+
+    async def slow(conn: asyncpg.Connection, context: Context) -> None:
+        calls.append("slow")
+        await conn.fetchval("SELECT pg_sleep(1) IS NULL")
+
+    views = (dataclasses.replace(sql_collector("a", "SELECT 1"), after=failing),
+             dataclasses.replace(sql_collector("b", "SELECT 2"), after=slow))
+    scraper = TargetScraper(Target("after", Dsn(dsn)),
+                            ExporterSettings(min_refresh_interval=0), views=views)
+    try:
+        with caplog.at_level(logging.WARNING, logger="pgarchitect.exporter.scrape"):
+            first = await scraper.collect()
+            assert first.up and set(first.data) == {"a", "b"} and not first.failures
+            # The round answered without waiting for the work after it.
+            assert scraper._after is not None and not scraper._after.done()
+            second = await scraper.collect()  # meanwhile: no second batch of work starts
+            assert second.up and not second.failures
+            await scraper.settled()
+            assert calls == ["failing", "slow"]
+            third = await scraper.collect()
+            await scraper.settled()
+        assert calls == ["failing", "slow"] * 2
+        assert third.up and not third.failures  # a failure after the round is not the scrape's
+        failed = [r for r in caplog.records if "collector.after_failed" in r.getMessage()]
+        assert len(failed) == 1 and "collector=a" in failed[0].getMessage()
     finally:
         await scraper.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 
@@ -16,7 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from exporter.app import TEXT_FORMAT, Rendered, accepts_gzip, negotiate
 from exporter.collectors.database import DatabaseRow
 from exporter.collectors.locks import DatabaseLocks
-from exporter.collectors.statements import StatementRow, Statements, StatementsInfo
+from exporter.collectors.statements.rows import (
+    SampleMemo,
+    StatementRow,
+    Statements,
+    StatementsInfo,
+)
 from exporter.collectors.tables import TableRow
 from exporter.exposition import (
     OPENMETRICS,
@@ -219,3 +225,40 @@ def test_families_unchanged_since_the_last_exposition_are_not_rendered_again() -
                                     [], [math.inf] * 3])
 def test_numbers_of_a_family_as_go_prints_each(values: list[float]) -> None:
     assert numbers([float(v) for v in values]) == [go_float(v) for v in values]
+
+
+def test_a_statement_that_ran_writes_only_its_own_lines_again() -> None:
+    memo = SampleMemo()
+    rows = list(result("one").data["statements"].rows)
+
+    def scrape() -> list[Family]:
+        r = result("one")
+        r.data["statements"] = dataclasses.replace(r.data["statements"], rows=tuple(rows),
+                                                   memo=memo)
+        return build([r])
+
+    kept = LabelStrings()
+    first = scrape()
+    assert encode(first, "", kept)[0] == reference(first, "")
+    before = dict(kept.bodies[TEXT])
+    second = scrape()  # the same row objects: the same sample tuples, every family kept
+    assert encode(second, "", kept)[0] == reference(second, "")
+    calls = "pg_stat_statements_calls_total"
+    assert kept.bodies[TEXT][calls] is before[calls]
+    rows[2] = rows[2]._replace(calls=rows[2].calls + 1, exec_seconds=rows[2].exec_seconds * 2)
+    third = scrape()
+    for accept in ("", "application/openmetrics-text; version=1.0.0"):
+        assert encode(third, accept, kept)[0] == reference(third, accept), accept
+    for name in (calls, "pg_stat_statements_seconds_total", "pg_stat_statements_mean_seconds"):
+        now, then = kept.bodies[TEXT][name], before[name]
+        assert now is not then
+        assert [i for i, (a, b) in enumerate(zip(now.lines, then.lines, strict=True))
+                if a is not b] == [2]
+    # A statement that did not move keeps its family's lines as they were.
+    assert kept.bodies[TEXT]["pg_stat_statements_wal_bytes_total"] is before[
+        "pg_stat_statements_wal_bytes_total"]
+    # More than half of a family changed: it is written anew, still byte for byte.
+    for i in range(len(rows)):
+        rows[i] = rows[i]._replace(calls=rows[i].calls + 5)
+    fourth = scrape()
+    assert encode(fourth, "", kept)[0] == reference(fourth, "")

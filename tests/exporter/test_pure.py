@@ -9,13 +9,8 @@ import pytest
 
 from exporter.collectors import NAMES as COLLECTORS
 from exporter.collectors.activity import ActivityRow, bound_application_names
-from exporter.collectors.statements import (
-    StatementRow,
-    Statements,
-    select_statements,
-    to_row,
-    version_tuple,
-)
+from exporter.collectors.statements.rows import StatementRow, Statements, to_row
+from exporter.collectors.statements.sql import select_statements, version_tuple
 from exporter.errors import CollectorError, Reason, classify
 from exporter.families import build, to_metrics
 from exporter.model import ScrapeResult
@@ -267,3 +262,32 @@ def test_collector_errors_exported_at_zero_from_the_start() -> None:
     assert set(errors) == {(c, r.value) for c in COLLECTORS for r in Reason}
     assert errors[("statements", "permission")] == 2
     assert sum(errors.values()) == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_quiet_database_gets_the_choice_a_fresh_selection_makes(seed: int) -> None:
+    """Selection repeats the last choice of a database whose rows did not change; the result
+    (series, on top or not, others, thresholds, hysteresis) is what a selection without that
+    memory chooses from the same rows."""
+    rng = random.Random(seed)
+    fast = Selection(top_n=3, keep_scrapes=2, max_series=9)
+    fresh = Selection(top_n=3, keep_scrapes=2, max_series=9)
+    counters = {(db, q): [q, rng.random()] for db in (1, 2, 3) for q in range(1, 13)}
+    repeated, last = 0, set()
+    for _ in range(20):
+        moving = rng.choice([(), (1,), (1, 2), (3,), (1, 2, 3)])
+        for (db, _q), c in counters.items():
+            if db in moving and rng.random() < 0.4:
+                c[0] += rng.randrange(1, 30)
+                c[1] += rng.random() * 3
+        rows = [raw(q, calls=c[0], exec_ms=c[1], dbid=db) for (db, q), c in counters.items()]
+        fresh._same = {}
+        got, expected = fast.choose(rows), fresh.choose(rows)
+        assert sorted(got.rows) == sorted(expected.rows)
+        assert got.others == expected.others
+        assert fast.thresholds == fresh.thresholds
+        assert fast.last_top == fresh.last_top
+        repeated += sum(1 for r, _ in got.rows if id(r) in last)
+        # Compared while both scrapes' rows are alive, so an id is one object's.
+        last = {id(r) for r, _ in got.rows}
+    assert repeated > 0

@@ -8,7 +8,8 @@ import asyncpg
 import psycopg
 
 from exporter.collectors import server
-from exporter.collectors.statements import HAS_INFO, check_usable, read_view, version_tuple
+from exporter.collectors.statements import check_usable, read_view
+from exporter.collectors.statements.sql import HAS_INFO, version_tuple
 from exporter.model import ScrapeResult
 from exporter.selection import Chosen, Selection
 from tests.exporter.conftest import (
@@ -119,26 +120,38 @@ async def test_dropped_statement_keeps_series_for_the_window(setup: Setup) -> No
     assert present == [True] * keep + [False, False]
 
 
-async def test_second_scrape_fetches_no_known_text(setup: Setup) -> None:
+async def test_texts_are_read_once_the_first_round_inline_the_rest_after_their_round(
+        setup: Setup) -> None:
     run_statements(setup.work_as_role(), [statement(i) for i in range(30)], times=2)
     settings = settings_for({"mon": setup.mon}, statements_top_n=10)
     async with running_exporter(settings) as exp:
         scraper = exp.scraper("mon")
-        results: list[ScrapeResult] = [await scraper.collect() for _ in range(3)]
+        results: list[ScrapeResult] = []
+        for i in range(4):
+            if i == 2:  # new statements enter the top lists between two rounds
+                run_statements(setup.work_as_role(), [statement(i) for i in range(50, 53)],
+                               times=40)
+            results.append(await scraper.collect())
+            await scraper.settled()
+        memory = scraper._memory["statements"]
     done = [r.data["statements"] for r in results if "statements" in r.data]
-    fetched = [s.texts_fetched for s in done]
     exported = [{row.queryid for row in s.rows if row.queryid is not None} for s in done]
-    assert len(fetched) == 3 and fetched[0] == len(exported[0]) > 0
-    # Later scrapes read texts only for queryids never exported before (the exporter's own
-    # statements enter the view, and may enter the top lists, one round after they first ran).
-    for i in (1, 2):
-        assert fetched[i] == len(exported[i] - set().union(*exported[:i]))
-    work_ids = {q for q in exported[0] if q in {int(r[0]) for r in setup.pgss(
-        "d.datname = %s AND s.queryid IS NOT NULL", (setup.datname,))}}
-    assert work_ids and all(work_ids <= e for e in exported[1:])
+    assert len(done) == 4
+    # The first round reads the texts of what it exports, so its series come with them.
+    assert done[0].texts_fetched == len(exported[0]) > 0
+    assert set(done[0].texts) == exported[0]
+    # Later rounds read none on their path: a statement new to the series gets its text
+    # after its round, and it shows from the next round on.
+    assert [s.texts_fetched for s in done[1:]] == [0, 0, 0]
+    new = exported[2] - exported[0] - exported[1]
+    assert new  # the three that ran 40 times are on top by calls
+    assert not new & set(done[2].texts)
+    assert new <= set(done[3].texts)
+    # Every text was read once: the queryids ever exported.
+    assert memory.texts_read == len(set().union(*exported))
     text_query = setup.pgss("d.datname = %s AND s.query LIKE %s",
                             (mon_name(setup), "%left(min(query)%"))
-    assert sum(row[2] for row in text_query) == sum(1 for f in fetched if f > 0)
+    assert sum(row[2] for row in text_query) >= 2  # the first round's and at least one after
     assert all(row[5] == 0 for row in text_query)
 
 
