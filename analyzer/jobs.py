@@ -45,10 +45,9 @@ from analyzer.audit import (
     run_audit,
     snapshot_and_observe,
 )
+from analyzer.connections import Connections
 from analyzer.job_health import JobHealth, reason_of
-from analyzer.snapshots.source import connect_target
 from analyzer.store import audits, locks
-from analyzer.store.connection import connect_store
 from analyzer.store.writer import StatementWriter
 from analyzer.vocabulary import RequestedBy
 from pgarchitect.config import AnalyzerSettings, Settings, Target
@@ -126,12 +125,13 @@ class JobMetrics:
                 self.notifications.labels(kind, result)
 
 
-def snapshot_and_check(settings: Settings, target: Target,
-                       writer: StatementWriter | None = None) -> tuple[str, float]:
+def snapshot_and_check(settings: Settings, target: Target, writer: StatementWriter | None = None,
+                       connections: Connections | None = None) -> tuple[str, float]:
     """One snapshot job's work: snapshot under the target lock, then the quick check.
 
     `writer` keeps the target's last state between snapshots (one per target: the target
-    lock makes sure only one thread uses it at a time).
+    lock makes sure only one thread uses it at a time); `connections`, the process's sessions
+    kept between jobs (none: both opened for this job and closed after it).
 
     Returns ("succeeded" | "skipped", seconds); "skipped" when the target is locked by an
     audit (which takes its own snapshot) or another snapshot.
@@ -139,18 +139,21 @@ def snapshot_and_check(settings: Settings, target: Target,
     assert settings.store.dsn is not None
     a = settings.analyzer
     started = time.perf_counter()
-    with connect_store(settings.store.dsn, a.connect_timeout) as store:
+    conns = connections or Connections(idle_timeout=0)
+    with conns.store(settings.store.dsn, a.connect_timeout) as store:
         if not locks.try_lock_target(store, target.name):
             return "skipped", time.perf_counter() - started
         try:
-            with connect_target(target.dsn, f"target {target.name}", a) as tconn:
+            with conns.target(target, a) as tconn:
                 snap = snapshot_and_observe(tconn, store, target.name, a, writer).snapshot
                 check = quick_check(store, tconn, target.name, a)
             audits.record_check(store, target.name, snap.snapshot.id, check.regressions,
                                 check.clusters, check.windows.get("note") or None)
         finally:
-            with contextlib.suppress(psycopg.Error):
+            try:
                 locks.unlock_target(store, target.name)
+            except psycopg.Error:
+                store.close()  # the lock may still be held: this session is not kept
     log.info(event("snapshot.taken", target=target.name, snapshot_id=snap.snapshot.id,
                    statements=snap.statements, regressions=check.regressions,
                    clusters=check.clusters))
@@ -171,6 +174,11 @@ class Service:
     embedder: memory.Embedder | None = None  # loaded once from analyzer.embedder (first audit)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _writers: dict[str, StatementWriter] = field(default_factory=dict)
+    # The snapshot jobs' store and target sessions, kept between jobs (analyzer/connections.py).
+    connections: Connections = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.connections = Connections(self.settings.analyzer.connection_idle_timeout)
 
     def writer(self, target: str) -> StatementWriter:
         """The snapshot writer of one target (its last state kept in memory)."""
@@ -232,8 +240,9 @@ def make_app(service: Service) -> procrastinate.App:
                 schedule_at=datetime.now(UTC) + timedelta(seconds=a.snapshot_interval),
             ).defer_async(target=target)
         try:
-            outcome, seconds = await service.in_thread(snapshot_and_check, settings, found,
-                                                     service.writer(found.name))
+            outcome, seconds = await service.in_thread(
+                snapshot_and_check, settings, found, service.writer(found.name),
+                service.connections)
         except Exception as exc:  # any cause: counted, logged once per cause, seen by /readyz
             metrics.snapshot_runs.labels(target, "failed").inc()
             metrics.jobs.labels(SNAPSHOT_TASK, "failed").inc()

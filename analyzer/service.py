@@ -179,6 +179,7 @@ async def _maintain(app: procrastinate.App, service: jobs.Service,
             async with pool.connection(timeout=5.0) as conn:
                 await jobs.ensure_chains(app, service, conn)
             await jobs.retry_stalled(app, service)
+            await asyncio.to_thread(service.connections.close_idle)  # idle past the timeout
             if loop.time() - purged > PURGE_EVERY:
                 await app.job_manager.delete_old_jobs(nb_hours=JOB_KEEP_HOURS,
                                                       include_failed=True)
@@ -264,6 +265,7 @@ async def _serve(settings: Settings, token: str | None) -> int:
         if runner is not None:
             await runner.cleanup()
         await pool.close()
+        service.connections.close()  # the snapshot jobs' kept sessions (running ones: after)
         for h in handlers:
             h.removeFilter(quiet)
     if service.busy_threads:

@@ -9,8 +9,13 @@ default worker concurrency) take the snapshots: each snapshot job defers its suc
 `snapshot_interval` later (analyzer/jobs.py). For each N, after a warm-up, one measurement
 window: snapshots stored per second (sustained) against the N / interval asked for, the lag
 of snapshot jobs (when they started against when they were scheduled), the store's growth
-and the CPU time of the store server and of the two workers per snapshot. Figures go to
+and the CPU time of the store server, of the targets' server and of the two workers per
+snapshot. Each N is measured twice, one right after the other: first with a store and a target
+session opened for every job (`analyzer.connection_idle_timeout: 0`, the baseline), then with
+the sessions kept between jobs (the default, analyzer/connections.py). Figures go to
 docs/benchmarks.md (section `fleet`).
+
+`PGARCHITECT_BENCH_FLEET_SIZES` (e.g. ``4,16``) measures other fleet sizes.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from pgarchitect.demo.embedded import PgServer, embedded_postgres, free_port
 from pgarchitect.dsn import Dsn
 from pgarchitect.migrate import migrate
 
-SIZES = (4, 8, 16, 32)
+SIZES = tuple(int(n) for n in os.environ.get("PGARCHITECT_BENCH_FLEET_SIZES",
+                                             "4,8,16,24,32").split(","))
+MODES = ("per job", "kept")  # sessions opened per job (idle timeout 0), kept (the default)
 STATEMENTS = 500  # per target
 MOVING = 0.1  # share of a target's statements run every interval
 INTERVAL = 2.0  # seconds: the compressed snapshot interval (production default: 5 minutes)
@@ -113,14 +120,17 @@ def cpu_seconds(pid: int, children_of: bool = False) -> float:
 class Replica:
     """One `pgarchitect analyzer` process."""
 
-    def __init__(self, directory: Path, name: str, store: str, targets: dict[str, str]) -> None:
+    def __init__(self, directory: Path, name: str, store: str, targets: dict[str, str],
+                 mode: str) -> None:
         port = free_port()
         config = directory / f"{name}.yml"
+        analyzer: dict[str, str] = {"listen": f"127.0.0.1:{port}",
+                                    "snapshot_interval": f"{INTERVAL}s", "admin_token": TOKEN}
+        if mode == "per job":
+            analyzer["connection_idle_timeout"] = "0s"
         config.write_text(yaml.safe_dump({
             "targets": [{"name": n, "dsn": d} for n, d in targets.items()],
-            "store": {"dsn": store}, "log_level": "warning",
-            "analyzer": {"listen": f"127.0.0.1:{port}", "snapshot_interval": f"{INTERVAL}s",
-                         "admin_token": TOKEN}}))
+            "store": {"dsn": store}, "log_level": "warning", "analyzer": analyzer}))
         self.log = open(directory / f"{name}.log", "ab")  # noqa: SIM115 - the child's output
         self.proc = subprocess.Popen([sys.executable, "-m", "pgarchitect", "analyzer",
                                       "--config", str(config)],
@@ -151,6 +161,7 @@ class Step:
     """What one fleet size did in the measurement window."""
 
     targets: int
+    mode: str           # MODES: sessions opened per job, or kept between jobs
     asked: float        # snapshots/s the schedule asks for (targets / interval)
     sustained: float    # snapshots/s stored
     lag_p50: float      # seconds a snapshot job started after it was scheduled
@@ -158,6 +169,7 @@ class Step:
     stored_rows: float  # statement rows per snapshot
     bytes_per_snapshot: float
     store_cpu_ms: float  # store server CPU per snapshot
+    targets_cpu_ms: float  # targets' server CPU per snapshot (the workload's statements too)
     worker_cpu_ms: float  # analyzer processes' CPU per snapshot
     load: float         # 1-minute load average at the end of the window
 
@@ -176,20 +188,28 @@ def store_bytes(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     return int(str(row[0]))
 
 
-def measure(targets_pg: PgServer, store_pg: PgServer, store: str, dsns: dict[str, str],
-            directory: Path) -> Step:
-    """Two replicas on the first len(dsns) targets: warm up, then one window."""
-    replicas = [Replica(directory, f"r{len(dsns)}{x}", store, dsns) for x in "ab"]
+def measure(targets_pg: PgServer, store_pg: PgServer, dsns: dict[str, str],
+            directory: Path, mode: str) -> Step:
+    """Two replicas on the first len(dsns) targets over a new store: warm up, then one
+    window. A new store for every run, so that each starts with the same (empty) history:
+    the quick check of every snapshot job reads the target's stored snapshots, so its cost
+    grows with them, and a run after another would pay for the history of both."""
+    tag = mode.replace(" ", "")
+    store = store_pg.create_database(f"store_{len(dsns)}_{tag}")
+    migrate(Dsn(store))
+    replicas = [Replica(directory, f"r{len(dsns)}{tag}{x}", store, dsns, mode) for x in "ab"]
     try:
         with Workload(list(dsns.values())):
             time.sleep(WARMUP)
             with psycopg.connect(store, autocommit=True) as conn:
                 t0 = _one(conn, "SELECT clock_timestamp()")[0]
                 b0, c0 = store_bytes(conn), cpu_seconds(store_pg.pid, True)
+                g0 = cpu_seconds(targets_pg.pid, True)
                 w0 = sum(cpu_seconds(r.proc.pid) for r in replicas)
                 time.sleep(WINDOW)
                 t1 = _one(conn, "SELECT clock_timestamp()")[0]
                 b1, c1 = store_bytes(conn), cpu_seconds(store_pg.pid, True)
+                g1 = cpu_seconds(targets_pg.pid, True)
                 w1 = sum(cpu_seconds(r.proc.pid) for r in replicas)
                 count, rows = _one(
                     conn, "SELECT count(*), coalesce(avg(stored_count), 0)"
@@ -209,9 +229,9 @@ def measure(targets_pg: PgServer, store_pg: PgServer, store: str, dsns: dict[str
             r.stop()
     seconds = (t1 - t0).total_seconds()  # type: ignore[operator]
     n = max(int(str(count)), 1)
-    return Step(len(dsns), len(dsns) / INTERVAL, n / seconds, float(str(p50)),
+    return Step(len(dsns), mode, len(dsns) / INTERVAL, n / seconds, float(str(p50)),
                 float(str(p95)), float(str(rows)), (b1 - b0) / n, (c1 - c0) * 1000 / n,
-                (w1 - w0) * 1000 / n, os.getloadavg()[0])
+                (g1 - g0) * 1000 / n, (w1 - w0) * 1000 / n, os.getloadavg()[0])
 
 
 def main() -> None:
@@ -224,47 +244,76 @@ def main() -> None:
     with embedded_postgres(18, settings={"pg_stat_statements.max": str(max_pgss),
                                          "max_connections": "300"}) as targets_pg, \
             embedded_postgres(18, settings={"max_connections": "200"}) as store_pg:
-        store = store_pg.create_database("store")
-        migrate(Dsn(store))
         dsns: dict[str, str] = {}
         for n in SIZES:
             while len(dsns) < n:
                 name = f"t{len(dsns):03d}"
                 dsns[name] = targets_pg.create_database(name, extensions=("pg_stat_statements",))
                 fill(dsns[name])
-            steps.append(measure(targets_pg, store_pg, store, dict(dsns), directory))
-            s = steps[-1]
-            print(f"{s.targets} targets: {s.sustained:.2f}/{s.asked:.2f} snapshots/s, "
-                  f"lag p50 {s.lag_p50:.2f} s p95 {s.lag_p95:.2f} s, load {s.load:.1f}",
-                  flush=True)
+            for mode in MODES:
+                steps.append(measure(targets_pg, store_pg, dict(dsns), directory, mode))
+                s = steps[-1]
+                print(f"{s.targets} targets, sessions {s.mode}: {s.sustained:.2f}/"
+                      f"{s.asked:.2f} snapshots/s, lag p50 {s.lag_p50:.2f} s p95 "
+                      f"{s.lag_p95:.2f} s, workers {s.worker_cpu_ms:.0f} ms per snapshot, "
+                      f"load {s.load:.1f}", flush=True)
     elapsed = time.monotonic() - wall
     write_section("fleet", report(steps, load_before, elapsed))
 
 
+def kept_up(s: Step) -> bool:
+    """Whether a fleet size kept up: at least 90 % of the snapshots asked for stored, and jobs
+    starting within one interval of their time (p95)."""
+    return s.sustained >= 0.9 * s.asked and s.lag_p95 <= INTERVAL
+
+
 def knee(steps: list[Step]) -> Step | None:
-    """The first fleet size whose snapshots fall behind: fewer stored than asked (below
-    90 %), or jobs starting later than one interval (p95)."""
-    return next((s for s in steps if s.sustained < 0.9 * s.asked or s.lag_p95 > INTERVAL),
-                None)
+    """The first fleet size whose snapshots fall behind."""
+    return next((s for s in steps if not kept_up(s)), None)
+
+
+def knee_text(steps: list[Step]) -> str:
+    behind = knee(steps)
+    if behind is None:
+        return (f"lag did not grow up to {steps[-1].targets} targets "
+                f"({steps[-1].asked:.1f} snapshots/s asked)")
+    return (f"lag starts to grow at **{behind.targets} targets** ({behind.asked:.1f} "
+            f"snapshots/s asked, {behind.sustained:.2f} stored, lag p95 {behind.lag_p95:.1f} s)")
 
 
 def report(steps: list[Step], load_before: float, elapsed: float) -> str:
-    """The fleet section: the measured table, then the extrapolation it supports."""
+    """The fleet section: the measured table, the two modes compared, then the extrapolation
+    the default mode supports."""
     rows = [
-        f"| {s.targets} | {s.asked:.1f} | {s.sustained:.2f} ({s.sustained / s.asked:.2f} x) | "
-        f"{s.lag_p50:.2f} / {s.lag_p95:.2f} | {s.stored_rows:.0f} | "
-        f"{s.bytes_per_snapshot / 1024:.1f} | {s.store_cpu_ms:.1f} | {s.worker_cpu_ms:.1f} | "
-        f"{s.load:.1f} |" for s in steps]
-    behind = knee(steps)
-    best = max(steps, key=lambda s: s.sustained)
+        f"| {s.targets} | {s.mode} | {s.asked:.1f} | {s.sustained:.2f} "
+        f"({s.sustained / s.asked:.2f} x) | {s.lag_p50:.2f} / {s.lag_p95:.2f} | "
+        f"{s.stored_rows:.0f} | {s.bytes_per_snapshot / 1024:.1f} | {s.store_cpu_ms:.1f} | "
+        f"{s.targets_cpu_ms:.1f} | {s.worker_cpu_ms:.1f} | {s.load:.1f} |" for s in steps]
+    by_mode = {m: [s for s in steps if s.mode == m] for m in MODES}
+    base, kept = by_mode["per job"], by_mode["kept"]
+    # Per snapshot costs compared where both modes kept up: behind, snapshots come later
+    # (more rows moved between two) and every process waits for the cores.
+    pairs = [(b, k) for b, k in zip(base, kept, strict=True) if kept_up(b) and kept_up(k)]
+    if pairs:
+        ratios = [k.worker_cpu_ms / b.worker_cpu_ms for b, k in pairs]
+        compare = (
+            f"Workers' CPU per snapshot where both kept up "
+            f"({', '.join(str(b.targets) for b, _ in pairs)} targets): "
+            + ", ".join(f"{b.worker_cpu_ms:.0f} → {k.worker_cpu_ms:.0f} ms" for b, k in pairs)
+            + f" (kept / per job: median {statistics.median(ratios):.2f} x); the targets' "
+            f"server (with the workload's own statements): "
+            + ", ".join(f"{b.targets_cpu_ms:.0f} → {k.targets_cpu_ms:.0f} ms" for b, k in pairs)
+            + "; the store: "
+            + ", ".join(f"{b.store_cpu_ms:.0f} → {k.store_cpu_ms:.0f} ms" for b, k in pairs)
+            + ".")
+    else:
+        compare = "No fleet size kept up in both modes: no per-snapshot comparison."
+    best = max(kept, key=lambda s: s.sustained)
     # Per snapshot costs at STATEMENTS statements; a 5,000-statement target costs about ten
     # times as much where the work is per statement (the fetch, the comparison), and the
     # store side per stored row (about ten times as many rows move too).
     scale = 5000 / STATEMENTS
-    # Per-snapshot costs from the sizes that kept up: behind, snapshots come later (more rows
-    # moved between two) and every process waits for the cores (more CPU per snapshot).
-    kept_up = [s for s in steps if s.sustained >= 0.9 * s.asked and s.lag_p95 <= INTERVAL]
-    basis = kept_up or steps
+    basis = [s for s in kept if kept_up(s)] or kept
     worker_ms = statistics.median(s.worker_cpu_ms for s in basis)
     store_ms = statistics.median(s.store_cpu_ms for s in basis)
     per_snapshot = statistics.median(s.bytes_per_snapshot for s in basis)
@@ -272,11 +321,6 @@ def report(steps: list[Step], load_before: float, elapsed: float) -> str:
     need = 200 / 300.0  # snapshots/s: 200 targets every 5 minutes
     worker_cores = need * worker_ms * scale / 1000
     store_cores = need * store_ms * scale / 1000
-    knee_text = (f"Lag starts to grow at **{behind.targets} targets** "
-                 f"({behind.asked:.1f} snapshots/s asked, {behind.sustained:.2f} stored, lag "
-                 f"p95 {behind.lag_p95:.1f} s)" if behind is not None else
-                 f"Lag did not grow up to {steps[-1].targets} targets "
-                 f"({steps[-1].asked:.1f} snapshots/s asked)")
     return "\n".join([
         "## Fleet: one store, two analyzer workers",
         "",
@@ -284,33 +328,46 @@ def report(steps: list[Step], load_before: float, elapsed: float) -> str:
         f"each, a tenth of them run every interval by a workload thread; store: a second "
         f"PostgreSQL 18 server; two `pgarchitect analyzer` processes (procrastinate workers, "
         f"default concurrency 4 each); snapshot interval compressed to {INTERVAL:g} s "
-        f"(production default 5 minutes). Per fleet size: {WARMUP:g} s warm-up, then a "
-        f"{WINDOW:g} s window. *lag*: how long after its scheduled time a snapshot job "
-        "started. CPU: the store server's processes and the two workers' processes, per "
-        f"stored snapshot. **The machine is shared** (2 cores, other work may run beside "
-        f"the benchmark): load average {load_before:.1f} at the start; the targets' "
-        "server, the workload, the store and both workers all run on the same two cores, so "
-        f"the ceiling below is this machine's, not the design's. Whole run: {elapsed:.0f} s.",
+        f"(production default 5 minutes). Each fleet size twice, one right after the other: "
+        "*per job*, a store and a target session opened for every snapshot job "
+        "(`analyzer.connection_idle_timeout: 0`, as before sessions were kept), then *kept*, "
+        "the sessions kept between jobs (the default). Every run over a new store, so each "
+        "starts from the same empty history (every job's quick check reads the target's "
+        "stored snapshots: its cost grows with them). Per run: "
+        f"{WARMUP:g} s warm-up, then a {WINDOW:g} s window. *lag*: how long after its "
+        "scheduled time a snapshot job started. CPU: the store server's processes, the "
+        "targets' server's processes (which also run the workload) and the two workers' "
+        f"processes, per stored snapshot. **The machine is shared** (2 cores, other work may "
+        f"run beside the benchmark): load average {load_before:.1f} at the start, the last "
+        "column is the load at the end of each window; the targets' server, the workload, "
+        "the store and both workers all run on the same two cores, so the ceiling below is "
+        f"this machine's, not the design's. Whole run: {elapsed:.0f} s.",
         "",
-        "| targets | snapshots/s asked | sustained snapshots/s | lag p50 / p95 s | rows "
-        "stored per snapshot | store growth KiB per snapshot | store CPU ms per snapshot | "
-        "workers' CPU ms per snapshot | load average |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| targets | sessions | snapshots/s asked | sustained snapshots/s | lag p50 / p95 s | "
+        "rows stored per snapshot | store growth KiB per snapshot | store CPU ms per "
+        "snapshot | targets' server CPU ms per snapshot | workers' CPU ms per snapshot | "
+        "load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"{knee_text}; the most sustained here: {best.sustained:.1f} snapshots/s at "
-        f"{best.targets} targets.",
+        f"Sessions per job: {knee_text(base)}. Sessions kept: {knee_text(kept)}; the most "
+        f"sustained: {best.sustained:.1f} snapshots/s at {best.targets} targets. {compare}",
         "",
         f"Extrapolation to 200 targets x 5,000 statements at 5-minute snapshots: "
-        f"{need:.2f} snapshots/s. Per-snapshot costs from the sizes that kept up "
-        f"({', '.join(str(s.targets) for s in basis)} targets). Scaling the CPU linearly with "
-        f"the statement count (x{scale:.0f}: an upper bound, since much of it is fixed per "
-        "job — two connections, the job queue, the quick regression check's reads — and does "
-        "not grow with statements): the workers need at most about "
+        f"{need:.2f} snapshots/s. Per-snapshot costs of the kept sessions from the sizes that "
+        f"kept up ({', '.join(str(s.targets) for s in basis)} targets). Scaling the CPU "
+        f"linearly with the statement count (x{scale:.0f}): the workers need about "
         f"{worker_cores:.2f} cores and the store about {store_cores:.2f} cores on average, "
         f"and the store grows about {day_mb:.0f} MB per target-day at this workload's share "
         f"of moving statements (the store benchmark: 32.7 MB at 500 of 5,000 moving), "
-        f"{200 * day_mb / 1024:.1f} GB a day for the fleet. Beyond what one store holds "
+        f"{200 * day_mb / 1024:.1f} GB a day for the fleet. Most of a worker's CPU here is "
+        "the quick regression check, which grows with statements too: with less history "
+        "than the configured baseline + current windows (8 days by default; always so at "
+        f"this benchmark's {INTERVAL:g} s interval) it rebuilds up to 50 of the target's "
+        "stored snapshots per job (the change-point search), so a young target with a long "
+        "enough history of 5-minute snapshots costs more than this scaling says; with 8 "
+        "days of history it reads only the windows' ends (and the snapshots around "
+        "resets). Beyond what one store holds "
         "(docs/scaling.md): more analyzer replicas first (any replica runs any target's "
         "job), then targets split over several stores.",
     ])

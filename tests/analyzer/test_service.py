@@ -131,6 +131,24 @@ def test_snapshots_every_interval_and_a_down_target_is_recorded(stack: Stack) ->
                 " WHERE target = 'down'")[0][0] == 0
 
 
+def test_snapshot_jobs_keep_their_target_session(stack: Stack) -> None:
+    """The service's snapshot jobs reuse one session on the target (analyzer/connections.py)."""
+    def snapshots() -> int:
+        return int(rows(stack.store, "SELECT count(*) FROM pgarchitect.snapshot"
+                        " WHERE target = 'app'")[0][0])
+
+    def analyzer_sessions() -> list[int]:  # an audit's session may come and go meanwhile
+        return [int(r[0]) for r in rows(stack.target, "SELECT pid FROM pg_stat_activity"
+                                        " WHERE datname = current_database()"
+                                        " AND application_name = 'pgarchitect-analyzer'")]
+
+    (pid,) = eventually(lambda: analyzer_sessions() if len(analyzer_sessions()) == 1 else None,
+                        "one analyzer session on the target")
+    first = snapshots()
+    eventually(lambda: snapshots() >= first + 2, "two more snapshots of app")
+    assert pid in analyzer_sessions()
+
+
 def test_requested_audit_runs_and_its_report_is_served(stack: Stack) -> None:
     s = stack.service
     before = sample(s.metrics(), "pgarchitect_audit_runs_total", status="success") or 0.0
