@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, repeat
-from operator import add, is_, itemgetter, not_
+from operator import add, is_, is_not, itemgetter, not_
 from typing import NamedTuple, cast
 
 from prometheus_client import CollectorRegistry
@@ -118,26 +118,27 @@ def _label_texts(labels: Sequence[Labels], names: Labels,
     return out
 
 
-def _zero_signs(samples: Sequence[tuple[Labels, float]]) -> list[float]:
-    """The signs of the zero values: equal values print alike, except 0.0 and -0.0."""
-    return [math.copysign(1.0, v) for _, v in samples if v == 0]
+def _prints_alike(a: tuple[Labels, float], b: tuple[Labels, float]) -> bool:
+    """Equal samples print alike, except 0.0 and -0.0 (equal, but not the same line)."""
+    return a == b and (a[1] != 0 or math.copysign(1.0, a[1]) == math.copysign(1.0, b[1]))
 
 
 def _again(before: _Body, samples: list[tuple[Labels, float]], sample: str, names: Labels,
            formatted: dict[Labels, dict[Labels, str]],
            previous: dict[Labels, dict[Labels, str]]) -> _Body | None:
     """A family's body from the last exposition's: as it was when its samples are the same
-    objects (a statement that did not run keeps its sample tuples) or equal; with the lines of
-    the samples that changed written again when most did not; None: render it anew."""
+    objects (a statement that did not run keeps its sample tuples) or print alike; with the
+    lines of the samples that changed written again when most did not; None: render it
+    anew."""
     old = before.samples
     if len(old) != len(samples):
         return None
-    same = list(map(is_, samples, old))
-    if all(same):
+    moved = list(compress(range(len(samples)), map(is_not, samples, old)))
+    if not moved:
         return before
-    if old == samples and _zero_signs(old) == _zero_signs(samples):  # 0.0 == -0.0
-        return before
-    moved = list(compress(range(len(samples)), map(not_, same)))
+    moved = [i for i in moved if not _prints_alike(samples[i], old[i])]
+    if not moved:  # kept with these samples: the next exposition finds them by identity
+        return _Body(samples, before.lines, before.text)
     if 2 * len(moved) > len(samples):
         return None
     changed = [samples[i] for i in moved]

@@ -204,7 +204,7 @@ def test_families_unchanged_since_the_last_exposition_are_not_rendered_again() -
     bodies = dict(kept.bodies[TEXT])
     second = families()  # equal samples, new objects: every family's lines are reused
     assert encode(second, "", kept)[0] == reference(second, "")
-    assert all(kept.bodies[TEXT][name] is body for name, body in bodies.items())
+    assert all(kept.bodies[TEXT][name].text is body.text for name, body in bodies.items())
     # One statement's calls moved, one zero turned into -0.0 (equal, printed otherwise):
     # those two families are rendered again, the others are reused.
     third = families()
@@ -215,7 +215,7 @@ def test_families_unchanged_since_the_last_exposition_are_not_rendered_again() -
     plan.samples[0] = (plan.samples[0][0], -0.0)
     for accept in ("", "application/openmetrics-text; version=1.0.0"):
         assert encode(third, accept, kept)[0] == reference(third, accept), accept
-    again = {n for n, body in kept.bodies[TEXT].items() if body is not bodies.get(n)}
+    again = {n for n, body in kept.bodies[TEXT].items() if body.text is not bodies[n].text}
     assert again == {"pg_stat_statements_calls_total", "pg_stat_statements_plan_seconds_total"}
     assert b'\npg_stat_statements_plan_seconds_total{' in encode(third, "", kept)[0]
     assert "} -0.0\n" in kept.bodies[TEXT]["pg_stat_statements_plan_seconds_total"].text
@@ -244,7 +244,7 @@ def test_a_statement_that_ran_writes_only_its_own_lines_again() -> None:
     second = scrape()  # the same row objects: the same sample tuples, every family kept
     assert encode(second, "", kept)[0] == reference(second, "")
     calls = "pg_stat_statements_calls_total"
-    assert kept.bodies[TEXT][calls] is before[calls]
+    assert kept.bodies[TEXT][calls].text is before[calls].text
     rows[2] = rows[2]._replace(calls=rows[2].calls + 1, exec_seconds=rows[2].exec_seconds * 2)
     third = scrape()
     for accept in ("", "application/openmetrics-text; version=1.0.0"):
@@ -255,8 +255,8 @@ def test_a_statement_that_ran_writes_only_its_own_lines_again() -> None:
         assert [i for i, (a, b) in enumerate(zip(now.lines, then.lines, strict=True))
                 if a is not b] == [2]
     # A statement that did not move keeps its family's lines as they were.
-    assert kept.bodies[TEXT]["pg_stat_statements_wal_bytes_total"] is before[
-        "pg_stat_statements_wal_bytes_total"]
+    assert kept.bodies[TEXT]["pg_stat_statements_wal_bytes_total"].text is before[
+        "pg_stat_statements_wal_bytes_total"].text
     # More than half of a family changed: it is written anew, still byte for byte.
     for i in range(len(rows)):
         rows[i] = rows[i]._replace(calls=rows[i].calls + 5)
