@@ -374,8 +374,9 @@ def main() -> None:
     markdown = "\n".join([
         "## Exporter scrape",
         "",
-        f"PostgreSQL 18 (embedded), pg_stat_statements.max 25,000; {RUNS} runs after one "
-        "warm-up, the three cases interleaved run by run; times are medians, ratios are "
+        f"PostgreSQL 18 (embedded), pg_stat_statements.max 25,000; {RUNS} runs after the "
+        "warm-up described below, the three cases interleaved run by run; times are "
+        "medians, ratios are "
         "medians of the per-run ratios. *bare*: the exporter's own statements query (every "
         "row of `pg_stat_statements(false)`, the collector's columns, no texts) over one "
         "asyncpg connection with the same session settings; *pgarchitect*: `GET /metrics` of "
