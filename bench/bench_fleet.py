@@ -126,8 +126,7 @@ class Replica:
         config = directory / f"{name}.yml"
         analyzer: dict[str, str] = {"listen": f"127.0.0.1:{port}",
                                     "snapshot_interval": f"{INTERVAL}s", "admin_token": TOKEN}
-        if mode == "per job":
-            analyzer["connection_idle_timeout"] = "0s"
+        analyzer["connection_idle_timeout"] = "0s" if mode == "per job" else "10m"
         config.write_text(yaml.safe_dump({
             "targets": [{"name": n, "dsn": d} for n, d in targets.items()],
             "store": {"dsn": store}, "log_level": "warning", "analyzer": analyzer}))
@@ -331,7 +330,7 @@ def report(steps: list[Step], load_before: float, elapsed: float) -> str:
         f"(production default 5 minutes). Each fleet size twice, one right after the other: "
         "*per job*, a store and a target session opened for every snapshot job "
         "(`analyzer.connection_idle_timeout: 0`, as before sessions were kept), then *kept*, "
-        "the sessions kept between jobs (the default). Every run over a new store, so each "
+        "the sessions kept between jobs (`connection_idle_timeout: 10m`). Every run over a new store, so each "
         "starts from the same empty history (every job's quick check reads the target's "
         "stored snapshots: its cost grows with them). Per run: "
         f"{WARMUP:g} s warm-up, then a {WINDOW:g} s window. *lag*: how long after its "

@@ -205,7 +205,7 @@ class AnalyzerSettings:
     worker_concurrency: int = field(default=4, metadata=POSITIVE)
     worker_stalled_timeout: float = field(default=30.0, metadata=DURATION)
     shutdown_timeout: float = field(default=10.0, metadata=POSITIVE_DURATION)
-    connection_idle_timeout: float = field(default=600.0, metadata=DURATION)  # 0: none kept
+    connection_idle_timeout: float = field(default=0.0, metadata=DURATION)  # 0: none kept (opt-in)
     unused_index_min_age: float = field(default=7 * 86400.0, metadata=DURATION)
     validation: ValidationSettings = ValidationSettings()
 

@@ -70,7 +70,7 @@ def stack(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         with webhook_sink() as sink, \
                 alertmanager(tmp, alertmanager_config_for_test(sink.url)) as am, \
                 analyzer(tmp, "service", store, {"app": target, "down": down},
-                         alertmanager_url=am.url) as service:
+                         alertmanager_url=am.url, connection_idle_timeout="10m") as service:
             rule_dir = tmp / "rules"
             rule_dir.mkdir()
             with prometheus(tmp, {"pgarchitect-analyzer": [service.url.split("//")[1]]},
