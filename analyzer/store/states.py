@@ -47,8 +47,8 @@ Scope = tuple[object, ...]  # (store identity..., target)
 MAX_STATES_PER_TARGET = 128
 DEFAULT_MAX_BYTES = 256 * 2**20
 STALE_AFTER = 1800.0  # seconds without a job before a kept target may make room for another
-# Estimated bytes per statement of a kept state (measured with tracemalloc,
-# bench/bench_quickcheck.py): a dict slot, and a row object the state holds alone.
+# Estimated bytes per statement of a kept state: its dict slot, and a row object it holds
+# alone (on the safe side: bench/bench_quickcheck.py compares the total with tracemalloc's).
 SLOT_BYTES, ROW_BYTES = 100, 500
 
 
@@ -112,7 +112,7 @@ def _plan(chain: Sequence[StoredHeader], wanted: Sequence[int], have: Iterable[i
 
 def roll(base: State | None, stored: Iterable[Sequence[StatementCounters]]) -> tuple[State, int]:
     """`base` (None: nothing, a checkpoint follows) with stored rows laid over in order, in
-    statement key order; and how many rows it holds that `base` does not."""
+    statement key order; and how many rows were laid over."""
     state: State = {} if base is None else dict(base)
     size, laid = len(state), 0
     for rows in stored:
@@ -124,7 +124,7 @@ def roll(base: State | None, stored: Iterable[Sequence[StatementCounters]]) -> t
     return state, laid
 
 
-@dataclass
+@dataclass(eq=False)
 class SnapshotStates:
     """The process's kept states (see the module doc); safe to share between job threads."""
 

@@ -1,6 +1,7 @@
 """Kept snapshot states (analyzer/store/states.py) equal rebuilt ones, key order included, and
 the pair deltas that skip unmoved statements equal computed ones: pure property tests over
-simulated series, then the quick check's statistics through a real store."""
+simulated series, then the quick check's statistics through a real store and the snapshot
+jobs' quick check (analyzer/jobs.py) with a process's kept states."""
 
 from __future__ import annotations
 
@@ -10,25 +11,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.analysis.delta import delta, pair_delta, segments, was_reset
 from analyzer.analysis.windows import candidate_points
-from analyzer.audit import window_stats
+from analyzer.audit import quick_check, window_stats
 from analyzer.audit.steps.statistics import window_statistics
+from analyzer.jobs import snapshot_and_check
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey
+from analyzer.snapshots.source import connect_target
 from analyzer.store import partitions, snapshots
 from analyzer.store.connection import Conn, connect_store
 from analyzer.store.snapshots import StoredHeader
 from analyzer.store.states import DEFAULT_MAX_BYTES, SnapshotStates, State
 from analyzer.store.writer import StatementWriter
-from pgarchitect.config import RegressionSettings
+from pgarchitect.config import RegressionSettings, Settings, StoreSettings, Target
+from pgarchitect.demo.embedded import PgServer
 from pgarchitect.dsn import Dsn
+from pgarchitect.migrate import migrate
 from tests.analyzer import series
 from tests.analyzer.series import Action, Step
 from tests.analyzer.test_changes import intervals, steps
 from tests.analyzer.test_store import reading_of
+from tests.conftest import drop_database, new_database
 
 
 @dataclass
@@ -206,3 +213,26 @@ def test_the_quick_checks_statistics_through_kept_states_equal_rebuilt_ones(stor
         got = cache.load(conn, "sim", again)
         for m in again:
             assert list(got[m.id].items()) == list(snapshots.load_counters(conn, m.id).items())
+
+
+def test_snapshot_jobs_keep_the_quick_checks_states(pg18: PgServer) -> None:
+    store = new_database(pg18, "store")
+    target = new_database(pg18, "t", extensions=("pg_stat_statements",))
+    try:
+        migrate(Dsn(store))
+        t = Target("t", Dsn(target))
+        config = Settings(targets=(t,), store=StoreSettings(Dsn(store)))
+        states = SnapshotStates()
+        for i in range(4):
+            with psycopg.connect(target, autocommit=True) as conn:
+                conn.execute(f"SELECT {i} + 1".encode())
+            assert snapshot_and_check(config, t, None, None, states)[0] == "succeeded"
+            assert [scope[-1] for scope in states.kept_targets()] == (["t"] if i else [])
+            with connect_store(Dsn(store)) as conn, connect_target(
+                    t.dsn, "target t", config.analyzer) as tconn:
+                cached = quick_check(conn, tconn, "t", config.analyzer, states)
+                rebuilt = quick_check(conn, tconn, "t", config.analyzer)
+            assert dataclasses.replace(cached, checked_at=rebuilt.checked_at) == rebuilt
+    finally:
+        drop_database(pg18, target)
+        drop_database(pg18, store)
