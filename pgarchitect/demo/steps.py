@@ -151,10 +151,16 @@ async def traffic_after_drop(run: Run, story: Story) -> Told:
     seconds, live = run.options.seconds, story.live
     prometheus, alertmanager = live.children.prometheus, live.children.alertmanager
 
+    # What Prometheus and Alertmanager showed while the traffic ran: once it stops, the next
+    # rule evaluation may see no requests at all and resolve the alert, so it is not asked
+    # again afterwards.
+    seen: tuple[list[str], bool] = ([], False)
+
     async def fired() -> bool:
+        nonlocal seen
         assert prometheus is not None and alertmanager is not None
-        firing, received = await alert_state(run.session, prometheus, alertmanager)
-        return bool(firing) and received
+        seen = await alert_state(run.session, prometheus, alertmanager)
+        return bool(seen[0]) and seen[1]
 
     monitored = prometheus is not None and alertmanager is not None
     phase = await traffic_phase(live, seconds, run.options.users, fired if monitored else None)
@@ -163,7 +169,7 @@ async def traffic_after_drop(run: Run, story: Story) -> Told:
         f"p95 over 50 ms on {', '.join(slow)}" if slow
         else "every path's p95 still within target")]
     if prometheus is not None and alertmanager is not None:
-        firing, received = await alert_state(run.session, prometheus, alertmanager)
+        firing, received = seen
         results.append(
             f"{ALERT} firing in Prometheus for orm_path {', '.join(firing)} and received by "
             "Alertmanager" if firing and received else
