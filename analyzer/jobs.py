@@ -48,6 +48,7 @@ from analyzer.audit import (
 from analyzer.connections import Connections
 from analyzer.job_health import JobHealth, reason_of
 from analyzer.store import audits, locks
+from analyzer.store.states import SnapshotStates
 from analyzer.store.writer import StatementWriter
 from analyzer.vocabulary import RequestedBy
 from pgarchitect.config import AnalyzerSettings, Settings, Target
@@ -126,12 +127,14 @@ class JobMetrics:
 
 
 def snapshot_and_check(settings: Settings, target: Target, writer: StatementWriter | None = None,
-                       connections: Connections | None = None) -> tuple[str, float]:
+                       connections: Connections | None = None,
+                       states: SnapshotStates | None = None) -> tuple[str, float]:
     """One snapshot job's work: snapshot under the target lock, then the quick check.
 
     `writer` keeps the target's last state between snapshots (one per target: the target
     lock makes sure only one thread uses it at a time); `connections`, the process's sessions
-    kept between jobs (none: both opened for this job and closed after it).
+    kept between jobs (none: both opened for this job and closed after it); `states`, the
+    process's rebuilt snapshot states (analyzer/store/states.py; none: all rebuilt).
 
     Returns ("succeeded" | "skipped", seconds); "skipped" when the target is locked by an
     audit (which takes its own snapshot) or another snapshot.
@@ -146,7 +149,7 @@ def snapshot_and_check(settings: Settings, target: Target, writer: StatementWrit
         try:
             with conns.target(target, a) as tconn:
                 snap = snapshot_and_observe(tconn, store, target.name, a, writer).snapshot
-                check = quick_check(store, tconn, target.name, a)
+                check = quick_check(store, tconn, target.name, a, states)
             audits.record_check(store, target.name, snap.snapshot.id, check.regressions,
                                 check.clusters, check.windows.get("note") or None)
         finally:
@@ -176,6 +179,8 @@ class Service:
     _writers: dict[str, StatementWriter] = field(default_factory=dict)
     # The snapshot jobs' store and target sessions, kept between jobs (analyzer/connections.py).
     connections: Connections = field(init=False)
+    # The quick checks' rebuilt snapshot states, kept between jobs (analyzer/store/states.py).
+    states: SnapshotStates = field(default_factory=SnapshotStates)
 
     def __post_init__(self) -> None:
         self.connections = Connections(self.settings.analyzer.connection_idle_timeout)
@@ -242,7 +247,7 @@ def make_app(service: Service) -> procrastinate.App:
         try:
             outcome, seconds = await service.in_thread(
                 snapshot_and_check, settings, found, service.writer(found.name),
-                service.connections)
+                service.connections, service.states)
         except Exception as exc:  # any cause: counted, logged once per cause, seen by /readyz
             metrics.snapshot_runs.labels(target, "failed").inc()
             metrics.jobs.labels(SNAPSHOT_TASK, "failed").inc()

@@ -156,13 +156,31 @@ def pair_delta(
     end: Mapping[StatementKey, StatementCounters],
     reset: bool = False,
 ) -> dict[StatementKey, WindowStat]:
-    """Per-statement activity between two snapshots; entries gone at the end are left out."""
+    """Per-statement activity between two snapshots; entries gone at the end are left out.
+
+    A statement whose counters at both ends are one object (states rolled forward from one
+    another share the rows of statements that did not move) had no activity, unless a reset
+    says otherwise or `recreated` could say so of equal readings (negative times, no
+    stats_since): those are skipped without computing a delta that would be None.
+    """
     out: dict[StatementKey, WindowStat] = {}
+    before = start.get
     for key, counters in end.items():
-        stat = delta(start.get(key), counters, reset)
+        prior = before(key)
+        if prior is counters and not reset and _still(counters):
+            continue
+        stat = delta(prior, counters, reset)
         if stat is not None:
             out[key] = stat
     return out
+
+
+def _still(c: StatementCounters) -> bool:
+    """True when `delta(c, c)` is None: `recreated(c, c)` is False for a reading whose
+    stats_since is known, or whose min and max times are not negative (nor NaN)."""
+    return c.stats_since is not None or (
+        (c.min_exec_time is None or c.min_exec_time >= 0)
+        and (c.max_exec_time is None or c.max_exec_time >= 0))
 
 
 def was_reset(start: SnapshotMeta, end: SnapshotMeta) -> bool:

@@ -36,6 +36,7 @@ from analyzer.snapshots.model import SnapshotMeta
 from analyzer.snapshots.source import connect_target
 from analyzer.store.connection import Conn
 from analyzer.store.snapshots import list_snapshots
+from analyzer.store.states import SnapshotStates
 from analyzer.vocabulary import AuditStatus, RequestedBy
 from pgarchitect.config import AnalyzerSettings, Target
 from pgarchitect.dsn import Dsn
@@ -48,12 +49,13 @@ def detect(
     store: Conn, tconn: psycopg.Connection[Any], target: str, settings: AnalyzerSettings,
     stored: Sequence[SnapshotMeta], request: WindowRequest | None = None, *,
     audit_id: int | None = None, server_version_num: int = 0, explain: bool = True,
-    on_step: StepHook | None = None,
+    on_step: StepHook | None = None, states: SnapshotStates | None = None,
 ) -> Detection:
-    """Windows → regressions → plans (EXPLAIN only when `explain`) → onsets → clusters."""
+    """Windows → regressions → plans (EXPLAIN only when `explain`) → onsets → clusters
+    (`states`: the process's kept snapshot states, analyzer/store/states.py)."""
     rs = settings.regression
     step_reached(on_step, Step.WINDOWS)
-    stats = window_statistics(store, target, rs, stored, request)
+    stats = window_statistics(store, target, rs, stored, request, states)
 
     step_reached(on_step, Step.REGRESSIONS)
     found = tuple(detect_slower(stats.baseline, stats.current, rs))
@@ -153,10 +155,12 @@ def run_quick_check(settings: AnalyzerSettings, target: Target, store_dsn: Dsn) 
 
 
 def quick_check(store: Conn, tconn: psycopg.Connection[Any], target: str,
-                settings: AnalyzerSettings) -> QuickCheck:
+                settings: AnalyzerSettings, states: SnapshotStates | None = None) -> QuickCheck:
     """`run_quick_check` on sessions the caller holds (the service holds the target lock):
-    the detection prefix without EXPLAIN (tables resolved and index facts read)."""
-    found = detect(store, tconn, target, settings, list_snapshots(store, target), explain=False)
+    the detection prefix without EXPLAIN (tables resolved and index facts read); `states`,
+    the process's kept snapshot states (the service's: a job rebuilds only new ones)."""
+    found = detect(store, tconn, target, settings, list_snapshots(store, target), explain=False,
+                   states=states)
     return QuickCheck(target=target, checked_at=datetime.now(UTC),
                       statements_analyzed=len(found.statistics.current),
                       regressions=len(found.clustering.regressions),

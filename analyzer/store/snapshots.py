@@ -223,6 +223,50 @@ def load_series(
     return [by_id.get(m.id, {}) for m in metas]
 
 
+class StoredHeader(NamedTuple):
+    """A stored snapshot's header as a rebuild needs it; `version` (the row's xmin) changes
+    whenever the row is written anew (a store recreated, a snapshot id used again)."""
+
+    id: int
+    taken_at: datetime
+    is_checkpoint: bool
+    stored_count: int
+    version: int
+
+
+def load_headers(conn: Conn, target: str, first: SnapshotMeta, last: SnapshotMeta
+                 ) -> list[StoredHeader]:
+    """The target's snapshot headers from the checkpoint at or before `first` up to `last`,
+    oldest first (none when no checkpoint precedes `first`)."""
+    return rows_as(
+        conn, StoredHeader,
+        "/* pgarchitect */ WITH cp AS (SELECT taken_at, id FROM pgarchitect.snapshot"
+        "   WHERE target = %(t)s AND is_checkpoint AND (taken_at, id) <= (%(ft)s, %(fi)s)"
+        "   ORDER BY taken_at DESC, id DESC LIMIT 1)"
+        " SELECT x.id, x.taken_at, x.is_checkpoint, x.stored_count, x.xmin::text::bigint"
+        " FROM pgarchitect.snapshot x, cp"
+        " WHERE x.target = %(t)s AND x.taken_at BETWEEN cp.taken_at AND %(lt)s"
+        "   AND (x.taken_at, x.id) BETWEEN (cp.taken_at, cp.id) AND (%(lt)s, %(li)s)"
+        " ORDER BY x.taken_at, x.id",
+        {"t": target, "ft": first.taken_at, "fi": first.id, "lt": last.taken_at,
+         "li": last.id})
+
+
+def load_stored(conn: Conn, headers: Sequence[StoredHeader]
+                ) -> dict[int, list[StatementCounters]]:
+    """The rows stored with each of `headers` (changed ones, or all for a checkpoint)."""
+    rows: dict[int, list[StatementCounters]] = {h.id: [] for h in headers}
+    if not headers:
+        return rows
+    sql = (f"/* pgarchitect */ SELECT snapshot_id, {_COLUMNS} FROM pgarchitect.statement_stat"
+           " WHERE snapshot_id = ANY(%s) AND taken_at = ANY(%s)")
+    params = [[h.id for h in headers], sorted({h.taken_at for h in headers})]
+    with conn.cursor(row_factory=args_row(_series_row)) as cur:
+        for r in cur.execute(sql.encode(), params):
+            rows[r.snapshot_id].append(r.counters)
+    return rows
+
+
 def load_texts(conn: Conn, target: str, keys: Iterable[tuple[int, int]]
                ) -> dict[tuple[int, int], StatementText]:
     """Texts and fingerprints for (dbid, queryid) pairs."""

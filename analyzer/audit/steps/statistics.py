@@ -20,6 +20,7 @@ from analyzer.audit.values import WindowStatistics
 from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementKey, TextKey
 from analyzer.store import snapshots
 from analyzer.store.connection import Conn
+from analyzer.store.states import SnapshotStates
 from pgarchitect.config import RegressionSettings
 
 
@@ -40,11 +41,13 @@ def window_stats(
 
 def window_statistics(
     store: Conn, target: str, settings: RegressionSettings, stored: Sequence[SnapshotMeta],
-    request: WindowRequest | None,
+    request: WindowRequest | None, states: SnapshotStates | None = None,
 ) -> WindowStatistics:
-    """Choose the windows among the `stored` snapshots and sum each statement group's calls."""
+    """Choose the windows among the `stored` snapshots and sum each statement group's calls
+    (the snapshots' states read through `states`, the process's kept ones, when given)."""
     windows = choose_windows(stored, settings, request)
-    cache: dict[int, dict[StatementKey, StatementCounters]] = {}
+    cache: dict[int, dict[StatementKey, StatementCounters]] = (
+        {} if states is None else states.load(store, target, _ends(windows)))
     if windows.mode == "change_point":
         return _change_point_statistics(store, target, windows, settings, cache)
     base_window = window_stats(store, windows.baseline, cache) if windows.baseline else {}
@@ -61,6 +64,19 @@ def window_statistics(
     )
 
 
+def _parts(windows: Windows) -> list[Sequence[SnapshotMeta]]:
+    """The runs of snapshots whose activity window_statistics sums (`window_stats` each)."""
+    if windows.mode == "change_point":
+        metas = windows.current
+        return [metas[a: b + 1] for a, b in itertools.pairwise(candidate_points(len(metas)))]
+    return [w for w in (windows.baseline, windows.current) if w]
+
+
+def _ends(windows: Windows) -> list[SnapshotMeta]:
+    """The snapshots whose states those sums read."""
+    return [m for part in _parts(windows) for pair in segments(part) for m in pair]
+
+
 def _change_point_statistics(
     store: Conn, target: str, windows: Windows, settings: RegressionSettings,
     cache: dict[int, dict[StatementKey, StatementCounters]],
@@ -68,7 +84,7 @@ def _change_point_statistics(
     """Each statement group split at its own change point (short history)."""
     metas = windows.current
     points = candidate_points(len(metas))
-    raw = [window_stats(store, metas[a: b + 1], cache) for a, b in itertools.pairwise(points)]
+    raw = [window_stats(store, part, cache) for part in _parts(windows)]
     keys = {TextKey(k.dbid, k.queryid) for part in raw for k in part}
     stored = snapshots.load_texts(store, target, keys)
     fingerprints = {k: t.fingerprint for k, t in stored.items()}
