@@ -41,7 +41,7 @@ _DENIED_NAMES = frozenset({
     "pg_log_backend_memory_contexts", "pg_stat_get_activity", "pg_blocking_pids",
     "nextval", "setval", "txid_current", "pg_current_xact_id", "loread", "lowrite",
     "ts_stat", "ts_rewrite", "xpath_table", "query_to_xml", "query_to_xml_and_xmlschema",
-    "query_to_xmlschema", "pg_stat_statements_reset", "pg_import_system_collations",
+    "query_to_xmlschema", "pg_import_system_collations",
 })
 _DENIED_PREFIXES = (
     "pg_sleep", "pg_read_", "pg_ls_", "pg_file_", "lo_", "dblink", "pg_advisory",
@@ -49,6 +49,8 @@ _DENIED_PREFIXES = (
     "pg_drop_", "pg_wal_", "pg_walfile", "table_to_xml", "cursor_to_xml", "schema_to_xml",
     "database_to_xml", "pg_copy_", "pg_truncate_", "pg_stat_get_backend",
 )
+# Every extension's statistics reset (pg_stat_statements', pg_qualstats', ...) ends so.
+_DENIED_SUFFIXES = ("_reset",)
 # Catalogs that hold secrets (password hashes, connection strings with passwords, large
 # object data, sampled column values, configuration files, other sessions' statements).
 SECRET_RELATIONS = frozenset({
@@ -67,7 +69,8 @@ class Refused(Exception):
 def denied_function(name: str) -> bool:
     """Whether a function name (without schema) is on the deny list."""
     lowered = name.lower()
-    return lowered in _DENIED_NAMES or lowered.startswith(_DENIED_PREFIXES)
+    return (lowered in _DENIED_NAMES or lowered.startswith(_DENIED_PREFIXES)
+            or lowered.endswith(_DENIED_SUFFIXES))
 
 
 class _Inspect(Visitor):

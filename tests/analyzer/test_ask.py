@@ -59,6 +59,8 @@ TABLES = ("audit_run", "regression", "regression_cluster", "optimization_log", "
     ("SELECT pg_terminate_backend(1)", "pg_terminate_backend() is not allowed"),
     ("SELECT query_to_xml('DELETE FROM t', true, true, '')", "query_to_xml() is not allowed"),
     ("SELECT pg_stat_get_backend_activity(1)", "pg_stat_get_backend_activity() is not"),
+    ("SELECT public.pg_stat_statements_reset()", "pg_stat_statements_reset() is not allowed"),
+    ("SELECT pg_qualstats_reset()", "pg_qualstats_reset() is not allowed"),
     ("SELECT * FROM ROWS FROM (pg_sleep(1)) AS s", "pg_sleep() is not allowed"),
     ("SELECT rolname, rolpassword FROM pg_authid", "pg_authid holds secrets"),
     ("SELECT * FROM pg_catalog.pg_shadow", "pg_shadow holds secrets"),
