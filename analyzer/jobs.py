@@ -5,7 +5,8 @@ on top, and why (docs/analyzer.md, "Job engine"):
 
 - Chains instead of periodic tasks. Procrastinate's periodic tasks are cron-minute granular, and
   snapshot intervals of a few seconds must work. Each snapshot job therefore first defers its
-  successor one `snapshot_interval` later, under the queueing lock ``snapshot:<target>``, so at
+  successor one `snapshot_interval` after its own scheduled time (`next_snapshot`: no drift
+  by how late a job started), under the queueing lock ``snapshot:<target>``, so at
   most one snapshot per target waits in the queue whatever the number of replicas. Scheduled
   audits chain the same way on the cron schedule (pgarchitect.cron, in ``analyzer.timezone``), under
   ``scheduled-audit:<target>``; requested audits use ``audit:<target>``.
@@ -77,6 +78,17 @@ def requested_audit_lock(target: str) -> str:
 def scheduled_audit_lock(target: str) -> str:
     """Queueing lock of a target's next scheduled audit."""
     return f"scheduled-audit:{target}"
+
+
+def next_snapshot(scheduled_at: datetime | None, now: datetime, interval: float) -> datetime:
+    """When a snapshot job's successor runs: one interval after the job's own scheduled time,
+    so the chain keeps its cadence however late a worker picked the job up (from now when it
+    had none); past slots are skipped, never queued up to catch up."""
+    step = timedelta(seconds=interval)
+    if scheduled_at is None:
+        return now + step
+    missed = max((now - scheduled_at) // step, 0) if step else 0
+    return scheduled_at + (missed + 1) * step
 
 
 def next_scheduled_audit(settings: AnalyzerSettings, after: datetime) -> datetime:
@@ -242,7 +254,8 @@ def make_app(service: Service) -> procrastinate.App:
         with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
             await snapshot.configure(
                 queueing_lock=snapshot_lock(target),
-                schedule_at=datetime.now(UTC) + timedelta(seconds=a.snapshot_interval),
+                schedule_at=next_snapshot(context.job.scheduled_at, datetime.now(UTC),
+                                          a.snapshot_interval),
             ).defer_async(target=target)
         try:
             outcome, seconds = await service.in_thread(

@@ -11,9 +11,9 @@ window: snapshots stored per second (sustained) against the N / interval asked f
 of snapshot jobs (when they started against when they were scheduled), the store's growth
 and the CPU time of the store server, of the targets' server and of the two workers per
 snapshot. Each N is measured twice, one right after the other: first with a store and a target
-session opened for every job (`analyzer.connection_idle_timeout: 0`, the baseline), then with
-the sessions kept between jobs (the default, analyzer/connections.py). Figures go to
-docs/benchmarks.md (section `fleet`).
+session opened for every job (`analyzer.connection_idle_timeout: 0`, the default), then with
+the sessions kept between jobs (`connection_idle_timeout: 10m`, opt-in;
+analyzer/connections.py). Figures go to docs/benchmarks.md (section `fleet`).
 
 `PGARCHITECT_BENCH_FLEET_SIZES` (e.g. ``4,16``) measures other fleet sizes.
 """
@@ -43,7 +43,7 @@ from pgarchitect.migrate import migrate
 
 SIZES = tuple(int(n) for n in os.environ.get("PGARCHITECT_BENCH_FLEET_SIZES",
                                              "4,8,16,24,32").split(","))
-MODES = ("per job", "kept")  # sessions opened per job (idle timeout 0), kept (the default)
+MODES = ("per job", "kept")  # sessions opened per job (idle timeout 0, the default), kept
 STATEMENTS = 500  # per target
 MOVING = 0.1  # share of a target's statements run every interval
 INTERVAL = 2.0  # seconds: the compressed snapshot interval (production default: 5 minutes)

@@ -3,12 +3,12 @@ lifecycle table, notification retries."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from analyzer import notify
 from analyzer.api.status import allowed
-from analyzer.jobs import next_scheduled_audit
+from analyzer.jobs import next_scheduled_audit, next_snapshot
 from pgarchitect.config import AnalyzerSettings
 from pgarchitect.demo.processes import free_port
 
@@ -65,3 +65,21 @@ def test_unreachable_alertmanager_is_retried_and_reported() -> None:
                          "audit of app failed", "http://x/admin/database/audits/1")
     delivered, failed = notify.push(f"http://127.0.0.1:{port}", [alert])
     assert not delivered and failed == notify.ATTEMPTS
+
+
+def test_a_snapshot_chain_keeps_its_cadence_however_late_a_job_starts() -> None:
+    at = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    second = timedelta(seconds=1)
+    # Picked up 0.3 s late: the successor is still one interval after the scheduled time.
+    assert next_snapshot(at, at + 0.3 * second, 300) == at + 300 * second
+    assert next_snapshot(at, at, 2.0) == at + 2 * second
+    # Later than an interval (a worker was away): the next slot still ahead, none queued up.
+    assert next_snapshot(at, at + 650 * second, 300) == at + 900 * second
+    assert next_snapshot(at, at + 600 * second, 300) == at + 900 * second
+    # A job without a scheduled time (deferred to run at once): from now.
+    assert next_snapshot(None, at, 300) == at + 300 * second
+    # Never in the past, never more than one interval ahead.
+    for late in (0.0, 1.5, 299.9, 300.0, 301.0, 10_000.0):
+        now = at + late * second
+        nxt = next_snapshot(at, now, 300)
+        assert now < nxt <= now + 300 * second
