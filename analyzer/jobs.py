@@ -192,10 +192,11 @@ class Service:
     # The snapshot jobs' store and target sessions, kept between jobs (analyzer/connections.py).
     connections: Connections = field(init=False)
     # The quick checks' rebuilt snapshot states, kept between jobs (analyzer/store/states.py).
-    states: SnapshotStates = field(default_factory=SnapshotStates)
+    states: SnapshotStates = field(init=False)
 
     def __post_init__(self) -> None:
         self.connections = Connections(self.settings.analyzer.connection_idle_timeout)
+        self.states = SnapshotStates(max_bytes=self.settings.analyzer.snapshot_cache_bytes)
 
     def writer(self, target: str) -> StatementWriter:
         """The snapshot writer of one target (its last state kept in memory)."""

@@ -34,6 +34,8 @@ def write(tmp_path: Path, text: str) -> str:
         ("exporter:\n  statements_top_n: many\n", "exporter.statements_top_n",
          "expected an integer"),
         ("exporter:\n  statements_top_n: 0\n", "exporter.statements_top_n", "positive"),
+        ("analyzer:\n  snapshot_cache_bytes: -1\n", "analyzer.snapshot_cache_bytes",
+         "expected 0 or a positive integer, got -1"),
         ("exporter:\n  min_refresh_interval: soon\n", "exporter.min_refresh_interval", "duration"),
         ("analyzer:\n  schedule: '0 25 * * *'\n", "analyzer.schedule", "hour field: 25"),
         ("analyzer:\n  schedule: 'every sunday'\n", "analyzer.schedule", "expected 5 fields"),

@@ -16,8 +16,9 @@ so everything summed over them sums in the same order.
 
 Bounded twice: per target, the states its last read asked for (at most
 `MAX_STATES_PER_TARGET`: one quick check's change-point search reads up to 50); over all
-targets, about `max_bytes` (default 256 MiB, ~100 bytes per statement of a state rolled
-forward from a kept one, ~600 bytes per statement of one rebuilt from its checkpoint). The
+targets, about `max_bytes` (`analyzer.snapshot_cache_bytes`, default 256 MiB; ~100 bytes
+per statement of a state rolled forward from a kept one, ~600 bytes per statement of one
+rebuilt from its checkpoint). The
 targets kept are not a least-recently-used list, which would thrash when more targets than
 fit run round robin: a target stays as long as its jobs keep coming (every `stale_after`,
 default 30 minutes); one that does not fit while the others are live is read uncached, as
@@ -39,13 +40,14 @@ from analyzer.snapshots.model import SnapshotMeta, StatementCounters, StatementK
 from analyzer.store import snapshots
 from analyzer.store.connection import Conn
 from analyzer.store.snapshots import StoredHeader
+from pgarchitect.config import AnalyzerSettings
 
 State = dict[StatementKey, StatementCounters]
 StateKey = tuple[int, datetime, int]  # a snapshot's (id, taken_at, row version)
 Scope = tuple[object, ...]  # (store identity..., target)
 
 MAX_STATES_PER_TARGET = 128
-DEFAULT_MAX_BYTES = 256 * 2**20
+DEFAULT_MAX_BYTES = AnalyzerSettings().snapshot_cache_bytes
 STALE_AFTER = 1800.0  # seconds without a job before a kept target may make room for another
 # Estimated bytes per statement of a kept state: its dict slot, and a row object it holds
 # alone (on the safe side: bench/bench_quickcheck.py compares the total with tracemalloc's).

@@ -154,6 +154,8 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field[Any] | None) ->
             raise ConfigError(key, f"expected an integer, got {shown(value)}")
         if kind == "positive" and value <= 0:
             raise ConfigError(key, f"expected a positive integer, got {value}")
+        if kind == "non_negative" and value < 0:
+            raise ConfigError(key, f"expected 0 or a positive integer, got {value}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -20,6 +20,7 @@ LISTEN = {"kind": "listen"}
 TIMEZONE = {"kind": "timezone"}
 REGEX = {"kind": "regex"}
 POSITIVE = {"kind": "positive"}
+NON_NEGATIVE = {"kind": "non_negative"}
 POSITIVE_DURATION = {"kind": "positive_duration"}
 NAME = {"kind": "name"}
 
@@ -206,6 +207,8 @@ class AnalyzerSettings:
     worker_stalled_timeout: float = field(default=30.0, metadata=DURATION)
     shutdown_timeout: float = field(default=10.0, metadata=POSITIVE_DURATION)
     connection_idle_timeout: float = field(default=0.0, metadata=DURATION)  # 0: none kept (opt-in)
+    # Rebuilt snapshot states the quick checks keep per process (analyzer/store/states.py).
+    snapshot_cache_bytes: int = field(default=256 * 2**20, metadata=NON_NEGATIVE)
     unused_index_min_age: float = field(default=7 * 86400.0, metadata=DURATION)
     validation: ValidationSettings = ValidationSettings()
 

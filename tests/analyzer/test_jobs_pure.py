@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from prometheus_client import CollectorRegistry
+
 from analyzer import notify
 from analyzer.api.status import allowed
-from analyzer.jobs import next_scheduled_audit, next_snapshot
-from pgarchitect.config import AnalyzerSettings
+from analyzer.jobs import JobMetrics, Service, next_scheduled_audit, next_snapshot
+from pgarchitect.config import AnalyzerSettings, load_settings
 from pgarchitect.demo.processes import free_port
 
 
@@ -83,3 +85,14 @@ def test_a_snapshot_chain_keeps_its_cadence_however_late_a_job_starts() -> None:
         now = at + late * second
         nxt = next_snapshot(at, now, 300)
         assert now < nxt <= now + 300 * second
+
+
+def test_the_kept_snapshot_states_follow_their_setting() -> None:
+    """analyzer.snapshot_cache_bytes bounds the service's kept states; 0 keeps none."""
+    for size in (0, 1 << 20):
+        settings = load_settings(flags={"analyzer": {"snapshot_cache_bytes": size}})
+        service = Service(settings, JobMetrics(CollectorRegistry()), public_url="")
+        assert service.states.max_bytes == size
+    assert Service(load_settings(), JobMetrics(CollectorRegistry()),
+                   public_url="").states.max_bytes == (
+        256 * 2**20)
